@@ -1,0 +1,63 @@
+# pgvision — `make demo` and `make test` are all a new machine needs (Debian 12).
+#
+#   make install   Debian packages, server-side venv, extension files, offline models
+#   make start     the project-local Postgres cluster (.pg/, Unix socket only)
+#   make demo      install + start + migrate + load sample images + extract + summary
+#   make test      pytest against the local cluster (real Postgres, real TensorFlow)
+#   make bench     benchmarks, printed as ratios to a baseline measured in the same run
+#   make migrate   alembic upgrade head against DSN (default: the local cluster)
+#   make dsn | psql | stop | status | clean
+
+VENV      ?= /opt/pgvision/venv
+PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PGBIN     ?= $(shell $(PG_CONFIG) --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CLUSTER   := VENV=$(VENV) PGBIN=$(PGBIN) scripts/cluster.sh
+PYTHON    := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+export VENV PG_CONFIG
+
+.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench clean
+
+install:
+	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) scripts/install.sh
+
+install-dev:
+	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) WITH_DEV=1 scripts/install.sh
+
+start:
+	@$(CLUSTER) start
+
+stop:
+	@$(CLUSTER) stop
+
+status:
+	@$(CLUSTER) status
+
+# Prints only the libpq URI of the local cluster, for `psql "$$(make -s dsn)"`.
+dsn:
+	@$(CLUSTER) dsn
+
+psql:
+	@$(CLUSTER) psql
+
+DSN ?= $(shell $(CLUSTER) dsn)
+
+migrate:
+	$(VENV)/bin/alembic -c migrations/alembic.ini -x dsn='$(DSN)' upgrade head
+
+downgrade:
+	$(VENV)/bin/alembic -c migrations/alembic.ini -x dsn='$(DSN)' downgrade -1
+
+demo: install-dev start migrate
+	@$(PYTHON) demo/demo.py --dsn '$(DSN)'
+
+test: install-dev start
+	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: install-dev start
+	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+clean: stop
+	rm -rf .pg out

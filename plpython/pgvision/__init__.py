@@ -1,0 +1,12 @@
+"""pgvision: CNN image features, similarity search and classification inside Postgres.
+
+The SQL functions of the ``pgvision`` extension are thin PL/Python wrappers; each one calls a
+function of this package, passing the PL/Python ``plpy`` module and the ``GD`` dictionary in,
+so every module here imports and tests without a server.
+"""
+
+# The one source of truth for the version: the Makefile writes it into pgvision.control,
+# the migrations read it, and the extension refuses to run a package of another version.
+__version__ = "0.1.0"
+
+DEFAULT_MODEL = "inception_v3"

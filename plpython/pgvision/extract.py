@@ -1,0 +1,158 @@
+"""Feature extraction: one image (``vision.extract_features``) or a whole table
+(``vision.extract_table``), writing ``vision.features`` incrementally, batch by batch.
+"""
+
+import time
+
+import numpy as np
+
+from . import models
+from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE, UNDEFINED_OBJECT,
+                     ImageError, PgvisionError, require_int_range, require_not_null)
+from .images import decode, load_batch, preprocess, to_array
+
+FN_EXTRACT = "vision.extract_features"
+FN_TABLE = "vision.extract_table"
+INTEGER_TYPES = ("smallint", "integer", "bigint")
+MAX_BATCH = 1024
+
+
+def extract_features(plpy, GD, image, model):
+    """Feature vector (list of floats) of one image's bytes."""
+    fn = FN_EXTRACT
+    if image is None:
+        raise PgvisionError(fn, 'argument "image" must not be NULL', NULL_VALUE)
+    row = models.lookup(plpy, GD, fn, model)
+    size = (row["input_height"], row["input_width"])
+    try:
+        img = decode(image, models.max_pixels(plpy, GD), size[::-1])
+    except ImageError as err:
+        raise PgvisionError(fn, f'argument "image" is {err}', INVALID_BINARY) from None
+    extractor = models.get_extractor(plpy, GD, fn, row)
+    batch = preprocess(to_array(img, size)[np.newaxis], row["preprocessing"])
+    return extractor(batch)[0].tolist()
+
+
+def _column_type(plpy, relid, column):
+    rows = plpy.execute(plpy.prepare(
+        "SELECT format_type(atttypid, atttypmod) AS type FROM pg_attribute "
+        "WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+        ["oid", "name"]), [relid, column])
+    return rows[0]["type"] if rows else None
+
+
+def _validate_table(plpy, source, id_column, image_column, batch_size, retry_failed):
+    """Resolve and check the arguments; return (relid, quoted table name)."""
+    fn = FN_TABLE
+    for argument, value in (("source", source), ("id_column", id_column),
+                            ("image_column", image_column), ("retry_failed", retry_failed)):
+        require_not_null(fn, argument, value)
+    require_int_range(fn, "batch_size", batch_size, 1, MAX_BATCH)
+    relid, qualified = [plpy.execute(plpy.prepare(
+        "SELECT $1::regclass::oid AS relid, $1::regclass::text AS name", ["regclass"]),
+        [source])[0][k] for k in ("relid", "name")]
+    for argument, column, wanted in (("id_column", id_column, INTEGER_TYPES),
+                                     ("image_column", image_column, ("bytea",))):
+        found = _column_type(plpy, relid, column)
+        if found is None:
+            raise PgvisionError(fn, f'argument "{argument}": table {qualified} has no column '
+                                f"{column!r}", UNDEFINED_OBJECT)
+        if found not in wanted:
+            raise PgvisionError(fn, f'argument "{argument}": column {column!r} of {qualified} is '
+                                f"{found}, expected {' or '.join(wanted)}", DATATYPE_MISMATCH)
+    return relid, qualified
+
+
+def _try_commit(plpy):
+    """Commit if the CALL runs outside a transaction block; report whether it did."""
+    try:
+        plpy.commit()
+        return True
+    except plpy.SPIError:
+        return False
+
+
+def extract_table(plpy, GD, source, id_column="id", image_column="image", model=None,
+                  batch_size=32, retry_failed=False):
+    """Extract features for every row of ``source`` that has none yet for ``model``.
+
+    Rows go in ascending id order, ``batch_size`` at a time; each batch commits on its own
+    (when CALLed outside a transaction block), so a cancel loses at most the batch in flight
+    and a second CALL resumes where the first stopped. A row whose bytes do not decode is
+    recorded in ``vision.extract_errors`` and skipped (retried only with ``retry_failed``).
+    Returns ``(job_id, processed, failed)``.
+    """
+    fn = FN_TABLE
+    relid, qualified = _validate_table(plpy, source, id_column, image_column, batch_size,
+                                       retry_failed)
+    row = models.lookup(plpy, GD, fn, model)
+    model = row["name"]
+    size = (row["input_height"], row["input_width"])
+    ident, image = plpy.quote_ident(id_column), plpy.quote_ident(image_column)
+    pending = (f"FROM {qualified} s WHERE s.{ident} IS NOT NULL AND NOT EXISTS ("
+               f"SELECT 1 FROM vision.features f WHERE f.model = $1 AND f.source = $2 "
+               f"AND f.image_id = s.{ident})" +
+               ("" if retry_failed else
+                f" AND NOT EXISTS (SELECT 1 FROM vision.extract_errors e WHERE e.model = $1 "
+                f"AND e.source = $2 AND e.image_id = s.{ident})"))
+    total = plpy.execute(plpy.prepare(f"SELECT count(*) AS n {pending}", ["text", "oid"]),
+                         [model, relid])[0]["n"]
+    next_batch = plpy.prepare(
+        f"SELECT s.{ident}::bigint AS id, s.{image} AS image {pending} AND s.{ident} >= $3 "
+        f"ORDER BY s.{ident} LIMIT $4", ["text", "oid", "int8", "int4"])
+    save_feature = plpy.prepare(
+        "INSERT INTO vision.features (source, image_id, model, feature) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature, "
+        "extracted_at = now()", ["oid", "int8", "text", "float4[]"])
+    clear_errors = plpy.prepare(
+        "DELETE FROM vision.extract_errors WHERE model = $1 AND source = $2 "
+        "AND image_id = ANY($3)", ["text", "oid", "int8[]"])
+    save_error = plpy.prepare(
+        "INSERT INTO vision.extract_errors (source, image_id, model, error) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (model, source, image_id) "
+        "DO UPDATE SET error = EXCLUDED.error, failed_at = now()", ["oid", "int8", "text", "text"])
+    job_id = plpy.execute(plpy.prepare(
+        "INSERT INTO vision.extract_jobs (source, model, id_column, image_column, total, pid) "
+        "VALUES ($1, $2, $3, $4, $5, pg_backend_pid()) RETURNING job_id",
+        ["oid", "text", "text", "text", "int8"]),
+        [relid, model, id_column, image_column, total])[0]["job_id"]
+    update_job = plpy.prepare(
+        "UPDATE vision.extract_jobs SET processed = $2, failed = $3, updated_at = clock_timestamp(), "
+        "state = $4 WHERE job_id = $1", ["int8", "int8", "int8", "text"])
+    committing = _try_commit(plpy)
+    if not committing:
+        plpy.notice(f"{fn}: called inside a transaction block, so all batches commit together "
+                    "at its end; CALL it on its own to commit batch by batch")
+    extractor = models.get_extractor(plpy, GD, fn, row) if total else None
+    pixels = models.max_pixels(plpy, GD)
+    processed = failed = 0
+    next_id = -(2 ** 63)
+    started = time.monotonic()
+    while True:
+        rows = plpy.execute(next_batch, [model, relid, next_id, batch_size])
+        if not rows:
+            break
+        ids = [r["id"] for r in rows]
+        next_id = ids[-1] + 1
+        batch, ok, errors = load_batch([r["image"] for r in rows], size, row["preprocessing"],
+                                       pixels)
+        features = extractor(batch)
+        for position, vector in zip(ok, features):
+            plpy.execute(save_feature, [relid, ids[position], model, vector.tolist()])
+        if ok:
+            plpy.execute(clear_errors, [model, relid, [ids[p] for p in ok]])
+        for position, reason in errors.items():
+            plpy.execute(save_error, [relid, ids[position], model,
+                                      f"{fn}: image {ids[position]} is {reason}"])
+        processed += len(ok)
+        failed += len(errors)
+        plpy.execute(update_job, [job_id, processed, failed, "running"])
+        if committing:
+            plpy.commit()
+        rate = (processed + failed) / max(time.monotonic() - started, 1e-9)
+        plpy.notice(f"{fn}: {processed + failed}/{total} rows of {qualified} "
+                    f"({failed} skipped), {rate:.1f} img/s")
+    plpy.execute(update_job, [job_id, processed, failed, "done"])
+    if committing:
+        plpy.commit()
+    return job_id, processed, failed

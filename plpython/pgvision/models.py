@@ -1,0 +1,357 @@
+"""The model registry: Keras models stored in ``vision.model_store``, loaded once per backend.
+
+A registered model is either bytes in the table (``.keras`` archive) or a server-side
+``.keras`` file; either way its SHA-256 is recorded, so a backend notices a re-registered
+model and a file changed behind the registry's back. Models load in Keras safe mode only
+(no Lambda layers, no pickled code): a ``.keras`` archive is the only accepted format.
+
+A loaded model is cached in ``GD`` under its name and content hash; the cached entry is an
+:class:`Extractor` that maps a preprocessed batch to feature vectors.
+"""
+
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import zipfile
+
+from . import DEFAULT_MODEL
+from .errors import (DUPLICATE_OBJECT, EXTERNAL_ERROR, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE,
+                     UNDEFINED_OBJECT, PgvisionError, require, require_choice,
+                     require_int_range, require_not_null)
+from .images import DEFAULT_MAX_PIXELS, PREPROCESSING
+
+POOLING = ("avg", "max", "none")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MANIFEST = "models.json"
+_CACHE = "pgvision.models"
+_PLANS = "pgvision.plans"
+
+
+def default_model_dir():
+    """``<venv>/share/pgvision/models``: next to the venv this package is installed in."""
+    site_packages = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    prefix = os.path.dirname(os.path.dirname(os.path.dirname(site_packages)))
+    return os.path.join(prefix, "share", "pgvision", "models")
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def plan(plpy, GD, key, query, types=()):
+    """A prepared statement kept for the life of the backend."""
+    plans = GD.setdefault(_PLANS, {})
+    if key not in plans:
+        plans[key] = plpy.prepare(query, list(types))
+    return plans[key]
+
+
+def setting(plpy, GD, name, default):
+    """An integer ``pgvision.*`` GUC, or ``default`` when unset."""
+    row = plpy.execute(plan(plpy, GD, "setting", "SELECT current_setting($1, true) AS v",
+                            ["text"]), [name])[0]
+    value = row["v"]
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise PgvisionError("pgvision", f'setting "{name}" must be an integer, got {value!r}')
+
+
+def lookup(plpy, GD, function, name, argument="model"):
+    """The registry row of ``name`` (without the model bytes), or a clear error."""
+    require_not_null(function, argument, name)
+    rows = plpy.execute(plan(plpy, GD, "lookup", """
+        SELECT name, sha256, model_path, input_height, input_width, preprocessing,
+               feature_layer, pooling, dims
+        FROM vision.model_store WHERE name = $1""", ["text"]), [name])
+    if not rows:
+        raise PgvisionError(function, f'argument "{argument}" names no registered model: {name!r}',
+                            UNDEFINED_OBJECT,
+                            hint="SELECT name FROM vision.models lists the registered models.")
+    return dict(rows[0])
+
+
+# --- TensorFlow side -------------------------------------------------------------------
+
+def _import_keras(plpy=None, GD=None):
+    """Import TensorFlow/Keras once per process, with thread counts from the GUCs."""
+    if "tensorflow" in sys.modules:
+        import keras
+        return keras
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if not hasattr(sys, "argv"):  # absl reads sys.argv, which an embedded interpreter lacks
+        sys.argv = ["postgres"]
+    import tensorflow as tf
+    if plpy is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(
+            setting(plpy, GD, "pgvision.intra_op_threads", 0))
+        tf.config.threading.set_inter_op_parallelism_threads(
+            setting(plpy, GD, "pgvision.inter_op_threads", 0))
+    import keras
+    return keras
+
+
+def check_keras_archive(function, argument, path_or_bytes):
+    """Accept only a ``.keras`` zip archive (the format Keras' safe mode fully covers)."""
+    try:
+        with zipfile.ZipFile(path_or_bytes) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as err:
+        raise PgvisionError(function, f'argument "{argument}" is not a .keras model archive ({err})')
+    if "config.json" not in names:
+        raise PgvisionError(function, f'argument "{argument}" is a zip file but not a .keras '
+                            "model archive (no config.json)")
+
+
+def load_keras_file(function, path, plpy=None, GD=None):
+    """Load a ``.keras`` file in safe mode, uncompiled."""
+    keras = _import_keras(plpy, GD)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises many types; the user needs the reason
+        raise PgvisionError(function, f"cannot load model ({type(err).__name__}: {err})",
+                            EXTERNAL_ERROR) from None
+
+
+class Extractor:
+    """A Keras model cut at its feature layer, pooled, behind one traced ``tf.function``."""
+
+    def __init__(self, model, input_size, preprocessing, feature_layer=None, pooling="avg",
+                 function="vision.register_model"):
+        import keras
+        import tensorflow as tf
+
+        if feature_layer:
+            try:
+                output = model.get_layer(feature_layer).output
+            except ValueError:
+                raise PgvisionError(function, f'argument "feature_layer" names no layer of the '
+                                    f"model: {feature_layer!r}", UNDEFINED_OBJECT) from None
+        else:
+            output = model.output
+        if len(output.shape) == 4:
+            if pooling == "avg":
+                output = keras.layers.GlobalAveragePooling2D()(output)
+            elif pooling == "max":
+                output = keras.layers.GlobalMaxPooling2D()(output)
+        if len(output.shape) != 2:
+            output = keras.layers.Flatten()(output)
+        self.model = keras.Model(model.inputs, output)
+        self.input_size = tuple(input_size)
+        self.preprocessing = preprocessing
+        self.dims = int(output.shape[-1])
+        height, width = self.input_size
+        # A None batch dimension: one trace serves every batch size (no re-trace per shape).
+        self._run = tf.function(lambda x: self.model(x, training=False), input_signature=[
+            tf.TensorSpec([None, height, width, 3], tf.float32)])
+        self(self._zeros(1))  # trace now, not on the first user call
+
+    def _zeros(self, n):
+        import numpy as np
+        return np.zeros((n, *self.input_size, 3), dtype=np.float32)
+
+    def __call__(self, batch):
+        """``(n, h, w, 3)`` preprocessed float32 → ``(n, dims)`` float32 numpy array."""
+        if len(batch) == 0:
+            import numpy as np
+            return np.empty((0, self.dims), dtype=np.float32)
+        return self._run(batch).numpy()
+
+
+def _materialise(plpy, GD, function, row):
+    """Return a filesystem path holding the row's model (temp file for stored bytes)."""
+    if row["model_path"]:
+        path = row["model_path"]
+        if not os.path.isfile(path):
+            raise PgvisionError(function, f"model {row['name']!r}: file {path!r} is missing",
+                                EXTERNAL_ERROR, hint="Re-run make install, or re-register it.")
+        if sha256_file(path) != row["sha256"]:
+            raise PgvisionError(function, f"model {row['name']!r}: file {path!r} changed since it "
+                                "was registered (SHA-256 differs)", EXTERNAL_ERROR,
+                                hint="Register it again: SELECT vision.register_model(...)")
+        return path, False
+    data = plpy.execute(plan(plpy, GD, "bytes",
+                             "SELECT model_bytes FROM vision.model_store WHERE name = $1",
+                             ["text"]), [row["name"]])[0]["model_bytes"]
+    tmp = tempfile.NamedTemporaryFile(suffix=".keras", delete=False)
+    with tmp:
+        tmp.write(data)
+    return tmp.name, True
+
+
+def get_extractor(plpy, GD, function, row):
+    """The cached :class:`Extractor` for a registry row, loading it on first use."""
+    cache = GD.setdefault(_CACHE, {})
+    hit = cache.get(row["name"])
+    if hit is not None and hit[0] == row["sha256"]:
+        return hit[1]
+    cache.pop(row["name"], None)  # drop a stale model before loading its successor
+    path, temporary = _materialise(plpy, GD, function, row)
+    try:
+        model = load_keras_file(function, path, plpy, GD)
+    finally:
+        if temporary:
+            os.unlink(path)
+    extractor = Extractor(model, (row["input_height"], row["input_width"]),
+                          row["preprocessing"], row["feature_layer"], row["pooling"], function)
+    cache[row["name"]] = (row["sha256"], extractor)
+    return extractor
+
+
+def cached_models(GD):
+    """Names of the models this backend holds in memory."""
+    return sorted(GD.get(_CACHE, {}))
+
+
+# --- SQL-facing functions --------------------------------------------------------------
+
+FN_REGISTER = "vision.register_model"
+FN_DROP = "vision.drop_model"
+
+
+def _validate_registration(plpy, name, model_bytes, model_path, input_height, input_width,
+                           preprocessing, pooling):
+    fn = FN_REGISTER
+    require_not_null(fn, "name", name)
+    require(fn, "name", name, NAME_PATTERN.match(name), "a lower-case identifier "
+            "(letters, digits, _; at most 63 characters)")
+    if (model_bytes is None) == (model_path is None):
+        raise PgvisionError(fn, 'give exactly one of "model_bytes" and "model_path"')
+    require_choice(fn, "preprocessing", preprocessing, PREPROCESSING)
+    require_choice(fn, "pooling", pooling, POOLING)
+    for argument, value in (("input_height", input_height), ("input_width", input_width)):
+        if value is not None:
+            require_int_range(fn, argument, value, 8, 4096)
+    if model_path is not None:
+        require(fn, "model_path", model_path, os.path.isabs(model_path), "an absolute path")
+        allowed = plpy.execute("SELECT pg_has_role(current_user, 'pg_read_server_files', "
+                               "'MEMBER') AS ok")[0]["ok"]
+        if not allowed:
+            raise PgvisionError(fn, 'registering from "model_path" reads a server file: only '
+                                "superusers and members of pg_read_server_files may",
+                                INSUFFICIENT_PRIVILEGE, hint="Pass the file's bytes instead.")
+        require(fn, "model_path", model_path, os.path.isfile(model_path),
+                "a readable file on the database server")
+    check_keras_archive(fn, "model_bytes" if model_path is None else "model_path",
+                        model_path if model_path is not None else io.BytesIO(bytes(model_bytes)))
+
+
+def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocessing="inception",
+                   feature_layer=None, pooling="avg", input_height=None, input_width=None,
+                   provenance="", replace=False):
+    """Validate, load in safe mode (proving it works), then insert the registry row."""
+    fn = FN_REGISTER
+    _validate_registration(plpy, name, model_bytes, model_path, input_height, input_width,
+                           preprocessing, pooling)
+    exists = plpy.execute(plan(plpy, GD, "exists",
+                               "SELECT 1 FROM vision.model_store WHERE name = $1", ["text"]),
+                          [name])
+    if exists and not replace:
+        raise PgvisionError(fn, f'argument "name": a model named {name!r} is already registered',
+                            DUPLICATE_OBJECT, hint="Pass replace => true to replace it.")
+    if model_path is not None:
+        path, digest, temporary = model_path, sha256_file(model_path), False
+    else:
+        data = bytes(model_bytes)
+        digest = hashlib.sha256(data).hexdigest()
+        tmp = tempfile.NamedTemporaryFile(suffix=".keras", delete=False)
+        with tmp:
+            tmp.write(data)
+        path, temporary = tmp.name, True
+    try:
+        model = load_keras_file(fn, path, plpy, GD)
+    finally:
+        if temporary:
+            os.unlink(path)
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or shape[-1] != 3:
+        raise PgvisionError(fn, f"the model's input must be (batch, height, width, 3) RGB, "
+                            f"got {tuple(shape)}")
+    height = input_height or shape[1]
+    width = input_width or shape[2]
+    if height is None or width is None:
+        raise PgvisionError(fn, "the model's input size is not fixed: pass input_height and "
+                            "input_width")
+    extractor = Extractor(model, (int(height), int(width)), preprocessing, feature_layer,
+                          pooling, fn)
+    plpy.execute(plan(plpy, GD, "upsert", """
+        INSERT INTO vision.model_store AS m (name, model_bytes, model_path, sha256, input_height,
+            input_width, preprocessing, feature_layer, pooling, dims, provenance)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (name) DO UPDATE SET model_bytes = EXCLUDED.model_bytes,
+            model_path = EXCLUDED.model_path, sha256 = EXCLUDED.sha256,
+            input_height = EXCLUDED.input_height, input_width = EXCLUDED.input_width,
+            preprocessing = EXCLUDED.preprocessing, feature_layer = EXCLUDED.feature_layer,
+            pooling = EXCLUDED.pooling, dims = EXCLUDED.dims, provenance = EXCLUDED.provenance,
+            builtin = false, created_at = now()""",
+        ["text", "bytea", "text", "text", "int4", "int4", "text", "text", "text", "int4",
+         "text"]),
+        [name, model_bytes, model_path, digest, int(height), int(width), preprocessing,
+         feature_layer, pooling, extractor.dims, provenance or ""])
+    GD.setdefault(_CACHE, {})[name] = (digest, extractor)
+    return extractor.dims
+
+
+def drop_model(plpy, GD, name, cascade=False):
+    """Remove a model; its stored features go too only with ``cascade``."""
+    fn = FN_DROP
+    lookup(plpy, GD, fn, name, argument="name")
+    require_not_null(fn, "cascade", cascade)
+    count = plpy.execute(plan(plpy, GD, "feature_count",
+                              "SELECT count(*) AS n FROM vision.features WHERE model = $1",
+                              ["text"]), [name])[0]["n"]
+    if count and not cascade:
+        raise PgvisionError(fn, f"model {name!r} has {count} stored feature rows", OBJECT_IN_USE,
+                            hint="Pass cascade => true to delete them with the model.")
+    plpy.execute(plan(plpy, GD, "drop_features", "DELETE FROM vision.features WHERE model = $1",
+                      ["text"]), [name])
+    plpy.execute(plan(plpy, GD, "drop_errors",
+                      "DELETE FROM vision.extract_errors WHERE model = $1", ["text"]), [name])
+    plpy.execute(plan(plpy, GD, "drop_model", "DELETE FROM vision.model_store WHERE name = $1",
+                      ["text"]), [name])
+    GD.get(_CACHE, {}).pop(name, None)
+    return count
+
+
+def read_manifest(model_dir):
+    """The installed models' manifest (written by ``make install``), or [] when absent."""
+    path = os.path.join(model_dir, MANIFEST)
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)["models"]
+
+
+def register_builtin_models(plpy, GD, model_dir=None):
+    """Register the installed models by path (run by CREATE EXTENSION; cheap: no TF)."""
+    model_dir = model_dir or default_model_dir()
+    entries = read_manifest(model_dir)
+    if not entries:
+        plpy.notice(f"pgvision: no installed models in {model_dir}; run `make install` on the "
+                    f"database server for the default model {DEFAULT_MODEL!r}")
+    for entry in entries:
+        plpy.execute(plan(plpy, GD, "builtin", """
+            INSERT INTO vision.model_store (name, model_path, sha256, input_height, input_width,
+                preprocessing, feature_layer, pooling, dims, provenance, builtin)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true)
+            ON CONFLICT (name) DO NOTHING""",
+            ["text", "text", "text", "int4", "int4", "text", "text", "text", "int4", "text"]),
+            [entry["name"], os.path.join(model_dir, entry["file"]), entry["sha256"],
+             entry["input_height"], entry["input_width"], entry["preprocessing"],
+             entry.get("feature_layer"), entry["pooling"], entry["dims"], entry["provenance"]])
+    return len(entries)
+
+
+def max_pixels(plpy, GD):
+    return setting(plpy, GD, "pgvision.max_image_pixels", DEFAULT_MAX_PIXELS)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install everything pgvision needs on a Debian 12 server, idempotently; only what is missing.
+# Used by `make install` and by docker/Dockerfile. Run as root (or through sudo).
+#
+#   VENV        server-side virtualenv the Postgres backend imports from (/opt/pgvision/venv)
+#   PG_CONFIG   pg_config of the target Postgres (/usr/lib/postgresql/15/bin/pg_config)
+#   WITH_DEV    1: also the client tools for tests, migrations, demo and benchmarks
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${VENV:-/opt/pgvision/venv}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+WITH_DEV=${WITH_DEV:-0}
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: needs root for apt-get and $VENV; run it through sudo" >&2
+  exit 1
+fi
+
+# 1. Debian packages ----------------------------------------------------------------------
+packages=(postgresql-15 postgresql-plpython3-15 postgresql-contrib python3-venv)
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Server-side virtualenv, from the interpreter plpython3u links ------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV from /usr/bin/python3 (the Python plpython3u runs)"
+  /usr/bin/python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+pip_install() { "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2>&1 \
+  | grep -v "^WARNING: Location" || true; }
+stamp_ok() { [ -f "$1" ] && cmp -s "$1" "$2"; }
+if ! stamp_ok "$VENV/.pgvision-requirements" "$here/requirements.txt"; then
+  say "pip install -r requirements.txt (TensorFlow: a few minutes the first time)"
+  pip_install -r "$here/requirements.txt"
+  cp "$here/requirements.txt" "$VENV/.pgvision-requirements"
+fi
+if [ "$WITH_DEV" = 1 ] && ! stamp_ok "$VENV/.pgvision-requirements-dev" "$here/requirements-dev.txt"; then
+  say "pip install -r requirements-dev.txt"
+  pip_install -r "$here/requirements-dev.txt"
+  cp "$here/requirements-dev.txt" "$VENV/.pgvision-requirements-dev"
+fi
+# The package itself, always (cheap): the backend must run this checkout's code.
+rm -rf "$here/plpython/build"
+pip_install --no-deps --force-reinstall "$here/plpython"
+rm -rf "$here/plpython/build" "$here"/plpython/*.egg-info
+
+# 3. Extension files where Postgres finds them (like PGXS's `make install`) ------------------
+version=$("$VENV/bin/python" -c 'import pgvision; print(pgvision.__version__)')
+extdir="$("$PG_CONFIG" --sharedir)/extension"
+sed "s/@VERSION@/$version/" "$here/sql/pgvision.control.in" > "$extdir/pgvision.control"
+install -m 644 "$here"/sql/pgvision--*.sql "$extdir/"
+
+# 4. Offline pretrained models (nsfwjs npm package → Keras), once ---------------------------
+"$VENV/bin/python" "$here/tools/import_nsfwjs.py" --venv "$VENV"
+
+chmod -R a+rX "$VENV"
+say "installed pgvision $version: extension files in $extdir, Python in $VENV"
