@@ -50,6 +50,13 @@ if [ "$WITH_DEV" = 1 ] && ! stamp_ok "$VENV/.pgvision-requirements-dev" "$here/r
   pip_install -r "$here/requirements-dev.txt"
   cp "$here/requirements-dev.txt" "$VENV/.pgvision-requirements-dev"
 fi
+# TF.js itself, the reference the tests check the nsfwjs conversion against.
+tfjs_dir="$(dirname "$VENV")/cache"
+if [ "$WITH_DEV" = 1 ] && [ ! -d "$tfjs_dir/node_modules/@tensorflow/tfjs" ]; then
+  say "npm install @tensorflow/tfjs (test reference for the model conversion)"
+  mkdir -p "$tfjs_dir"
+  npm install --silent --no-save --prefix "$tfjs_dir" @tensorflow/tfjs@4.22.0 >/dev/null
+fi
 # The package itself, always (cheap): the backend must run this checkout's code.
 rm -rf "$here/plpython/build"
 pip_install --no-deps --force-reinstall "$here/plpython"

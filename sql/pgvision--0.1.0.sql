@@ -4,6 +4,10 @@
 
 \echo Use "CREATE EXTENSION pgvision CASCADE" to load this file. \quit
 
+-- Created here (not named in the control file) so that DROP EXTENSION drops it too.
+CREATE SCHEMA vision;
+COMMENT ON SCHEMA vision IS 'pgvision: CNN image features, visual search and classification';
+
 -- Roles are per cluster, so a second database must not fail on an existing one.
 DO $$
 BEGIN

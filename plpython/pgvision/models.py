@@ -147,7 +147,8 @@ class Extractor:
                 output = keras.layers.GlobalMaxPooling2D()(output)
         if len(output.shape) != 2:
             output = keras.layers.Flatten()(output)
-        self.model = keras.Model(model.inputs, output)
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        self.model = keras.Model(inputs, output)
         self.input_size = tuple(input_size)
         self.preprocessing = preprocessing
         self.dims = int(output.shape[-1])

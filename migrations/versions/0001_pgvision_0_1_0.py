@@ -1,0 +1,27 @@
+"""pgvision 0.1.0: create the extension (schema vision, model registry, features tables).
+
+Each later extension version adds one revision that runs ALTER EXTENSION pgvision UPDATE TO
+'<version>' (the SQL lives in sql/pgvision--<from>--<to>.sql), and its downgrade the reverse
+of what that script did.
+
+Revision ID: 0001
+Revises:
+"""
+
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+VERSION = "0.1.0"
+
+
+def upgrade():
+    op.execute(f"CREATE EXTENSION IF NOT EXISTS pgvision VERSION '{VERSION}' CASCADE")
+
+
+def downgrade():
+    # Drops the schema vision with every model, feature and error row in it.
+    op.execute("DROP EXTENSION IF EXISTS pgvision CASCADE")

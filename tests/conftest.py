@@ -1,0 +1,144 @@
+"""Fixtures: one real Postgres 15 server (the cluster `make start` runs, reached through
+pytest-postgresql's no-process factory), one test database with the extension for the whole
+session, and one backend connection in it, so TensorFlow and each model load once.
+"""
+
+import io
+import os
+
+import numpy as np
+import psycopg2
+import pytest
+from PIL import Image
+from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
+
+SOCKET_DIR = os.environ.get("PGVISION_SOCKET_DIR")
+PORT = 5432
+USER = "postgres"
+
+
+def dsn(dbname):
+    return f"host={SOCKET_DIR} port={PORT} user={USER} dbname={dbname}"
+
+
+def _create_extension(host, port, user, dbname, **_):
+    with psycopg2.connect(host=host, port=port, user=user, dbname=dbname) as conn:
+        conn.cursor().execute("CREATE EXTENSION pgvision CASCADE")
+
+
+postgresql_server = factories.postgresql_noproc(
+    host=SOCKET_DIR, port=PORT, user=USER, dbname="pgvision_test", load=[_create_extension])
+
+
+def pytest_collection_modifyitems(config, items):
+    if SOCKET_DIR:
+        return
+    skip = pytest.mark.skip(reason="PGVISION_SOCKET_DIR unset: run `make test`")
+    for item in items:
+        if "db" in item.fixturenames or "server" in item.fixturenames:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def server(postgresql_server):
+    """The no-process executor: host/port/user of the running server."""
+    return postgresql_server
+
+
+@pytest.fixture(scope="session")
+def db_name(server):
+    """A database cloned from the template that has pgvision created in it."""
+    janitor = DatabaseJanitor(user=USER, host=SOCKET_DIR, port=PORT, dbname="pgvision_session",
+                              template_dbname=server.template_dbname)
+    janitor.drop()
+    with janitor:
+        yield "pgvision_session"
+
+
+@pytest.fixture(scope="session")
+def db(db_name):
+    """One autocommit connection (one backend) shared by the whole session."""
+    conn = psycopg2.connect(dsn(db_name))
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def connect(db_name):
+    """Open extra connections (other backends) that close after the test."""
+    opened = []
+
+    def _connect(**kwargs):
+        conn = psycopg2.connect(dsn(db_name), **kwargs)
+        conn.autocommit = True
+        opened.append(conn)
+        return conn
+
+    yield _connect
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def fresh_db(server):
+    """An empty database (no extension) for tests that create or migrate it themselves."""
+    name = "pgvision_fresh"
+    janitor = DatabaseJanitor(user=USER, host=SOCKET_DIR, port=PORT, dbname=name)
+    janitor.drop()
+    with janitor:
+        yield name
+
+
+def query(conn, sql, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else None
+
+
+def image_bytes(seed, size=(64, 48), fmt="JPEG", mode="RGB"):
+    """A small synthetic image with structure (gradients + blocks), distinct per seed."""
+    rng = np.random.default_rng(seed)
+    h, w = size[1], size[0]
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = rng.uniform(0, 255, 3)
+    freq = rng.uniform(0.05, 0.4, 3)
+    pixels = np.stack([(base[c] + 100 * np.sin(freq[c] * (xx + c * yy))) % 256
+                       for c in range(3)], axis=-1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "RGB").convert(mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def server_tmp(tmp_path_factory):
+    """A directory the server's OS user can read (pytest's own tmp dirs are private)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="pgvision-test-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def make_table(db):
+    """Create ``name(id bigint, image bytea)`` filled with rows; dropped after the test."""
+    created = []
+
+    def _make(name, rows, id_type="bigint", image_type="bytea"):
+        query(db, f"DROP TABLE IF EXISTS {name}")
+        query(db, f"CREATE TABLE {name} (id {id_type} PRIMARY KEY, image {image_type})")
+        for image_id, data in rows:
+            query(db, f"INSERT INTO {name} VALUES (%s, %s)",
+                  (image_id, psycopg2.Binary(data) if data is not None else None))
+        created.append(name)
+        return name
+
+    yield _make
+    for name in created:
+        query(db, f"DELETE FROM vision.features WHERE source = '{name}'::regclass")
+        query(db, f"DELETE FROM vision.extract_errors WHERE source = '{name}'::regclass")
+        query(db, f"DROP TABLE {name}")

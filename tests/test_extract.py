@@ -1,0 +1,245 @@
+"""Feature extraction in the real backend: vision.extract_features and vision.extract_table."""
+
+import threading
+import time
+
+import numpy as np
+import psycopg2
+import pytest
+from psycopg2 import errors as pgerr
+
+from conftest import image_bytes, query
+
+FAST = "mobilenet_v2"  # 3x cheaper than the default; used where the model doesn't matter
+
+
+def features(db, data, model=None):
+    sql = "SELECT vision.extract_features(%s" + (", %s)" if model else ")")
+    params = (psycopg2.Binary(data),) + ((model,) if model else ())
+    return query(db, sql, params)[0][0]
+
+
+def test_default_model_gives_2048_d_inception_features(db):
+    vector = features(db, image_bytes(1, size=(320, 240)))
+    assert len(vector) == 2048
+    assert all(v >= 0 for v in vector) and max(vector) > 0  # pooled ReLU activations
+
+
+def test_in_db_features_equal_standalone_keras_on_the_same_pipeline(db):
+    """The backend really runs the model: same numbers as Keras in this process."""
+    import keras
+    from pgvision import images
+    from pgvision.models import default_model_dir
+
+    data = image_bytes(7, size=(500, 375))
+    in_db = np.array(features(db, data, FAST))
+    model = keras.saving.load_model(f"{default_model_dir()}/{FAST}.keras", compile=False,
+                                    safe_mode=True)
+    cut = keras.Model(model.inputs[0],
+                      keras.layers.GlobalAveragePooling2D()(model.get_layer("out_relu").output))
+    batch = images.preprocess(images.to_array(images.decode(data, draft_size=(224, 224)),
+                                              (224, 224))[None], "inception")
+    standalone = np.asarray(cut(batch))[0]
+    assert in_db.shape == (1280,)
+    np.testing.assert_allclose(in_db, standalone, rtol=1e-4, atol=1e-5)
+
+
+def test_features_are_deterministic_and_distinguish_images(db):
+    a1, a2 = features(db, image_bytes(3), FAST), features(db, image_bytes(3), FAST)
+    b = features(db, image_bytes(4), FAST)
+    assert a1 == a2
+    assert not np.allclose(a1, b)
+
+
+def test_grey_png_and_jpeg_of_the_same_picture_are_close(db):
+    jpeg = np.array(features(db, image_bytes(5, fmt="JPEG"), FAST))
+    png = np.array(features(db, image_bytes(5, fmt="PNG"), FAST))
+    other = np.array(features(db, image_bytes(6, fmt="PNG"), FAST))
+
+    def cos(u, v):
+        return u @ v / np.linalg.norm(u) / np.linalg.norm(v)
+
+    assert cos(jpeg, png) > cos(jpeg, other)
+
+
+@pytest.mark.parametrize("data,error,message", [
+    (None, pgerr.NullValueNotAllowed, 'argument "image" must not be NULL'),
+    (b"", pgerr.InvalidBinaryRepresentation, 'argument "image" is empty (0 bytes)'),
+    (b"GIF89a-nope", pgerr.InvalidBinaryRepresentation,
+     'argument "image" is not a decodable image ('),
+    ("truncated", pgerr.InvalidBinaryRepresentation,
+     'argument "image" is not a decodable image (truncated JPEG)'),
+])
+def test_bad_images_get_clear_errors(db, data, error, message):
+    if data == "truncated":
+        whole = image_bytes(8, size=(300, 300))
+        data = whole[: len(whole) // 2]
+    param = psycopg2.Binary(data) if data is not None else None
+    with pytest.raises(error) as info:
+        query(db, "SELECT vision.extract_features(%s)", (param,))
+    assert f"vision.extract_features: {message}" in str(info.value)
+
+
+def test_decompression_bombs_are_refused(db):
+    query(db, "SET pgvision.max_image_pixels = 10000")
+    try:
+        with pytest.raises(pgerr.InvalidBinaryRepresentation, match="is too large, over 10000 "
+                                                                    "pixels"):
+            features(db, image_bytes(1, size=(200, 100)))
+    finally:
+        query(db, "RESET pgvision.max_image_pixels")
+
+
+def test_unknown_model_is_named(db):
+    with pytest.raises(pgerr.UndefinedObject,
+                       match="vision.extract_features: argument \"model\" names no registered "
+                             "model: 'nope'"):
+        features(db, image_bytes(1), "nope")
+
+
+def test_works_in_a_query_over_a_table(db, make_table):
+    make_table("shop", [(i, image_bytes(i)) for i in range(1, 4)])
+    rows = query(db, f"SELECT id, array_length(vision.extract_features(image, '{FAST}'), 1) "
+                     "FROM shop ORDER BY id")
+    assert rows == [(1, 1280), (2, 1280), (3, 1280)]
+
+
+# --- extract_table --------------------------------------------------------------------
+
+def stored(db, table, model=FAST):
+    return dict(query(db, "SELECT image_id, feature FROM vision.features "
+                          "WHERE source = %s::regclass AND model = %s", (table, model)))
+
+
+def test_extract_table_writes_features_and_records_bad_rows(db, make_table):
+    good = {i: image_bytes(i) for i in (1, 2, 4, 6)}
+    make_table("catalog", [*good.items(), (3, b"garbage"), (5, None)])
+    job_id, processed, failed = query(
+        db, "CALL vision.extract_table('catalog', model => %s, batch_size => 3)", (FAST,))[0]
+    assert (processed, failed) == (4, 2)
+    saved = stored(db, "catalog")
+    assert sorted(saved) == [1, 2, 4, 6]
+    # batched features equal one-at-a-time ones
+    np.testing.assert_allclose(saved[4], features(db, good[4], FAST), rtol=1e-4, atol=1e-5)
+    errors = dict(query(db, "SELECT image_id, error FROM vision.extract_errors "
+                            "WHERE source = 'catalog'::regclass"))
+    assert errors[3].startswith("vision.extract_table: image 3 is not a decodable image")
+    assert errors[5] == "vision.extract_table: image 5 is NULL"
+    progress = query(db, "SELECT state, processed, failed, total, percent "
+                         "FROM vision.extract_progress WHERE job_id = %s", (job_id,))[0]
+    assert progress == ("done", 4, 2, 6, 100)
+
+
+def test_extract_table_is_incremental_and_retries_only_on_request(db, make_table):
+    make_table("inc", [(1, image_bytes(1)), (2, b"bad")])
+    assert query(db, f"CALL vision.extract_table('inc', model => '{FAST}')")[0][1:] == (1, 1)
+    query(db, "INSERT INTO inc VALUES (3, %s)", (psycopg2.Binary(image_bytes(3)),))
+    first = stored(db, "inc")
+    # only the new row: the stored one is not recomputed, the bad one not retried
+    assert query(db, f"CALL vision.extract_table('inc', model => '{FAST}')")[0][1:] == (1, 0)
+    assert stored(db, "inc")[1] == first[1]
+    query(db, "UPDATE inc SET image = %s WHERE id = 2", (psycopg2.Binary(image_bytes(2)),))
+    assert query(db, f"CALL vision.extract_table('inc', model => '{FAST}')")[0][1:] == (0, 0)
+    assert query(db, f"CALL vision.extract_table('inc', model => '{FAST}', "
+                     "retry_failed => true)")[0][1:] == (1, 0)
+    assert sorted(stored(db, "inc")) == [1, 2, 3]
+    assert not query(db, "SELECT 1 FROM vision.extract_errors WHERE source = 'inc'::regclass")
+
+
+def test_extract_table_default_model_and_integer_id_types(db, make_table):
+    make_table("small_ids", [(1, image_bytes(11)), (2, image_bytes(12))], id_type="smallint")
+    assert query(db, "CALL vision.extract_table('small_ids')")[0][1:] == (2, 0)
+    assert {len(v) for v in stored(db, "small_ids", "inception_v3").values()} == {2048}
+
+
+def test_extract_table_commits_batch_by_batch(db, make_table, connect):
+    """Another session sees finished batches while the CALL is still running."""
+    make_table("batches", [(i, image_bytes(i)) for i in range(1, 13)])
+    worker = connect()
+    done = threading.Event()
+
+    def run():
+        query(worker, f"CALL vision.extract_table('batches', model => '{FAST}', batch_size => 2)")
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    seen_partial = False
+    while not done.is_set():
+        n = query(db, "SELECT count(*) FROM vision.features WHERE source = 'batches'::regclass")[0][0]
+        seen_partial |= 0 < n < 12
+        assert n % 2 == 0  # never half a batch
+        time.sleep(0.01)
+    thread.join()
+    assert seen_partial
+    assert len(stored(db, "batches")) == 12
+
+
+def test_cancel_keeps_whole_batches_only_and_a_second_call_resumes(db, make_table, connect):
+    make_table("cancelled", [(i, image_bytes(i)) for i in range(1, 41)])
+    worker = connect()
+    pid = query(worker, "SELECT pg_backend_pid()")[0][0]
+    failure = []
+
+    def run():
+        try:
+            query(worker, f"CALL vision.extract_table('cancelled', model => '{FAST}', "
+                          "batch_size => 4)")
+        except psycopg2.Error as err:
+            failure.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        n = query(db, "SELECT count(*) FROM vision.features WHERE source = 'cancelled'::regclass")[0][0]
+        if n >= 8:
+            break
+        time.sleep(0.01)
+    query(db, "SELECT pg_cancel_backend(%s)", (pid,))
+    thread.join()
+    assert failure and isinstance(failure[0], pgerr.QueryCanceled)
+    kept = len(stored(db, "cancelled"))
+    state, processed = query(db, "SELECT state, processed FROM vision.extract_progress "
+                                 "WHERE source = 'cancelled'::regclass")[0]
+    assert 8 <= kept < 40 and kept % 4 == 0
+    assert (state, processed) == ("interrupted", kept)
+    assert query(worker, f"CALL vision.extract_table('cancelled', model => '{FAST}')")[0][1:] \
+        == (40 - kept, 0)
+    assert len(stored(db, "cancelled")) == 40
+
+
+def test_extract_table_inside_a_transaction_block_commits_once(db, make_table, connect):
+    make_table("atomic", [(1, image_bytes(1)), (2, image_bytes(2))])
+    conn = connect()
+    conn.autocommit = False
+    with conn.cursor() as cur:
+        cur.execute(f"CALL vision.extract_table('atomic', model => '{FAST}', batch_size => 1)")
+        assert "called inside a transaction block" in " ".join(conn.notices)
+        assert not stored(db, "atomic")  # not visible before COMMIT
+    conn.rollback()
+    assert not stored(db, "atomic")
+
+
+@pytest.mark.parametrize("call,error,message", [
+    ("CALL vision.extract_table('no_such_table')", pgerr.UndefinedTable, "no_such_table"),
+    ("CALL vision.extract_table('argcheck', id_column => 'nope')", pgerr.UndefinedObject,
+     "vision.extract_table: argument \"id_column\": table argcheck has no column 'nope'"),
+    ("CALL vision.extract_table('argcheck', id_column => 'label')", pgerr.DatatypeMismatch,
+     "argument \"id_column\": column 'label' of argcheck is text, expected smallint or integer "
+     "or bigint"),
+    ("CALL vision.extract_table('argcheck', image_column => 'label')", pgerr.DatatypeMismatch,
+     "column 'label' of argcheck is text, expected bytea"),
+    ("CALL vision.extract_table('argcheck', batch_size => 0)", pgerr.InvalidParameterValue,
+     'argument "batch_size" must be between 1 and 1024, got 0'),
+    ("CALL vision.extract_table('argcheck', model => 'nope')", pgerr.UndefinedObject,
+     "argument \"model\" names no registered model: 'nope'"),
+    ("CALL vision.extract_table('argcheck', retry_failed => NULL)", pgerr.NullValueNotAllowed,
+     'argument "retry_failed" must not be NULL'),
+])
+def test_extract_table_validates_arguments_before_work(db, make_table, call, error, message):
+    make_table("argcheck", [(1, image_bytes(1))])
+    query(db, "ALTER TABLE argcheck ADD COLUMN label text")
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        query(db, call)
+    assert not stored(db, "argcheck", "inception_v3")

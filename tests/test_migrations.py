@@ -1,0 +1,54 @@
+"""Alembic revisions walk up and down on a fresh database; versions agree everywhere."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import psycopg2
+
+import pgvision
+from conftest import SOCKET_DIR, query
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALEMBIC = [sys.executable, "-m", "alembic", "-c", os.path.join(ROOT, "migrations", "alembic.ini")]
+
+
+def alembic(dbname, *args):
+    dsn = f"postgresql://postgres@/{dbname}?host={SOCKET_DIR}&port=5432"
+    return subprocess.run([*ALEMBIC, "-x", f"dsn={dsn}", *args], check=True,
+                          capture_output=True, text=True)
+
+
+def head_revision_version():
+    versions = os.path.join(ROOT, "migrations", "versions")
+    heads = [f for f in sorted(os.listdir(versions)) if f.endswith(".py")]
+    spec = importlib.util.spec_from_file_location("head", os.path.join(versions, heads[-1]))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.VERSION
+
+
+def test_versions_have_one_source():
+    assert head_revision_version() == pgvision.__version__
+    assert os.path.isfile(os.path.join(ROOT, "sql", f"pgvision--{pgvision.__version__}.sql"))
+    with open(f"/usr/share/postgresql/15/extension/pgvision.control") as control:
+        assert f"default_version = '{pgvision.__version__}'" in control.read()
+
+
+def test_upgrade_downgrade_upgrade(fresh_db):
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        alembic(fresh_db, "upgrade", "head")
+        assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
+            [(pgvision.__version__,)]
+        assert query(conn, "SELECT count(*) > 0 FROM vision.models")[0][0]
+        assert "0001 (head)" in alembic(fresh_db, "current").stdout
+        alembic(fresh_db, "downgrade", "base")
+        assert not query(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pgvision'")
+        assert not query(conn, "SELECT 1 FROM pg_namespace WHERE nspname = 'vision'")
+        alembic(fresh_db, "upgrade", "head")
+        assert query(conn, "SELECT 1 FROM pg_namespace WHERE nspname = 'vision'")
+    finally:
+        conn.close()
