@@ -17,7 +17,7 @@ import psycopg2
 from PIL import Image, ImageDraw, ImageOps
 from skimage import data as photos
 
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field",
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "logo", "hubble_deep_field",
           "retina", "immunohistochemistry", "colorwheel", "camera", "coins", "moon"]
 TABLE = "demo_images"
 

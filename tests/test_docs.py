@@ -1,0 +1,38 @@
+"""The README is documentation that runs: every ```sql block executes, in order, against
+the real server, and every public SQL function of the extension has a reference entry."""
+
+import os
+import re
+
+from conftest import image_bytes, query
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def readme():
+    with open(README, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def sql_blocks(text):
+    return re.findall(r"^```sql\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_every_sql_example_in_the_readme_runs(db, make_table):
+    make_table("products", [(1, image_bytes(21, size=(320, 240))), (2, image_bytes(22)),
+                            (3, b"not an image")])
+    blocks = sql_blocks(readme())
+    assert len(blocks) >= 10
+    for block in blocks:
+        query(db, block)  # raises on any error
+    assert query(db, "SELECT count(*) FROM vision.features WHERE source = 'products'::regclass "
+                     "AND model = 'inception_v3'")[0][0] == 2
+    assert not query(db, "SELECT 1 FROM vision.models WHERE name = 'inception_v3_mixed9'")
+
+
+def test_every_public_function_has_a_reference_entry(db):
+    functions = {name for (name,) in query(db, """
+        SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname = 'vision' AND p.proname NOT LIKE '\\_%'""")}
+    documented = set(re.findall(r"^### vision\.(\w+)", readme(), flags=re.M))
+    assert functions and functions <= documented, functions - documented
