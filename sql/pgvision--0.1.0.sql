@@ -140,6 +140,20 @@ $$;
 COMMENT ON FUNCTION vision.register_model IS
   'Register a .keras model (bytes, or a server file path) after loading it in safe mode; returns its feature dimension.';
 
+CREATE FUNCTION vision.register_keras_application(
+  name        text,
+  application text,
+  weights     text    DEFAULT 'imagenet',
+  replace     boolean DEFAULT false
+) RETURNS integer
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import errors, models
+return errors.sql_call(plpy, GD, models.register_keras_application, name, application, weights,
+                       replace)
+$$;
+COMMENT ON FUNCTION vision.register_keras_application IS
+  'Register a keras.applications model (ImageNet weights need internet on the server; weights => NULL for random weights).';
+
 CREATE FUNCTION vision.drop_model(name text, cascade boolean DEFAULT false) RETURNS bigint
 LANGUAGE plpython3u VOLATILE AS $$
 from pgvision import errors, models
@@ -199,6 +213,7 @@ GRANT INSERT, UPDATE, DELETE ON vision.model_store TO vision_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON vision.features, vision.extract_errors TO PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON vision.extract_jobs TO PUBLIC;
 GRANT SELECT ON vision.extract_progress TO PUBLIC;
-REVOKE ALL ON FUNCTION vision.register_model, vision.drop_model,
-  vision._register_builtin_models() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION vision.register_model, vision.drop_model TO vision_admin;
+REVOKE ALL ON FUNCTION vision.register_model, vision.register_keras_application,
+  vision.drop_model, vision._register_builtin_models() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION vision.register_model, vision.register_keras_application,
+  vision.drop_model TO vision_admin;

@@ -227,3 +227,23 @@ def test_converted_inception_gives_the_class_scores_tfjs_gives(tmp_path):
     assert scores.shape == reference.shape == (2, 5)
     assert np.abs(scores - reference).max() < 1e-4
     assert (scores.argmax(1) == reference.argmax(1)).all()
+
+
+def test_keras_applications_register_offline_with_random_weights(db, cleanup_models):
+    assert query(db, "SELECT vision.register_keras_application('mnv2_random', 'MobileNetV2', "
+                     "weights => NULL)")[0][0] == 1280
+    row = query(db, "SELECT input_height, preprocessing, stored_in, provenance FROM vision.models "
+                    "WHERE name = 'mnv2_random'")[0]
+    assert row[:3] == (224, "inception", "database")
+    assert "keras.applications.MobileNetV2(weights=None" in row[3]
+    assert len(query(db, "SELECT vision.extract_features(%s, 'mnv2_random')",
+                     (psycopg2.Binary(image_bytes(9)),))[0][0]) == 1280
+
+
+@pytest.mark.parametrize("args,message", [
+    ("'x', 'AlexNet'", "\"application\" must be one of"),
+    ("'x', 'ResNet50', weights => 'coco'", "\"weights\" must be 'imagenet' or NULL, got 'coco'"),
+])
+def test_keras_applications_validate_arguments(db, args, message):
+    with pytest.raises(pgerr.InvalidParameterValue, match=message.replace("(", r"\(")):
+        query(db, f"SELECT vision.register_keras_application({args})")

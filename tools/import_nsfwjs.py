@@ -10,13 +10,14 @@ Keras 3 (pgvision.tfjs) and saves ``.keras`` files plus ``models.json`` into
 """
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import tarfile
 import tempfile
+
+from pgvision.models import sha256_file
 
 PACKAGE = "nsfwjs@4.4.0"
 TARBALL_SHA256 = "585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382"
@@ -36,14 +37,6 @@ MODELS = [
      "input_height": 224, "input_width": 224, "preprocessing": "inception",
      "feature_layer": "out_relu", "pooling": "avg", "dims": 1280},
 ]
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_package(cache):

@@ -304,6 +304,49 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
     return extractor.dims
 
 
+FN_APPLICATION = "vision.register_keras_application"
+
+# keras.applications constructors pgvision knows the input size and preprocessing of.
+APPLICATIONS = {
+    "InceptionV3": (299, "inception"), "Xception": (299, "inception"),
+    "InceptionResNetV2": (299, "inception"), "MobileNetV2": (224, "inception"),
+    "ResNet50V2": (224, "inception"), "ResNet50": (224, "caffe"), "ResNet101": (224, "caffe"),
+    "VGG16": (224, "caffe"), "VGG19": (224, "caffe"), "DenseNet121": (224, "torch"),
+    "EfficientNetB0": (224, "raw"), "ConvNeXtTiny": (224, "raw"),
+}
+
+
+def register_keras_application(plpy, GD, name, application, weights="imagenet", replace=False):
+    """Build a keras.applications model (headless, average-pooled) and store it as bytes.
+
+    ``weights => 'imagenet'`` downloads Google's weights, so the database server needs
+    internet access; ``weights => NULL`` gives random weights (for trying the plumbing).
+    """
+    fn = FN_APPLICATION
+    require_choice(fn, "application", application, sorted(APPLICATIONS))
+    require(fn, "weights", weights, weights in ("imagenet", None), "'imagenet' or NULL")
+    size, preprocessing = APPLICATIONS[application]
+    keras = _import_keras(plpy, GD)
+    try:
+        model = getattr(keras.applications, application)(
+            weights=weights, include_top=False, pooling="avg", input_shape=(size, size, 3))
+    except Exception as err:  # urllib/OSError when offline; the user needs the reason
+        raise PgvisionError(fn, f"cannot build {application} with weights={weights!r} "
+                            f"({type(err).__name__}: {err})", EXTERNAL_ERROR,
+                            hint="ImageNet weights are downloaded by Keras: the database server "
+                            "needs internet access. Offline, register a .keras file instead.") \
+            from None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.keras")
+        model.save(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    provenance = (f"keras.applications.{application}(weights={weights!r}, include_top=False, "
+                  f"pooling='avg'), Keras {keras.__version__}")
+    return register_model(plpy, GD, name, data, None, preprocessing, None, "none", None, None,
+                          provenance, replace)
+
+
 def drop_model(plpy, GD, name, cascade=False):
     """Remove a model; its stored features go too only with ``cascade``."""
     fn = FN_DROP
