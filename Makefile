@@ -18,7 +18,8 @@ PYTEST_ARGS ?=
 
 export VENV PG_CONFIG
 
-.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench clean
+.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench \
+        bench-extract bench-search clean
 
 install:
 	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) scripts/install.sh
@@ -56,8 +57,13 @@ demo: install-dev start migrate
 test: install-dev start
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench: install-dev start
+bench: bench-extract bench-search
+
+bench-extract: install-dev start
 	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-search: install-dev start
+	@$(PYTHON) bench/search.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 clean: stop
 	rm -rf .pg out

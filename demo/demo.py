@@ -5,7 +5,7 @@ The images are the colour and grey photographs scikit-image ships (astronaut, co
 rocket, ...; public domain or CC0 per skimage/data/README.txt), each stored three ways:
 as is, mirrored, and cropped + re-encoded at JPEG quality 40, plus one truncated JPEG to show
 how a bad row is recorded and skipped. Writes out/demo_neighbours.png: each photo's query and
-its nearest stored neighbour by cosine similarity of the features.
+its nearest stored neighbour (vision.similar, cosine distance of the features).
 """
 
 import argparse
@@ -22,14 +22,10 @@ PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "logo", "hubble_deep_field
 TABLE = "demo_images"
 
 NEAREST = """
-WITH f AS (
-  SELECT image_id, feature, sqrt((SELECT sum(v * v) FROM unnest(feature) v)) AS norm
-  FROM vision.features WHERE source = %(t)s::regclass AND model = 'inception_v3')
-SELECT DISTINCT ON (q.image_id) q.image_id, n.image_id,
-       (SELECT sum(a * b) FROM unnest(q.feature, n.feature) AS x(a, b)) / (q.norm * n.norm) AS cos
-FROM f q JOIN f n ON n.image_id <> q.image_id
-WHERE q.image_id %% 3 = 1
-ORDER BY q.image_id, cos DESC
+SELECT q.id, s.image_id, 1 - s.distance AS cos
+FROM demo_images q, vision.similar(q.id, k => 1, source => 'demo_images') s
+WHERE q.id % 3 = 1 AND q.id < 37
+ORDER BY q.id
 """
 
 
@@ -74,7 +70,7 @@ def contact_sheet(cur, pairs, path):
             img = Image.open(io.BytesIO(bytes(data))).convert("RGB")
             img.thumbnail((thumb, thumb))
             sheet.paste(img, (10 + col * (thumb + 10), y))
-            caption = label if col == 0 else f"{label}  cos {cos:.2f}"
+            caption = label if col == 0 else f"cos {cos:.2f} {label}"
             draw.text((10 + col * (thumb + 10), y + thumb + 2), caption[:30], fill="black")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sheet.save(path)
@@ -120,9 +116,9 @@ def main():
     print(f"   {len(vector)} floats in {1000 * (time.monotonic() - started):.0f} ms "
           f"(model cached in this backend), first values {[round(v, 3) for v in vector[:4]]}")
 
-    print("\n4. Nearest neighbour of each original photo by cosine similarity of features "
-          "(plain SQL over vision.features):")
-    cur.execute(NEAREST, {"t": TABLE})
+    print("\n4. Nearest neighbour of each original photo:\n"
+          "     SELECT s.* FROM vision.similar(1, k => 1, source => 'demo_images') s;")
+    cur.execute(NEAREST)
     pairs = cur.fetchall()
     cur.execute(f"SELECT id, label FROM {TABLE}")
     labels = dict(cur.fetchall())

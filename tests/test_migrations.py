@@ -31,7 +31,8 @@ def head_revision_version():
 
 def test_versions_have_one_source():
     assert head_revision_version() == pgvision.__version__
-    assert os.path.isfile(os.path.join(ROOT, "sql", f"pgvision--{pgvision.__version__}.sql"))
+    scripts = os.listdir(os.path.join(ROOT, "sql"))
+    assert any(f.endswith(f"--{pgvision.__version__}.sql") for f in scripts)
     with open(f"/usr/share/postgresql/15/extension/pgvision.control") as control:
         assert f"default_version = '{pgvision.__version__}'" in control.read()
 
@@ -44,7 +45,13 @@ def test_upgrade_downgrade_upgrade(fresh_db):
         assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
             [(pgvision.__version__,)]
         assert query(conn, "SELECT count(*) > 0 FROM vision.models")[0][0]
-        assert "0001 (head)" in alembic(fresh_db, "current").stdout
+        assert "0002 (head)" in alembic(fresh_db, "current").stdout
+        alembic(fresh_db, "downgrade", "-1")
+        assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
+            [("0.1.0",)]
+        assert not query(conn, "SELECT 1 FROM pg_proc WHERE proname = 'similar'")
+        alembic(fresh_db, "upgrade", "head")
+        assert query(conn, "SELECT 1 FROM pg_proc WHERE proname = 'similar'")
         alembic(fresh_db, "downgrade", "base")
         assert not query(conn, "SELECT 1 FROM pg_extension WHERE extname = 'pgvision'")
         assert not query(conn, "SELECT 1 FROM pg_namespace WHERE nspname = 'vision'")

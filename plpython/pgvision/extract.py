@@ -19,10 +19,13 @@ MAX_BATCH = 1024
 
 def extract_features(plpy, GD, image, model):
     """Feature vector (list of floats) of one image's bytes."""
-    fn = FN_EXTRACT
+    return features_of(plpy, GD, FN_EXTRACT, image, models.lookup(plpy, GD, FN_EXTRACT, model))
+
+
+def features_of(plpy, GD, fn, image, row):
+    """Features of image bytes under the registry ``row``; errors are reported as ``fn``'s."""
     if image is None:
         raise PgvisionError(fn, 'argument "image" must not be NULL', NULL_VALUE)
-    row = models.lookup(plpy, GD, fn, model)
     size = (row["input_height"], row["input_width"])
     try:
         img = decode(image, models.max_pixels(plpy, GD), size[::-1])
