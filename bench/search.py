@@ -207,9 +207,10 @@ def main():
         queries = [int(q) for q in rng.choice(np.arange(1, len(vectors) + 1), n_q, replace=False)]
         results[label] = bench_dataset(cur, label, vectors, queries, efs, 256)
 
-    print(f"\nNear-duplicates ({dup['images']} images, {dup['siblings']} copies each): "
-          f"recall@1 {dup['recall_at_1']:.2f}, recall@{dup['siblings']} "
-          f"{dup[f'recall_at_{dup['siblings']}']:.2f}")
+    siblings = dup["siblings"]
+    print(f"\nNear-duplicates ({dup['images']} images, {siblings} copies each): "
+          f"recall@1 {dup['recall_at_1']:.2f}, recall@{siblings} "
+          f"{dup['recall_at_' + str(siblings)]:.2f}")
     for label in ("synthetic", "real_perturbed"):
         r = results[label]
         print(f"\n{label}: {r['vectors']} x {DIMS}")

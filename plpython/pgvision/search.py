@@ -9,6 +9,7 @@ pre-transforms, ID maps, filtered search and a byte serialisation to keep in a b
 """
 
 import hashlib
+import os
 import time
 
 import numpy as np
@@ -85,6 +86,7 @@ def _prepare(vectors, metric):
 def build_index(ids, vectors, metric, m=16, ef_construction=64, pca_dims=None):
     """An ID-mapped HNSW index; with ``pca_dims`` vectors are PCA-reduced first (L2 there)."""
     faiss = _faiss()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
     data = _prepare(vectors, metric)
     dims = data.shape[1]
     if pca_dims:
@@ -127,6 +129,9 @@ def deserialize(data):
 
 def ann(index, query, metric, k, ef_search, exclude=None):
     """Approximate candidates: (ids, raw faiss scores), best first."""
+    # One query has nothing to split across threads; waking an OpenMP team costs more
+    # than the search itself.
+    _faiss().omp_set_num_threads(1)
     _hnsw_of(index).hnsw.efSearch = max(ef_search, k + 1)
     scores, found = index.search(_prepare(query[None, :], metric), k + (exclude is not None))
     keep = found[0] >= 0
@@ -154,11 +159,25 @@ def _validate(fn, k, metric):
 
 
 def _index_row(plpy, GD, model, source):
+    """The index's row with the features' current version and the ef_search setting, in one
+    query (this runs on every search); None without an index."""
     rows = plpy.execute(models.plan(plpy, GD, "index_row", """
-        SELECT metric, ef_search, pca_dims, dims, built_version, sha256
-        FROM vision.indexes WHERE model = $1 AND source = $2""", ["text", "oid"]),
-        [model, source])
-    return dict(rows[0]) if rows else None
+        SELECT i.metric, i.ef_search, i.pca_dims, i.dims, i.built_version, i.sha256,
+               coalesce(v.version, 0) AS current_version,
+               current_setting('pgvision.ef_search', true) AS ef_setting
+        FROM vision.indexes i
+        LEFT JOIN vision.feature_versions v USING (model, source)
+        WHERE i.model = $1 AND i.source = $2""", ["text", "oid"]), [model, source])
+    if not rows:
+        return None
+    row = dict(rows[0])
+    if row["ef_setting"]:
+        try:
+            row["ef_search"] = int(row["ef_setting"])
+        except ValueError:
+            raise PgvisionError("pgvision", 'setting "pgvision.ef_search" must be an integer, '
+                                f"got {row['ef_setting']!r}") from None
+    return row
 
 
 def _load_index(plpy, GD, fn, model, source, row):
@@ -191,7 +210,7 @@ def _search(plpy, GD, fn, model_row, source, query, k, metric, exclude, candidat
     if candidates is None:
         index_row = _index_row(plpy, GD, model, source)
         usable = (index_row is not None and index_row["metric"] == metric
-                  and index_row["built_version"] == featurestore.version(plpy, GD, model, source))
+                  and index_row["built_version"] == index_row["current_version"])
         if approximate and not usable:
             reason = ("no index" if index_row is None else
                       f"the index is for metric {index_row['metric']!r}"
@@ -205,7 +224,7 @@ def _search(plpy, GD, fn, model_row, source, query, k, metric, exclude, candidat
                                     hint="Rebuild it with vision.create_index.")
             index = _load_index(plpy, GD, fn, model, source, index_row)
             if index is not None:
-                ef = models.setting(plpy, GD, "pgvision.ef_search", index_row["ef_search"])
+                ef = index_row["ef_search"]
                 if index_row["pca_dims"]:
                     found, _ = ann(index, query, metric, 4 * k, max(ef, 4 * k), exclude)
                     # PCA distances are approximate: re-rank the candidates exactly
