@@ -1,0 +1,403 @@
+"""Classification on stored features: train (knn, softmax head, logistic, sgd) with k-fold
+cross-validation, store the classifier as plain arrays, predict one image or a whole table.
+
+Every trained method except ``knn`` ends as one linear softmax layer over standardised
+features — ``softmax((x - mean) / scale @ W + b)`` — so prediction is numpy only and a stored
+classifier is a handful of float arrays (an ``.npz`` archive read with ``allow_pickle=False``,
+never a pickle). ``knn`` stores its labelled image ids and votes over their stored features.
+
+    >>> clf = fit("logistic", X, y, {})          # doctest: +SKIP
+    >>> predict_proba(clf, X[:2])                # doctest: +SKIP
+"""
+
+import io
+import json
+import time
+
+import numpy as np
+
+from . import extract, featurestore, models
+from .errors import (DATATYPE_MISMATCH, DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT,
+                     PgvisionError, require, require_choice, require_int_range,
+                     require_not_null)
+from .search import distances
+
+METHODS = ("knn", "softmax", "logistic", "sgd")
+FN_TRAIN = "vision.train_classifier"
+FN_CLASSIFY = "vision.classify"
+FN_CLASSIFY_IMAGE = "vision.classify_image"
+FN_TABLE = "vision.classify_table"
+FN_COMPARE = "vision.compare_classifiers"
+DEFAULTS = {"knn": {"k": 5, "metric": "cosine"},
+            "softmax": {"epochs": 200, "learning_rate": 0.01, "l2": 1e-4, "patience": 10,
+                        "balance": True},
+            "logistic": {"C": 1.0, "balance": True},
+            "sgd": {"alpha": 1e-4, "l1_ratio": 0.15, "balance": True}}
+
+
+# --- fitting (pure numpy / scikit-learn / Keras) ---------------------------------------
+
+class Linear:
+    """softmax((x - mean) / scale @ W + b) over ``classes`` (indices into the label list)."""
+
+    def __init__(self, mean, scale, weights, bias):
+        self.mean, self.scale, self.weights, self.bias = mean, scale, weights, bias
+
+    def scores(self, X):
+        z = ((X - self.mean) / self.scale) @ self.weights + self.bias
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def arrays(self):
+        return {"mean": self.mean, "scale": self.scale, "weights": self.weights,
+                "bias": self.bias}
+
+
+class Knn:
+    """Distance-weighted vote of the k nearest labelled vectors."""
+
+    def __init__(self, vectors, targets, n_classes, k, metric):
+        self.vectors, self.targets, self.n_classes = vectors, targets, n_classes
+        self.k, self.metric = k, metric
+
+    def scores(self, X):
+        matrix = featurestore.FeatureMatrix(np.arange(len(self.vectors)), self.vectors)
+        out = np.zeros((len(X), self.n_classes))
+        for row, x in enumerate(X):
+            dist = distances(matrix, x, self.metric)
+            near = np.argsort(dist, kind="stable")[:self.k]
+            weight = 1.0 / (1e-6 + dist[near] - min(dist[near].min(), 0))
+            np.add.at(out[row], self.targets[near], weight)
+        return out / out.sum(axis=1, keepdims=True)
+
+
+def _standardiser(X):
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def _binary_to_softmax(coef, intercept, n_classes):
+    """scikit-learn's binary (1, d) coefficients → two-column softmax weights."""
+    if n_classes == 2 and coef.shape[0] == 1:
+        return (np.hstack([np.zeros_like(coef.T), coef.T]),
+                np.array([0.0, intercept[0]]))
+    return coef.T, intercept
+
+
+def _balanced_weights(y, n_classes):
+    counts = np.bincount(y, minlength=n_classes)
+    return len(y) / (n_classes * np.maximum(counts, 1))
+
+
+def fit(method, X, y, options, n_classes=None):
+    """Train ``method`` on features X (n, d) and class indices y; returns Linear or Knn."""
+    n_classes = n_classes or int(y.max()) + 1
+    opts = {**DEFAULTS[method], **options}
+    if method == "knn":
+        return Knn(X.astype(np.float32), y, n_classes, int(opts["k"]), opts["metric"])
+    mean, scale = _standardiser(X)
+    Z = (X - mean) / scale
+    if method in ("logistic", "sgd"):
+        from sklearn.linear_model import LogisticRegression, SGDClassifier
+
+        weight = "balanced" if opts["balance"] else None
+        if method == "logistic":
+            clf = LogisticRegression(C=float(opts["C"]), class_weight=weight, max_iter=2000)
+        else:
+            clf = SGDClassifier(loss="log_loss", penalty="elasticnet", alpha=float(opts["alpha"]),
+                                l1_ratio=float(opts["l1_ratio"]), class_weight=weight,
+                                max_iter=1000, tol=1e-4, random_state=0)
+        clf.fit(Z, y)
+        W, b = _binary_to_softmax(clf.coef_, clf.intercept_, n_classes)
+        return Linear(mean, scale, W.astype(np.float32), b.astype(np.float32))
+    return _fit_softmax(Z, y, n_classes, opts, mean, scale)
+
+
+def _fit_softmax(Z, y, n_classes, opts, mean, scale):
+    """The seeds' "retrain the final layer": one Dense softmax layer trained with Keras."""
+    keras = models._import_keras()
+    keras.utils.set_random_seed(0)
+    layer = keras.layers.Dense(n_classes, activation="softmax",
+                               kernel_regularizer=keras.regularizers.l2(float(opts["l2"])))
+    net = keras.Sequential([keras.Input((Z.shape[1],)), layer])
+    net.compile(optimizer=keras.optimizers.Adam(float(opts["learning_rate"])),
+                loss="sparse_categorical_crossentropy")
+    weights = _balanced_weights(y, n_classes) if opts["balance"] else np.ones(n_classes)
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=int(opts["patience"]),
+                                         restore_best_weights=True)
+    net.fit(Z, y, epochs=int(opts["epochs"]), batch_size=32, verbose=0, callbacks=[stop],
+            class_weight={i: float(w) for i, w in enumerate(weights)})
+    W, b = layer.get_weights()
+    return Linear(mean, scale, W.astype(np.float32), b.astype(np.float32))
+
+
+def folds_for(y, requested):
+    """Stratified folds: no more than the smallest class has members (at least 2)."""
+    smallest = int(np.bincount(y).min())
+    return max(2, min(requested, smallest))
+
+
+def cross_validate(method, X, y, options, n_folds, labels):
+    """Out-of-fold probabilities → accuracy, macro-F1, per-class precision/recall, confusion
+    matrix, ROC AUC (one-vs-rest, macro), and the majority-class baseline."""
+    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
+                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.model_selection import StratifiedKFold
+
+    n_classes = len(labels)
+    proba = np.zeros((len(y), n_classes))
+    started = time.monotonic()
+    for train, test in StratifiedKFold(n_folds, shuffle=True, random_state=0).split(X, y):
+        proba[test] = fit(method, X[train], y[train], options, n_classes).scores(X[test])
+    predicted = proba.argmax(axis=1)
+    precision, recall, _, support = precision_recall_fscore_support(
+        y, predicted, labels=range(n_classes), zero_division=0)
+    if n_classes == 2:
+        auc = roc_auc_score(y, proba[:, 1])
+    else:
+        auc = roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=range(n_classes))
+    return {
+        "folds": n_folds, "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, predicted)),
+        "majority_baseline": float(np.bincount(y).max() / len(y)),
+        "macro_f1": float(f1_score(y, predicted, average="macro")),
+        "roc_auc": float(auc),
+        "per_class": {labels[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
+                                  "support": int(support[i])} for i in range(n_classes)},
+        "confusion_matrix": confusion_matrix(y, predicted, labels=range(n_classes)).tolist(),
+        "cv_seconds": time.monotonic() - started,
+    }
+
+
+def to_bytes(clf):
+    buf = io.BytesIO()
+    if isinstance(clf, Linear):
+        np.savez(buf, **clf.arrays())
+    return buf.getvalue()
+
+
+def from_bytes(method, data, options, training):
+    if method == "knn":
+        vectors, targets, n_classes = training
+        opts = {**DEFAULTS["knn"], **options}
+        return Knn(vectors, targets, n_classes, int(opts["k"]), opts["metric"])
+    with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as arrays:
+        return Linear(arrays["mean"], arrays["scale"], arrays["weights"], arrays["bias"])
+
+
+# --- SQL-facing -------------------------------------------------------------------------
+
+def _options(fn, method, options):
+    opts = json.loads(options) if options else {}
+    require(fn, "options", options, isinstance(opts, dict), "a JSON object")
+    unknown = set(opts) - set(DEFAULTS[method]) - {"id_column", "label_column"}
+    if unknown:
+        raise PgvisionError(fn, f'argument "options": {sorted(unknown)} are not options of '
+                            f"method {method!r} (it takes {sorted(DEFAULTS[method])})")
+    if method == "knn":
+        require_int_range(fn, "options.k", opts.get("k", 5), 1, 1000)
+        require_choice(fn, "options.metric", opts.get("metric", "cosine"), ("cosine", "l2", "ip"))
+    return opts
+
+
+def _labelled(plpy, GD, fn, labels, source, model_row, opts):
+    """(vectors, class indices, label names, image ids) of the labelled images."""
+    id_col = plpy.quote_ident(opts.get("id_column", "image_id"))
+    label_col = plpy.quote_ident(opts.get("label_column", "label"))
+    rel = plpy.execute(plpy.prepare("SELECT $1::regclass::text AS name", ["regclass"]),
+                       [labels])[0]["name"]
+    try:
+        rows = plpy.execute(f"SELECT {id_col}::bigint AS id, {label_col}::text AS label "
+                            f"FROM {rel} ORDER BY 1")
+    except plpy.SPIError as err:
+        raise PgvisionError(fn, f'argument "labels": cannot read image ids and labels from '
+                            f"{rel} ({err.args[0] if err.args else err})", UNDEFINED_OBJECT,
+                            hint='Name the columns with options => \'{"id_column": "...", '
+                            '"label_column": "..."}\'') from None
+    nulls = [r["id"] for r in rows if r["label"] is None or r["id"] is None]
+    if nulls:
+        raise PgvisionError(fn, f'argument "labels": {len(nulls)} row(s) of {rel} have a NULL '
+                            f"id or label (image ids {nulls[:5]})", NULL_VALUE)
+    matrix = featurestore.load(plpy, GD, fn, model_row["name"], source, model_row["dims"])
+    ids = np.array([r["id"] for r in rows], dtype=np.int64)
+    present = np.isin(ids, matrix.ids)
+    if not present.all():
+        missing = ids[~present][:5].tolist()
+        raise PgvisionError(fn, f'argument "labels": {int((~present).sum())} labelled image(s) '
+                            f"have no features for model {model_row['name']!r} (e.g. {missing})",
+                            UNDEFINED_OBJECT, hint="CALL vision.extract_table(...) first.")
+    names = sorted({r["label"] for r in rows})
+    if len(names) < 2:
+        raise PgvisionError(fn, f'argument "labels": {rel} has only one class ({names}); a '
+                            "classifier needs at least two")
+    index = {name: i for i, name in enumerate(names)}
+    y = np.array([index[r["label"]] for r in rows], dtype=np.int64)
+    return matrix.vectors[matrix.positions(ids)], y, names, ids
+
+
+def _prepare_training(plpy, GD, fn, labels, source, model, method, options):
+    require_not_null(fn, "labels", labels)
+    require_choice(fn, "method", method, METHODS)
+    opts = _options(fn, method, options)
+    model_row = models.lookup(plpy, GD, fn, model)
+    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    X, y, names, ids = _labelled(plpy, GD, fn, labels, source, model_row, opts)
+    if method == "knn":
+        require(fn, "options.k", opts.get("k", 5), opts.get("k", 5) < len(y),
+                f"smaller than the labelled set ({len(y)} images)")
+    return opts, model_row, source, X, y, names, ids
+
+
+def train_classifier(plpy, GD, name, labels, source=None, model=None, method="softmax",
+                     options=None, folds=5, replace=False):
+    """Cross-validate, fit on everything, store; returns the CV metrics as JSON."""
+    fn = FN_TRAIN
+    require_not_null(fn, "name", name)
+    require(fn, "name", name, models.NAME_PATTERN.match(name), "a lower-case identifier")
+    require_int_range(fn, "folds", folds, 2, 20)
+    exists = plpy.execute(plpy.prepare("SELECT 1 FROM vision.classifiers WHERE name = $1",
+                                       ["text"]), [name])
+    if exists and not replace:
+        raise PgvisionError(fn, f'argument "name": a classifier named {name!r} exists',
+                            DUPLICATE_OBJECT, hint="Pass replace => true to retrain it.")
+    opts, model_row, source, X, y, names, ids = _prepare_training(
+        plpy, GD, fn, labels, source, model, method, options)
+    metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names)
+    started = time.monotonic()
+    clf = fit(method, X, y, opts, len(names))
+    metrics["train_seconds"] = time.monotonic() - started
+    plpy.execute(plpy.prepare("""
+        INSERT INTO vision.classifiers AS c (name, model, source, method, options, labels,
+            dims, weights, train_ids, train_targets, metrics)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (name) DO UPDATE SET model = EXCLUDED.model, source = EXCLUDED.source,
+            method = EXCLUDED.method, options = EXCLUDED.options, labels = EXCLUDED.labels,
+            dims = EXCLUDED.dims, weights = EXCLUDED.weights, train_ids = EXCLUDED.train_ids,
+            train_targets = EXCLUDED.train_targets, metrics = EXCLUDED.metrics,
+            trained_at = now()""",
+        ["text", "text", "oid", "text", "jsonb", "text[]", "int4", "bytea", "int8[]", "int4[]",
+         "jsonb"]),
+        [name, model_row["name"], source, method, json.dumps(opts), names, model_row["dims"],
+         to_bytes(clf), ids.tolist(), y.tolist(), json.dumps(metrics)])
+    GD.setdefault("pgvision.classifiers", {}).pop(name, None)
+    return json.dumps(metrics)
+
+
+def _classifier(plpy, GD, fn, name):
+    require_not_null(fn, "classifier", name)
+    rows = plpy.execute(models.plan(plpy, GD, "classifier", """
+        SELECT name, model, source::oid AS source, method, options::text AS options, labels,
+               dims, trained_at::text AS version
+        FROM vision.classifiers WHERE name = $1""", ["text"]), [name])
+    if not rows:
+        raise PgvisionError(fn, f'argument "classifier" names no trained classifier: {name!r}',
+                            UNDEFINED_OBJECT,
+                            hint="SELECT name FROM vision.classifiers lists them.")
+    row = dict(rows[0])
+    model_row = models.lookup(plpy, GD, fn, row["model"])
+    if model_row["dims"] != row["dims"]:
+        raise PgvisionError(fn, f"classifier {name!r} was trained on {row['dims']}-d features of "
+                            f"model {row['model']!r}, which now gives {model_row['dims']}-d",
+                            DATATYPE_MISMATCH, hint="Retrain it with vision.train_classifier.")
+    cache = GD.setdefault("pgvision.classifiers", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != row["version"]:
+        stored = plpy.execute(plpy.prepare(
+            "SELECT weights, train_ids, train_targets FROM vision.classifiers WHERE name = $1",
+            ["text"]), [name])[0]
+        training = None
+        if row["method"] == "knn":
+            matrix = featurestore.load(plpy, GD, fn, row["model"], row["source"], row["dims"])
+            ids = np.array(stored["train_ids"], dtype=np.int64)
+            keep = np.isin(ids, matrix.ids)
+            training = (matrix.vectors[matrix.positions(ids[keep])],
+                        np.array(stored["train_targets"], dtype=np.int64)[keep], len(row["labels"]))
+        hit = (row["version"], from_bytes(row["method"], stored["weights"],
+                                          json.loads(row["options"]), training))
+        cache[name] = hit
+    return row, model_row, hit[1]
+
+
+def _top(row, proba, top_k):
+    order = np.argsort(-proba, kind="stable")[:top_k]
+    return [(row["labels"][i], float(proba[i])) for i in order]
+
+
+def classify(plpy, GD, image_id, classifier, top_k=3, source=None):
+    """(label, probability) rows for a stored image, most likely first."""
+    fn = FN_CLASSIFY
+    require_not_null(fn, "image_id", image_id)
+    require_int_range(fn, "top_k", top_k, 1, 1000)
+    row, model_row, clf = _classifier(plpy, GD, fn, classifier)
+    source = row["source"] if source is None else featurestore.resolve_source(
+        plpy, GD, fn, row["model"], source)
+    found = featurestore.fetch(plpy, GD, row["model"], source, [image_id], row["dims"])
+    if not len(found.ids):
+        raise PgvisionError(fn, f'argument "image_id": image {image_id} has no features for '
+                            f"model {row['model']!r}", UNDEFINED_OBJECT)
+    return _top(row, clf.scores(found.vectors)[0], top_k)
+
+
+def classify_image(plpy, GD, image, classifier, top_k=3):
+    """(label, probability) rows for new image bytes."""
+    fn = FN_CLASSIFY_IMAGE
+    require_int_range(fn, "top_k", top_k, 1, 1000)
+    row, model_row, clf = _classifier(plpy, GD, fn, classifier)
+    vector = np.asarray(extract.features_of(plpy, GD, fn, image, model_row), dtype=np.float32)
+    return _top(row, clf.scores(vector[None, :])[0], top_k)
+
+
+def classify_table(plpy, GD, classifier, source=None, batch_size=1000):
+    """Label every image of the source with features but no current prediction."""
+    fn = FN_TABLE
+    require_int_range(fn, "batch_size", batch_size, 1, 100_000)
+    row, model_row, clf = _classifier(plpy, GD, fn, classifier)
+    source = row["source"] if source is None else featurestore.resolve_source(
+        plpy, GD, fn, row["model"], source)
+    pending = plpy.execute(plpy.prepare("""
+        SELECT f.image_id FROM vision.features f
+        LEFT JOIN vision.predictions p ON p.classifier = $1 AND p.source = f.source
+             AND p.image_id = f.image_id
+        WHERE f.model = $2 AND f.source = $3
+          AND (p.image_id IS NULL OR p.predicted_at < greatest(f.extracted_at, $4::timestamptz))
+        ORDER BY f.image_id""", ["text", "text", "oid", "text"]),
+        [classifier, row["model"], source, row["version"]])
+    ids = [r["image_id"] for r in pending]
+    save = plpy.prepare("""
+        INSERT INTO vision.predictions (classifier, source, image_id, label, probability)
+        SELECT $1, $2, unnest($3::int8[]), unnest($4::text[]), unnest($5::float4[])
+        ON CONFLICT (classifier, source, image_id) DO UPDATE SET label = EXCLUDED.label,
+            probability = EXCLUDED.probability, predicted_at = clock_timestamp()""",
+        ["text", "oid", "int8[]", "text[]", "float4[]"])
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        found = featurestore.fetch(plpy, GD, row["model"], source, chunk, row["dims"])
+        proba = clf.scores(found.vectors)
+        best = proba.argmax(axis=1)
+        plpy.execute(save, [classifier, source, found.ids.tolist(),
+                            [row["labels"][i] for i in best], proba.max(axis=1).tolist()])
+        plpy.notice(f"{fn}: {min(start + batch_size, len(ids))}/{len(ids)} images labelled")
+    return len(ids)
+
+
+def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
+                        rank_by="roc_auc", folds=5):
+    """Cross-validate several methods on the same folds; rows ranked by ``rank_by``."""
+    fn = FN_COMPARE
+    methods = list(methods) if methods is not None else list(METHODS)
+    for method in methods:
+        require_choice(fn, "methods", method, METHODS)
+    require_choice(fn, "rank_by", rank_by, ("accuracy", "macro_f1", "roc_auc"))
+    require_int_range(fn, "folds", folds, 2, 20)
+    results = []
+    for method in methods:
+        _, _, _, X, y, names, _ = _prepare_training(plpy, GD, fn, labels, source, model,
+                                                    method, None)
+        metrics = cross_validate(method, X, y, {}, folds_for(y, folds), names)
+        results.append((method, metrics))
+    results.sort(key=lambda r: -r[1][rank_by])
+    return [(method, m["accuracy"], m["macro_f1"], m["roc_auc"], m["cv_seconds"], rank)
+            for rank, (method, m) in enumerate(results, start=1)]
