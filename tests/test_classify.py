@@ -127,6 +127,10 @@ def test_compare_classifiers_ranks_methods(db, shapes):
     ("", f"SELECT vision.train_classifier('c', 'shape_labels', 'shapes', '{MODEL}', 'knn', "
          "'{\"depth\": 3}')", pgerr.InvalidParameterValue,
      "['depth'] are not options of method 'knn'"),
+    ("CREATE TEMP TABLE lonely AS SELECT * FROM shape_labels WHERE label <> 'checks' "
+     "UNION ALL SELECT 3, 'checks'",
+     f"SELECT vision.train_classifier('c', 'lonely', 'shapes', '{MODEL}')",
+     pgerr.InvalidParameterValue, "class 'checks' has only 1 labelled image"),
     ("", "SELECT vision.classify(1, 'shapes_logistic', 0)", pgerr.InvalidParameterValue,
      'argument "top_k" must be between 1 and 1000, got 0'),
 ])

@@ -20,13 +20,16 @@ def sql_blocks(text):
 
 def test_every_sql_example_in_the_readme_runs(db, make_table):
     make_table("products", [(1, image_bytes(21, size=(320, 240))), (2, image_bytes(22)),
-                            (3, b"not an image")])
+                            (3, image_bytes(23)), (4, image_bytes(24)), (5, b"not an image")])
     blocks = sql_blocks(readme())
     assert len(blocks) >= 10
-    for block in blocks:
-        query(db, block)  # raises on any error
+    try:
+        for block in blocks:
+            query(db, block)  # raises on any error
+    finally:
+        query(db, "DROP TABLE IF EXISTS product_labels; DELETE FROM vision.classifiers")
     assert query(db, "SELECT count(*) FROM vision.features WHERE source = 'products'::regclass "
-                     "AND model = 'inception_v3'")[0][0] == 2
+                     "AND model = 'inception_v3'")[0][0] == 4
     assert not query(db, "SELECT 1 FROM vision.models WHERE name = 'inception_v3_mixed9'")
 
 

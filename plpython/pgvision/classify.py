@@ -235,6 +235,10 @@ def _labelled(plpy, GD, fn, labels, source, model_row, opts):
                             "classifier needs at least two")
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[r["label"]] for r in rows], dtype=np.int64)
+    counts = np.bincount(y, minlength=len(names))
+    if counts.min() < 2:
+        raise PgvisionError(fn, f'argument "labels": class {names[int(counts.argmin())]!r} has '
+                            "only 1 labelled image; cross-validation needs at least 2 per class")
     return matrix.vectors[matrix.positions(ids)], y, names, ids
 
 
