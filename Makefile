@@ -18,8 +18,8 @@ PYTEST_ARGS ?=
 
 export VENV PG_CONFIG
 
-.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench \
-        bench-extract bench-search clean
+.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench map \
+        bench-extract bench-search bench-classify clean
 
 install:
 	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) scripts/install.sh
@@ -57,13 +57,25 @@ demo: install-dev start migrate
 test: install-dev start
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench: bench-extract bench-search
+bench: bench-extract bench-search bench-classify
 
-bench-extract: install-dev start
+bench-extract: install-dev start migrate
 	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)
 
-bench-search: install-dev start
+bench-search: install-dev start migrate
 	@$(PYTHON) bench/search.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-classify: install-dev start migrate
+	@$(PYTHON) bench/classify.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+# The catalog map of a table as a PNG: make map SOURCE=demo_images [COLOR_BY=cluster]
+SOURCE ?= demo_images
+COLOR_BY ?= cluster
+map: start
+	@mkdir -p out
+	@psql '$(DSN)' -XAtc "SELECT encode(vision.plot_map(source => '$(SOURCE)', \
+	  color_by => '$(COLOR_BY)', thumbnails => true), 'base64')" | base64 -d > out/map.png
+	@echo "wrote out/map.png"
 
 clean: stop
 	rm -rf .pg out

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Classification benchmark on labelled image sets built offline, all in one run:
+
+  digits   scikit-learn's handwritten digits (8x8, shipped with the package) drawn as images
+  shapes   synthetic stripes / circles / checks / dots, random colours and positions
+  photos   the scikit-image photographs, each in augmented copies (class = which photo)
+
+For each set: features are extracted in the database, then vision.compare_classifiers
+cross-validates every method (knn, softmax, logistic, sgd) on the same folds; printed with
+the majority-class baseline. Then labelling throughput: vision.classify_table vs the
+client-side pipeline (psycopg2 fetches the features, numpy applies the same trained head,
+the labels are written back), as a ratio.
+
+    make bench-classify                     # inception_v3
+    make bench-classify BENCH_ARGS=--quick  # mobilenet_v2, smaller sets
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import psycopg2
+import psycopg2.extras
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from test_classify import shape_image  # noqa: E402  (the test suite's pattern generator)
+from search import augmented_photos  # noqa: E402
+
+
+def encode(img):
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def digits(n):
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rows = []
+    for image, target in list(zip(data.images, data.target))[:n]:
+        grey = (255 - image * 16).clip(0, 255).astype(np.uint8)  # dark ink on white
+        rows.append((str(target), encode(Image.fromarray(grey).resize((96, 96), Image.BICUBIC))))
+    return rows
+
+
+def shapes(n):
+    kinds = ("stripes", "circles", "checks")
+    return [(kinds[i % 3], shape_image(kinds[i % 3], i)) for i in range(n)]
+
+
+def photos(per_photo):
+    return [(f"photo{s}", data) for s, data in augmented_photos(per_photo)]
+
+
+def load(cur, name, rows, model):
+    table, labels = f"bench_cls_{name}", f"bench_cls_{name}_labels"
+    cur.execute(f"DROP TABLE IF EXISTS {table}, {labels}")
+    cur.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, image bytea)")
+    cur.execute(f"CREATE TABLE {labels} (image_id bigint, label text)")
+    for i, (label, data) in enumerate(rows, start=1):
+        cur.execute(f"INSERT INTO {table} VALUES (%s, %s)", (i, psycopg2.Binary(data)))
+        cur.execute(f"INSERT INTO {labels} VALUES (%s, %s)", (i, label))
+    cur.execute("CALL vision.extract_table(%s, model => %s)", (table, model))
+    return table, labels
+
+
+def throughput(cur, table, labels, model):
+    from pgvision.classify import Linear
+
+    cur.execute("SELECT vision.train_classifier('bench_head', %s, %s, %s, 'logistic', "
+                "replace => true)", (labels, table, model))
+    cur.execute("SELECT vision.classify_table('bench_head')")  # warm: load features
+    cur.execute("DELETE FROM vision.predictions WHERE classifier = 'bench_head'")
+    started = time.monotonic()
+    cur.execute("SELECT vision.classify_table('bench_head')")
+    n = cur.fetchone()[0]
+    in_db = time.monotonic() - started
+    cur.execute("SELECT weights, labels FROM vision.classifiers WHERE name = 'bench_head'")
+    weights, names = cur.fetchone()
+    with np.load(io.BytesIO(bytes(weights)), allow_pickle=False) as a:
+        head = Linear(a["mean"], a["scale"], a["weights"], a["bias"])
+    # the client-side pipeline users would otherwise write: fetch features, apply the head,
+    # write the labels back
+    cur.execute("CREATE TEMP TABLE client_predictions (image_id bigint, label text, p real)")
+    started = time.monotonic()
+    cur.execute("SELECT image_id, feature FROM vision.features WHERE model = %s "
+                "AND source = %s::regclass", (model, table))
+    rows = cur.fetchall()
+    proba = head.scores(np.array([r[1] for r in rows], dtype=np.float32))
+    best = proba.argmax(axis=1)
+    psycopg2.extras.execute_values(
+        cur, "INSERT INTO client_predictions VALUES %s",
+        [(r[0], names[b], float(p)) for r, b, p in zip(rows, best, proba.max(axis=1))])
+    alone = time.monotonic() - started
+    cur.execute("DROP TABLE client_predictions")
+    cur.execute("DELETE FROM vision.classifiers WHERE name = 'bench_head'")
+    return {"images": n, "in_db_img_s": n / in_db, "standalone_img_s": n / max(alone, 1e-9),
+            "ratio": alone / in_db}
+
+
+def main():
+    parser = argparse.ArgumentParser(description="pgvision classification benchmark")
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", default="out/bench_classify.json")
+    args = parser.parse_args()
+    model = "mobilenet_v2" if args.quick else "inception_v3"
+    sets = {"digits": digits(200 if args.quick else 500),
+            "shapes": shapes(60 if args.quick else 120),
+            "photos": photos(4 if args.quick else 8)}
+    conn = psycopg2.connect(args.dsn)
+    conn.autocommit = True
+    cur = conn.cursor()
+    results = {"model": model}
+    for name, rows in sets.items():
+        print(f"... {name}: {len(rows)} images, extracting with {model}", flush=True)
+        table, labels = load(cur, name, rows, model)
+        cur.execute("SELECT max(n)::float / sum(n) FROM (SELECT count(*) AS n FROM "
+                    f"{labels} GROUP BY label) c")
+        baseline = cur.fetchone()[0]
+        cur.execute("SELECT method, accuracy, macro_f1, roc_auc, cv_seconds, rank FROM "
+                    "vision.compare_classifiers(%s, %s, %s, rank_by => 'accuracy')",
+                    (labels, table, model))
+        methods = [dict(zip(("method", "accuracy", "macro_f1", "roc_auc", "cv_seconds", "rank"),
+                            r)) for r in cur.fetchall()]
+        results[name] = {"images": len(rows), "classes": len({l for l, _ in rows}),
+                         "majority_baseline": baseline, "methods": methods}
+        if name == "digits":
+            results["throughput"] = throughput(cur, table, labels, model)
+        cur.execute("DELETE FROM vision.features WHERE source = %s::regclass", (table,))
+        cur.execute(f"DROP TABLE {table}, {labels}")
+
+    print(f"\n5-fold cross-validation on {model} features (majority-class baseline in brackets)")
+    for name in sets:
+        r = results[name]
+        print(f"\n{name}: {r['images']} images, {r['classes']} classes "
+              f"[baseline {r['majority_baseline']:.2f}]")
+        for m in r["methods"]:
+            print(f"  {m['rank']}. {m['method']:<9} accuracy {m['accuracy']:.3f}  macro-F1 "
+                  f"{m['macro_f1']:.3f}  ROC AUC {m['roc_auc']:.3f}  CV {m['cv_seconds']:.1f} s")
+    t = results["throughput"]
+    print(f"\nLabelling {t['images']} images: vision.classify_table {t['in_db_img_s']:.0f} img/s, "
+          f"client-side pipeline {t['standalone_img_s']:.0f} img/s = {t['ratio']:.2f}x")
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as fh:
+        json.dump(results, fh, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

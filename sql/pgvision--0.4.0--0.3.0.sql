@@ -1,0 +1,31 @@
+-- pgvision 0.4.0 → 0.3.0: remove what pgvision--0.3.0--0.4.0.sql added.
+
+\echo Use "ALTER EXTENSION pgvision UPDATE TO '0.3.0'" to load this file. \quit
+
+DROP FUNCTION vision.plot_map(text, text, regclass, boolean, name, name, integer);
+DROP FUNCTION vision.embed_2d(text, text, regclass);
+DROP FUNCTION vision.bandit_next(text, text, regclass);
+DROP FUNCTION vision.cluster(text, integer, text, regclass);
+DROP FUNCTION vision.recommend(text, integer, boolean, text, regclass);
+DROP FUNCTION vision.record_vote(text, bigint, boolean, text, regclass);
+DROP TABLE vision.map_2d, vision.bandit_state, vision.cluster_centroids, vision.clusters,
+  vision.taste_models, vision.votes;
+
+-- the 0.3.0 body of the drop handler (without the tables removed above)
+CREATE OR REPLACE FUNCTION vision._forget_dropped_tables() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  dropped oid[];
+BEGIN
+  SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
+    WHERE object_type = 'table' AND schema_name <> 'vision';
+  IF dropped IS NULL THEN
+    RETURN;
+  END IF;
+  DELETE FROM vision.features WHERE source::oid = ANY (dropped);
+  DELETE FROM vision.extract_errors WHERE source::oid = ANY (dropped);
+  DELETE FROM vision.indexes WHERE source::oid = ANY (dropped);
+  DELETE FROM vision.neighbours WHERE source::oid = ANY (dropped);
+  DELETE FROM vision.feature_versions WHERE source::oid = ANY (dropped);
+END
+$$;
