@@ -175,5 +175,21 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION vision.similar_many(
+  image_ids   bigint[],
+  k           integer  DEFAULT 10,
+  model       text     DEFAULT 'inception_v3',
+  metric      text     DEFAULT 'cosine',
+  source      regclass DEFAULT NULL,
+  approximate boolean  DEFAULT NULL
+) RETURNS TABLE (query_id bigint, image_id bigint, distance real, rank integer)
+LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 100 AS $$
+from pgvision import errors, search
+return errors.sql_call(plpy, GD, search.similar_many, image_ids, k, model, metric, source,
+                       approximate)
+$$;
+COMMENT ON FUNCTION vision.similar_many IS
+  'vision.similar for many stored images in one call: rows (query_id, image_id, distance, rank).';
+
 GRANT SELECT, INSERT, UPDATE, DELETE ON vision.votes, vision.taste_models, vision.clusters,
   vision.cluster_centroids, vision.bandit_state, vision.map_2d TO PUBLIC;

@@ -2,6 +2,7 @@
 
 \echo Use "ALTER EXTENSION pgvision UPDATE TO '0.3.0'" to load this file. \quit
 
+DROP FUNCTION vision.similar_many(bigint[], integer, text, text, regclass, boolean);
 DROP FUNCTION vision.plot_map(text, text, regclass, boolean, name, name, integer);
 DROP FUNCTION vision.embed_2d(text, text, regclass);
 DROP FUNCTION vision.bandit_next(text, text, regclass);

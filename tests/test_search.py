@@ -253,3 +253,21 @@ def test_dropping_a_table_forgets_its_features(db):
     query(db, "DROP TABLE doomed_src")
     for table in ("features", "neighbours", "feature_versions"):
         assert not query(db, f"SELECT 1 FROM vision.{table} WHERE source::oid = %s", (oid,))
+
+
+def test_similar_many_equals_one_call_per_image(db, catalog):
+    for approximate in (False, True):
+        if approximate:
+            query(db, f"SELECT vision.create_index('catalog_src', '{MODEL}')")
+        rows = query(db, "SELECT query_id, image_id, distance, rank FROM vision.similar_many("
+                         f"ARRAY[5, 77, 5], 4, '{MODEL}', approximate => %s)", (approximate,))
+        assert [r[0] for r in rows] == [5] * 4 + [77] * 4 + [5] * 4
+        for query_id in (5, 77):
+            single = similar(db, query_id, 4, approximate=approximate)
+            assert [r[1:] for r in rows if r[0] == query_id][:4] == single
+    with pytest.raises(pgerr.UndefinedObject, match=r'argument "image_ids": 1 image\(s\) have no '
+                                                    r"features for model 'mobilenet_v2' \(e.g. "
+                                                    r"\[424242\]\)"):
+        query(db, f"SELECT * FROM vision.similar_many(ARRAY[1, 424242], model => '{MODEL}')")
+    with pytest.raises(pgerr.InvalidParameterValue, match="an array without NULLs"):
+        query(db, f"SELECT * FROM vision.similar_many(ARRAY[1, NULL], model => '{MODEL}')")

@@ -24,6 +24,7 @@ _INDEX_CACHE = "pgvision.indexes"
 
 FN_SIMILAR = "vision.similar"
 FN_SIMILAR_IMAGE = "vision.similar_to_image"
+FN_SIMILAR_MANY = "vision.similar_many"
 FN_CREATE_INDEX = "vision.create_index"
 FN_REFRESH_INDEX = "vision.refresh_index"
 FN_NEIGHBOURS = "vision.refresh_neighbours"
@@ -205,7 +206,8 @@ def _load_index(plpy, GD, fn, model, source, row):
     return index
 
 
-def _search(plpy, GD, fn, model_row, source, query, k, metric, exclude, candidates, approximate):
+def _searcher(plpy, GD, fn, model_row, source, k, metric, candidates, approximate):
+    """``search(query, exclude) -> (ids, distances)``, with the index state read once."""
     model, dims = model_row["name"], model_row["dims"]
     if candidates is None:
         index_row = _index_row(plpy, GD, model, source)
@@ -226,14 +228,24 @@ def _search(plpy, GD, fn, model_row, source, query, k, metric, exclude, candidat
             if index is not None:
                 ef = index_row["ef_search"]
                 if index_row["pca_dims"]:
-                    found, _ = ann(index, query, metric, 4 * k, max(ef, 4 * k), exclude)
-                    # PCA distances are approximate: re-rank the candidates exactly
-                    subset = featurestore.fetch(plpy, GD, model, source, found, dims)
-                    return top_k(subset.ids, distances(subset, query, metric), k)
-                found, scores = ann(index, query, metric, k, ef, exclude)
-                return found, faiss_distance(scores, metric)
+                    def rerank(query, exclude):
+                        found, _ = ann(index, query, metric, 4 * k, max(ef, 4 * k), exclude)
+                        # PCA distances are approximate: re-rank the candidates exactly
+                        subset = featurestore.fetch(plpy, GD, model, source, found, dims)
+                        return top_k(subset.ids, distances(subset, query, metric), k)
+                    return rerank
+
+                def approximate_search(query, exclude):
+                    found, scores = ann(index, query, metric, k, ef, exclude)
+                    return found, faiss_distance(scores, metric)
+                return approximate_search
     matrix = featurestore.load(plpy, GD, fn, model, source, dims)
-    return exact(matrix, query, metric, k, exclude, candidates)
+    return lambda query, exclude: exact(matrix, query, metric, k, exclude, candidates)
+
+
+def _search(plpy, GD, fn, model_row, source, query, k, metric, exclude, candidates, approximate):
+    return _searcher(plpy, GD, fn, model_row, source, k, metric, candidates,
+                     approximate)(query, exclude)
 
 
 def _rows(found, dist):
@@ -261,6 +273,34 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     query = featurestore.decode_array(rows[0]["f"], model_row["dims"])
     return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, image_id,
                           candidates, approximate))
+
+
+def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=None,
+                 approximate=None):
+    """vision.similar for many stored images in one call (one catalog lookup, one read of
+    the query vectors): rows (query_id, image_id, distance, rank)."""
+    fn = FN_SIMILAR_MANY
+    require_not_null(fn, "image_ids", image_ids)
+    require(fn, "image_ids", f"{len(image_ids)} ids", 1 <= len(image_ids) <= 100_000,
+            "an array of 1 to 100000 image ids")
+    require(fn, "image_ids", "NULL element", None not in image_ids, "an array without NULLs")
+    _validate(fn, k, metric)
+    model_row = models.lookup(plpy, GD, fn, model)
+    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    queries = featurestore.fetch(plpy, GD, model_row["name"], source, sorted(set(image_ids)),
+                                 model_row["dims"])
+    missing = sorted(set(image_ids) - set(queries.ids.tolist()))
+    if missing:
+        raise PgvisionError(fn, f'argument "image_ids": {len(missing)} image(s) have no features '
+                            f"for model {model_row['name']!r} (e.g. {missing[:5]})",
+                            UNDEFINED_OBJECT)
+    search = _searcher(plpy, GD, fn, model_row, source, k, metric, None, approximate)
+    rows = []
+    for image_id in image_ids:
+        query = queries.vectors[queries.positions([image_id])[0]]
+        found, dist = search(query, image_id)
+        rows.extend((int(image_id), *row) for row in _rows(found, dist))
+    return rows
 
 
 def similar_to_image(plpy, GD, image, k=10, model=None, metric="cosine", source=None,
