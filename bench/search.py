@@ -167,7 +167,7 @@ def bench_dataset(cur, label, vectors, queries, efs, pca_dims):
                 hits += len(set(r[0] for r in cur.fetchall()) & set(truth[q]))
             in_db_qps = len(queries) / (time.monotonic() - started)
             started = time.monotonic()
-            cur.execute(f"SELECT query_id, image_id FROM vision.similar_many(%s, 10, "
+            cur.execute(f"SELECT query_id, image_id FROM vision.similar_many(%s::bigint[], 10, "
                         f"source => '{table}', approximate => true)", (queries,))
             cur.fetchall()
             batch_qps = len(queries) / (time.monotonic() - started)

@@ -238,6 +238,18 @@ def _searcher(plpy, GD, fn, model_row, source, k, metric, candidates, approximat
                 def approximate_search(query, exclude):
                     found, scores = ann(index, query, metric, k, ef, exclude)
                     return found, faiss_distance(scores, metric)
+
+                def many(queries, excludes):
+                    """All queries in one faiss call (no Python work per query)."""
+                    _faiss().omp_set_num_threads(1)
+                    _hnsw_of(index).hnsw.efSearch = max(ef, k + 1)
+                    scores, found = index.search(_prepare(queries, metric), k + 1)
+                    out = []
+                    for ids, raw, exclude in zip(found, scores, excludes):
+                        keep = (ids >= 0) & (ids != exclude)
+                        out.append((ids[keep][:k], faiss_distance(raw[keep][:k], metric)))
+                    return out
+                approximate_search.many = many
                 return approximate_search
     matrix = featurestore.load(plpy, GD, fn, model, source, dims)
     return lambda query, exclude: exact(matrix, query, metric, k, exclude, candidates)
@@ -295,10 +307,13 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
                             f"for model {model_row['name']!r} (e.g. {missing[:5]})",
                             UNDEFINED_OBJECT)
     search = _searcher(plpy, GD, fn, model_row, source, k, metric, None, approximate)
+    vectors = queries.vectors[queries.positions(image_ids)]
+    if hasattr(search, "many"):
+        results = search.many(vectors, image_ids)
+    else:
+        results = [search(vector, image_id) for vector, image_id in zip(vectors, image_ids)]
     rows = []
-    for image_id in image_ids:
-        query = queries.vectors[queries.positions([image_id])[0]]
-        found, dist = search(query, image_id)
+    for image_id, (found, dist) in zip(image_ids, results):
         rows.extend((int(image_id), *row) for row in _rows(found, dist))
     return rows
 
