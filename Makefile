@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 export VENV PG_CONFIG
 
 .PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench map \
-        bench-extract bench-search bench-classify clean
+        bench-extract bench-search bench-classify bench-recommend clean
 
 install:
 	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) scripts/install.sh
@@ -57,7 +57,7 @@ demo: install-dev start migrate
 test: install-dev start
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench: bench-extract bench-search bench-classify
+bench: bench-extract bench-search bench-classify bench-recommend
 
 bench-extract: install-dev start migrate
 	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)
@@ -67,6 +67,9 @@ bench-search: install-dev start migrate
 
 bench-classify: install-dev start migrate
 	@$(PYTHON) bench/classify.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-recommend: install-dev start migrate
+	@$(PYTHON) bench/recommend.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 # The catalog map of a table as a PNG: make map SOURCE=demo_images [COLOR_BY=cluster]
 SOURCE ?= demo_images

@@ -329,7 +329,9 @@ def draw_map(xy, groups, size=800, thumbnails=None, title=""):
                             int(x) + t.width // 2, int(y) + t.height // 2], outline=colour[g])
         else:
             draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour[g])
-    for i, g in enumerate(names[:20]):
+    shown = names[:20]
+    draw.rectangle([size - 156, 4, size - 4, 14 + 14 * len(shown)], fill="white", outline="grey")
+    for i, g in enumerate(shown):
         draw.rectangle([size - 150, 10 + 14 * i, size - 140, 20 + 14 * i], fill=colour[g])
         draw.text((size - 135, 8 + 14 * i), str(g)[:20], fill="black")
     draw.text((10, 10), title, fill="black")

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Recommendation, bandit and map benchmark with simulated users, in one run.
+
+Catalog: synthetic 2048-d features in 10 groups (a non-negative Gaussian mixture, stored as
+inception_v3 features of table bench_rec). A simulated user likes exactly one group.
+
+  recommender  after N random votes, precision@10 of vision.recommend vs the base rate
+               (what random picks achieve), for N = 5, 20, 40, 80
+  bandit       200 rounds of vision.bandit_next + vote: regret (dislikes) vs picking
+               uniformly at random, over 10 clusters from vision.cluster
+  map          vision.embed_2d (t-SNE) time on the catalog, and the PNG written to out/
+
+    make bench-recommend                     # 2000 images
+    make bench-recommend BENCH_ARGS=--quick  # 1000 images
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import psycopg2
+
+from search import clustered, copy_features
+
+GROUPS = 10
+
+
+def simulate(cur, n, rng):
+    vectors = clustered(n, seed=5, centres=GROUPS)
+    copy_features(cur, "bench_rec", vectors)
+    from sklearn.cluster import KMeans
+    group = KMeans(GROUPS, n_init=4, random_state=0).fit_predict(vectors / np.linalg.norm(
+        vectors, axis=1, keepdims=True))
+    return {i + 1: int(g) for i, g in enumerate(group)}
+
+
+def vote(cur, user, image_id, liked):
+    cur.execute("SELECT vision.record_vote(%s, %s, %s, source => 'bench_rec')",
+                (user, int(image_id), bool(liked)))
+
+
+def recommender(cur, group, rng):
+    ids = np.array(sorted(group))
+    out = {}
+    for votes in (5, 20, 40, 80):
+        precisions = []
+        for user in range(5):
+            name = f"sim{votes}_{user}"
+            target = user % GROUPS
+            for image_id in rng.choice(ids, votes, replace=False):
+                vote(cur, name, image_id, group[int(image_id)] == target)
+            cur.execute("SELECT image_id, strategy FROM vision.recommend(%s, 10, "
+                        "source => 'bench_rec')", (name,))
+            rows = cur.fetchall()
+            precisions.append(np.mean([group[r[0]] == target for r in rows]))
+        out[votes] = {"precision_at_10": float(np.mean(precisions)),
+                      "strategy": rows[0][1]}
+    out["random_precision_at_10"] = float(np.mean([np.mean(np.array(list(group.values())) == g)
+                                                   for g in range(GROUPS)]))
+    return out
+
+
+def bandit(cur, group, rounds):
+    cur.execute("SELECT vision.cluster(k => %s, source => 'bench_rec')", (GROUPS,))
+    cur.execute("SELECT image_id, cluster FROM vision.clusters WHERE source = 'bench_rec'::regclass")
+    cluster = dict(cur.fetchall())
+    liked_cluster = cluster[next(i for i, g in group.items() if g == 3)]
+    regret = 0
+    for _ in range(rounds):
+        cur.execute("SELECT cluster, image_id FROM vision.bandit_next('thompson', "
+                    "source => 'bench_rec')")
+        c, image_id = cur.fetchone()
+        liked = c == liked_cluster
+        regret += not liked
+        vote(cur, "thompson", image_id, liked)
+    share = np.mean([c == liked_cluster for c in cluster.values()])
+    return {"rounds": rounds, "regret": regret, "random_regret": float(rounds * (1 - share))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description="pgvision recommendation benchmark")
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", default="out/bench_recommend.json")
+    args = parser.parse_args()
+    n = 1000 if args.quick else 2000
+    conn = psycopg2.connect(args.dsn)
+    conn.autocommit = True
+    cur = conn.cursor()
+    rng = np.random.default_rng(0)
+    print(f"... catalog of {n} synthetic images in {GROUPS} groups", flush=True)
+    group = simulate(cur, n, rng)
+    results = {"images": n, "recommender": recommender(cur, group, rng),
+               "bandit": bandit(cur, group, 200)}
+    started = time.monotonic()
+    cur.execute("SELECT vision.embed_2d(method => 'tsne', source => 'bench_rec')")
+    results["tsne_seconds_reported"] = cur.fetchone()[0]
+    results["tsne_seconds_call"] = time.monotonic() - started
+    cur.execute("SELECT vision.plot_map(source => 'bench_rec')")
+    os.makedirs("out", exist_ok=True)
+    with open("out/bench_map.png", "wb") as fh:
+        fh.write(bytes(cur.fetchone()[0]))
+    cur.execute("DROP TABLE bench_rec")
+
+    r = results["recommender"]
+    print(f"\nRecommender, 5 simulated users per row, each liking one of {GROUPS} groups:")
+    for votes in (5, 20, 40, 80):
+        print(f"  {votes:>2} votes: precision@10 {r[votes]['precision_at_10']:.2f} "
+              f"({r[votes]['strategy']}); random {r['random_precision_at_10']:.2f}")
+    b = results["bandit"]
+    print(f"Bandit, {b['rounds']} rounds: regret {b['regret']} vs {b['random_regret']:.0f} "
+          "for uniform random picks")
+    print(f"t-SNE of {n} x 2048: {results['tsne_seconds_call']:.1f} s; map in out/bench_map.png")
+    with open(args.json, "w") as fh:
+        json.dump(results, fh, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
