@@ -67,22 +67,27 @@ $$;
 CREATE TRIGGER touch_on_update BEFORE UPDATE OF feature ON vision.features
   FOR EACH ROW EXECUTE FUNCTION vision._touch_feature();
 
--- Features, errors, indexes and neighbours of a dropped table go with it.
+-- Everything pgvision keeps about a dropped table goes with it: rows of every vision table
+-- with a `source regclass` column (so later versions' tables are covered too).
 CREATE FUNCTION vision._forget_dropped_tables() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE
   dropped oid[];
+  keeper regclass;
 BEGIN
   SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
     WHERE object_type = 'table' AND schema_name <> 'vision';
   IF dropped IS NULL THEN
     RETURN;
   END IF;
-  DELETE FROM vision.features WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.extract_errors WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.indexes WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.neighbours WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.feature_versions WHERE source::oid = ANY (dropped);
+  FOR keeper IN
+    SELECT a.attrelid::regclass FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'vision'::regnamespace AND c.relkind = 'r'
+      AND a.attname = 'source' AND a.atttypid = 'regclass'::regtype AND NOT a.attisdropped
+  LOOP
+    EXECUTE format('DELETE FROM %s WHERE source::oid = ANY ($1)', keeper) USING dropped;
+  END LOOP;
 END
 $$;
 CREATE EVENT TRIGGER pgvision_forget_dropped_tables ON sql_drop

@@ -150,31 +150,6 @@ $$;
 COMMENT ON FUNCTION vision.plot_map IS
   'PNG scatter of the 2-D map, coloured by cluster or by a classifier''s predictions, optionally with thumbnails.';
 
-CREATE OR REPLACE FUNCTION vision._forget_dropped_tables() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-  dropped oid[];
-BEGIN
-  SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
-    WHERE object_type = 'table' AND schema_name <> 'vision';
-  IF dropped IS NULL THEN
-    RETURN;
-  END IF;
-  DELETE FROM vision.features WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.extract_errors WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.indexes WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.neighbours WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.feature_versions WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.predictions WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.votes WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.taste_models WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.clusters WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.cluster_centroids WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.bandit_state WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.map_2d WHERE source::oid = ANY (dropped);
-END
-$$;
-
 CREATE FUNCTION vision.similar_many(
   image_ids   bigint[],
   k           integer  DEFAULT 10,

@@ -12,21 +12,3 @@ DROP FUNCTION vision.record_vote(text, bigint, boolean, text, regclass);
 DROP TABLE vision.map_2d, vision.bandit_state, vision.cluster_centroids, vision.clusters,
   vision.taste_models, vision.votes;
 
--- the 0.3.0 body of the drop handler (without the tables removed above)
-CREATE OR REPLACE FUNCTION vision._forget_dropped_tables() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-  dropped oid[];
-BEGIN
-  SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
-    WHERE object_type = 'table' AND schema_name <> 'vision';
-  IF dropped IS NULL THEN
-    RETURN;
-  END IF;
-  DELETE FROM vision.features WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.extract_errors WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.indexes WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.neighbours WHERE source::oid = ANY (dropped);
-  DELETE FROM vision.feature_versions WHERE source::oid = ANY (dropped);
-END
-$$;
