@@ -151,7 +151,7 @@ CREATE FUNCTION vision.similar(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 10 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
 from pgvision import errors, search
 return errors.sql_call(plpy, GD, search.similar, image_id, k, model, metric, source,
                        candidates, approximate)
@@ -168,7 +168,7 @@ CREATE FUNCTION vision.similar_to_image(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 10 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
 from pgvision import errors, search
 return errors.sql_call(plpy, GD, search.similar_to_image, image, k, model, metric, source,
                        candidates, approximate)

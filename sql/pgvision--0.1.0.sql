@@ -162,9 +162,12 @@ $$;
 COMMENT ON FUNCTION vision.drop_model IS
   'Unregister a model; with cascade => true also delete its features. Returns the number of feature rows deleted.';
 
+-- PARALLEL UNSAFE, like every function here that queries: PL/Python runs each query in a
+-- subtransaction, which Postgres forbids during a parallel operation, so a parallel plan
+-- would fail with "cannot start subtransactions during a parallel operation".
 CREATE FUNCTION vision.extract_features(image bytea, model text DEFAULT 'inception_v3')
 RETURNS real[]
-LANGUAGE plpython3u STABLE PARALLEL SAFE AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
 from pgvision import errors, extract
 return errors.sql_call(plpy, GD, extract.extract_features, image, model)
 $$;

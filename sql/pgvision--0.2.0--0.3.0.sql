@@ -57,7 +57,7 @@ CREATE FUNCTION vision.classify(
   top_k      integer  DEFAULT 3,
   source     regclass DEFAULT NULL
 ) RETURNS TABLE (label text, probability real)
-LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 3 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3 AS $$
 from pgvision import classify, errors
 return errors.sql_call(plpy, GD, classify.classify, image_id, classifier, top_k, source)
 $$;
@@ -65,7 +65,7 @@ COMMENT ON FUNCTION vision.classify IS 'Most likely labels of a stored image.';
 
 CREATE FUNCTION vision.classify_image(image bytea, classifier text, top_k integer DEFAULT 3)
 RETURNS TABLE (label text, probability real)
-LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 3 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3 AS $$
 from pgvision import classify, errors
 return errors.sql_call(plpy, GD, classify.classify_image, image, classifier, top_k)
 $$;

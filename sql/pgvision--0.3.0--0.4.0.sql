@@ -158,7 +158,7 @@ CREATE FUNCTION vision.similar_many(
   source      regclass DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (query_id bigint, image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL SAFE ROWS 100 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 100 AS $$
 from pgvision import errors, search
 return errors.sql_call(plpy, GD, search.similar_many, image_ids, k, model, metric, source,
                        approximate)

@@ -243,3 +243,21 @@ def test_extract_table_validates_arguments_before_work(db, make_table, call, err
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         query(db, call)
     assert not stored(db, "argcheck", "inception_v3")
+
+
+def test_a_plan_that_would_go_parallel_still_works(db, make_table):
+    """PL/Python queries in subtransactions, which parallel mode forbids: the functions are
+    PARALLEL UNSAFE, so the planner keeps them out of parallel plans."""
+    make_table("big_scan", [(i, image_bytes(i)) for i in range(1, 5)])
+    settings = ("max_parallel_workers_per_gather = 2", "parallel_setup_cost = 0",
+                "parallel_tuple_cost = 0", "min_parallel_table_scan_size = 0")
+    for setting in settings:
+        query(db, f"SET {setting}")
+    try:
+        query(db, "ALTER TABLE big_scan SET (parallel_workers = 2)")
+        assert any("Gather" in r[0] for r in query(db, "EXPLAIN SELECT id FROM big_scan"))
+        rows = query(db, f"SELECT id, vision.extract_features(image, '{FAST}') FROM big_scan")
+        assert sorted(r[0] for r in rows) == [1, 2, 3, 4]
+        assert all(len(r[1]) == 1280 for r in rows)
+    finally:
+        query(db, "RESET ALL")
