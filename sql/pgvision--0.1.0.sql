@@ -181,6 +181,8 @@ CREATE PROCEDURE vision.extract_table(
   model         text    DEFAULT 'inception_v3',
   batch_size    integer DEFAULT 32,
   retry_failed  boolean DEFAULT false,
+  parts         integer DEFAULT 1,
+  part          integer DEFAULT 0,
   INOUT job_id  bigint  DEFAULT NULL,
   INOUT processed bigint DEFAULT NULL,
   INOUT failed  bigint  DEFAULT NULL
@@ -188,7 +190,7 @@ CREATE PROCEDURE vision.extract_table(
 LANGUAGE plpython3u AS $$
 from pgvision import errors, extract
 return errors.sql_call(plpy, GD, extract.extract_table, source, id_column, image_column, model,
-                       batch_size, retry_failed)
+                       batch_size, retry_failed, parts, part)
 $$;
 COMMENT ON PROCEDURE vision.extract_table IS
   'Extract features for every row of a table that has none yet, batch by batch, committing each batch; bad rows go to vision.extract_errors.';

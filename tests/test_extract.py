@@ -261,3 +261,20 @@ def test_a_plan_that_would_go_parallel_still_works(db, make_table):
         assert all(len(r[1]) == 1280 for r in rows)
     finally:
         query(db, "RESET ALL")
+
+
+def test_two_sessions_split_a_table_by_parts(db, make_table, connect):
+    make_table("split", [(i, image_bytes(i)) for i in range(1, 13)])
+    results = {}
+
+    def run(part):
+        results[part] = query(connect(), f"CALL vision.extract_table('split', model => '{FAST}', "
+                                         f"batch_size => 2, parts => 2, part => {part})")[0]
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in (0, 1)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert results[0][1:] == (6, 0) and results[1][1:] == (6, 0)
+    assert sorted(stored(db, "split")) == list(range(1, 13))
+    with pytest.raises(pgerr.InvalidParameterValue, match='"part" must be between 0 and 1, got 2'):
+        query(db, "CALL vision.extract_table('split', parts => 2, part => 2)")

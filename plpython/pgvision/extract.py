@@ -44,13 +44,16 @@ def _column_type(plpy, relid, column):
     return rows[0]["type"] if rows else None
 
 
-def _validate_table(plpy, source, id_column, image_column, batch_size, retry_failed):
+def _validate_table(plpy, source, id_column, image_column, batch_size, retry_failed, parts,
+                    part):
     """Resolve and check the arguments; return (relid, quoted table name)."""
     fn = FN_TABLE
     for argument, value in (("source", source), ("id_column", id_column),
                             ("image_column", image_column), ("retry_failed", retry_failed)):
         require_not_null(fn, argument, value)
     require_int_range(fn, "batch_size", batch_size, 1, MAX_BATCH)
+    require_int_range(fn, "parts", parts, 1, 1024)
+    require_int_range(fn, "part", part, 0, parts - 1)
     relid, qualified = [plpy.execute(plpy.prepare(
         "SELECT $1::regclass::oid AS relid, $1::regclass::text AS name", ["regclass"]),
         [source])[0][k] for k in ("relid", "name")]
@@ -76,23 +79,26 @@ def _try_commit(plpy):
 
 
 def extract_table(plpy, GD, source, id_column="id", image_column="image", model=None,
-                  batch_size=32, retry_failed=False):
+                  batch_size=32, retry_failed=False, parts=1, part=0):
     """Extract features for every row of ``source`` that has none yet for ``model``.
 
     Rows go in ascending id order, ``batch_size`` at a time; each batch commits on its own
     (when CALLed outside a transaction block), so a cancel loses at most the batch in flight
     and a second CALL resumes where the first stopped. A row whose bytes do not decode is
     recorded in ``vision.extract_errors`` and skipped (retried only with ``retry_failed``).
+    ``parts``/``part`` split the table by ``id % parts`` so that several sessions (a job
+    runner, or PL/Proxy shards) each take one part at the same time.
     Returns ``(job_id, processed, failed)``.
     """
     fn = FN_TABLE
     relid, qualified = _validate_table(plpy, source, id_column, image_column, batch_size,
-                                       retry_failed)
+                                       retry_failed, parts, part)
     row = models.lookup(plpy, GD, fn, model)
     model = row["name"]
     size = (row["input_height"], row["input_width"])
     ident, image = plpy.quote_ident(id_column), plpy.quote_ident(image_column)
-    pending = (f"FROM {qualified} s WHERE s.{ident} IS NOT NULL AND NOT EXISTS ("
+    share = "" if parts == 1 else f"s.{ident} % {int(parts)} = {int(part)} AND "
+    pending = (f"FROM {qualified} s WHERE {share}s.{ident} IS NOT NULL AND NOT EXISTS ("
                f"SELECT 1 FROM vision.features f WHERE f.model = $1 AND f.source = $2 "
                f"AND f.image_id = s.{ident})" +
                ("" if retry_failed else
