@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 export VENV PG_CONFIG
 
 .PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench map \
-        bench-extract bench-search bench-classify bench-recommend clean
+        bench-extract bench-search bench-classify bench-recommend bench-sessions clean
 
 install:
 	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) scripts/install.sh
@@ -57,7 +57,7 @@ demo: install-dev start migrate
 test: install-dev start
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench: bench-extract bench-search bench-classify bench-recommend
+bench: bench-extract bench-search bench-classify bench-recommend bench-sessions
 
 bench-extract: install-dev start migrate
 	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)
@@ -70,6 +70,9 @@ bench-classify: install-dev start migrate
 
 bench-recommend: install-dev start migrate
 	@$(PYTHON) bench/recommend.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-sessions: install-dev start migrate
+	@$(PYTHON) bench/sessions.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 # The catalog map of a table as a PNG: make map SOURCE=demo_images [COLOR_BY=cluster]
 SOURCE ?= demo_images
