@@ -7,6 +7,8 @@ All figures come from one run on one machine, and are printed as ratios to the b
   in-DB table  CALL vision.extract_table(...): read bytea rows, decode, model, write
                vision.features rows, error bookkeeping, per-batch commits
   in-DB per-row SELECT vision.extract_features(image) FROM t (one image per call)
+  client       psycopg2 fetches the bytes, TensorFlow runs in the client, features are
+               written back (what users do today without pgvision)
 
 Both sides are warmed (model loaded, graph traced) before timing; the cold start of a fresh
 backend (import TensorFlow + load the model) is measured separately. Images are the
@@ -64,6 +66,13 @@ def timed(cur, sql, params=None):
     return time.monotonic() - started, rows
 
 
+def run_baseline(args):
+    """bench/standalone_extract.py in its own process; its JSON result."""
+    result = subprocess.run([sys.executable, os.path.join(HERE, "standalone_extract.py"), *args],
+                            check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def bench_model(dsn, entry, images, workdir):
     name, size = entry["name"], entry["input_height"]
     conn = psycopg2.connect(dsn)
@@ -85,6 +94,9 @@ def bench_model(dsn, entry, images, workdir):
                        (table, name))
     row_s, _ = timed(cur, f"SELECT id, vision.extract_features(image, %s) FROM {table}", (name,))
     cur.execute("DELETE FROM vision.features WHERE source = %s::regclass", (table,))
+    model_args = ["--model", os.path.join(default_model_dir(), entry["file"]),
+                  "--feature-layer", entry["feature_layer"], "--size", str(size)]
+    client = run_baseline(model_args + ["--dsn", dsn, "--table", table])
     cur.execute(f"DROP TABLE {table}")
     conn.close()
 
@@ -93,20 +105,17 @@ def bench_model(dsn, entry, images, workdir):
     for i, data in enumerate(images):
         with open(os.path.join(files, f"{i:06d}.jpg"), "wb") as fh:
             fh.write(data)
-    result = subprocess.run(
-        [sys.executable, os.path.join(HERE, "standalone_extract.py"),
-         "--model", os.path.join(default_model_dir(), entry["file"]),
-         "--feature-layer", entry["feature_layer"], "--size", str(size),
-         "--images", files, "--out", os.path.join(workdir, f"{name}.npy")],
-        check=True, capture_output=True, text=True)
-    standalone = json.loads(result.stdout.strip().splitlines()[-1])
+    standalone = run_baseline(model_args + ["--images", files,
+                                            "--out", os.path.join(workdir, f"{name}.npy")])
     n = len(images)
     return {
         "model": name, "images": n,
         "standalone_img_s": n / standalone["seconds"],
         "table_img_s": n / table_s,
         "per_row_img_s": n / row_s,
+        "client_img_s": n / client["seconds"],
         "table_vs_standalone": standalone["seconds"] / table_s,
+        "table_vs_client": client["seconds"] / table_s,
         "per_row_vs_table": table_s / row_s,
         "cold_start_s": cold_s,
         "standalone_load_s": standalone["load_s"],
@@ -130,11 +139,12 @@ def main():
             print(f"... {entry['name']}: {n} images", flush=True)
             results.append(bench_model(args.dsn, entry, images, workdir))
 
-    print(f"\n{'model':<14}{'standalone':>12}{'in-DB table':>13}{'per-row':>10}"
-          f"{'table/standalone':>18}{'per-row/table':>15}{'cold start':>12}")
+    print(f"\n{'model':<14}{'standalone':>12}{'client':>10}{'in-DB table':>13}{'per-row':>10}"
+          f"{'table/standalone':>18}{'table/client':>14}{'per-row/table':>15}{'cold start':>12}")
     for r in results:
-        print(f"{r['model']:<14}{r['standalone_img_s']:>8.1f} i/s{r['table_img_s']:>9.1f} i/s"
-              f"{r['per_row_img_s']:>6.1f} i/s{r['table_vs_standalone']:>17.2f}x"
+        print(f"{r['model']:<14}{r['standalone_img_s']:>8.1f} i/s{r['client_img_s']:>6.1f} i/s"
+              f"{r['table_img_s']:>9.1f} i/s{r['per_row_img_s']:>6.1f} i/s"
+              f"{r['table_vs_standalone']:>17.2f}x{r['table_vs_client']:>13.2f}x"
               f"{r['per_row_vs_table']:>14.2f}x{r['cold_start_s']:>11.1f}s")
     print("\nGoals: table/standalone >= 0.90x, per-row/table >= 0.80x. Machine: "
           f"{os.cpu_count()} CPUs.")
