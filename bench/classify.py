@@ -25,7 +25,7 @@ import time
 import numpy as np
 import psycopg2
 import psycopg2.extras
-from PIL import Image, ImageDraw
+from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from test_classify import shape_image  # noqa: E402  (the test suite's pattern generator)

@@ -88,7 +88,7 @@ def bench_model(dsn, entry, images, workdir):
     # Cold start: a fresh backend's first call (import TensorFlow, load + trace the model).
     cold_s, _ = timed(cur, f"SELECT vision.extract_features(image, %s) FROM {table} WHERE id = 0",
                       (name,))
-    timed(cur, f"CALL vision.extract_table(%s, model => %s, batch_size => 32)", (table, name))
+    timed(cur, "CALL vision.extract_table(%s, model => %s, batch_size => 32)", (table, name))
     cur.execute("DELETE FROM vision.features WHERE source = %s::regclass", (table,))
     table_s, _ = timed(cur, "CALL vision.extract_table(%s, model => %s, batch_size => 32)",
                        (table, name))

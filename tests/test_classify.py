@@ -2,7 +2,6 @@
 certain, every method, prediction of stored and new images, batch labelling, errors."""
 
 import io
-import json
 
 import numpy as np
 import psycopg2

@@ -33,7 +33,7 @@ def test_versions_have_one_source():
     assert head_revision_version() == pgvision.__version__
     scripts = os.listdir(os.path.join(ROOT, "sql"))
     assert any(f.endswith(f"--{pgvision.__version__}.sql") for f in scripts)
-    with open(f"/usr/share/postgresql/15/extension/pgvision.control") as control:
+    with open("/usr/share/postgresql/15/extension/pgvision.control") as control:
         assert f"default_version = '{pgvision.__version__}'" in control.read()
 
 
