@@ -221,7 +221,7 @@ def _labelled(plpy, GD, fn, labels, source, model_row, opts):
     if nulls:
         raise PgvisionError(fn, f'argument "labels": {len(nulls)} row(s) of {rel} have a NULL '
                             f"id or label (image ids {nulls[:5]})", NULL_VALUE)
-    matrix = featurestore.load(plpy, GD, fn, model_row["name"], source, model_row["dims"])
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     ids = np.array([r["id"] for r in rows], dtype=np.int64)
     present = np.isin(ids, matrix.ids)
     if not present.all():
@@ -246,8 +246,7 @@ def _prepare_training(plpy, GD, fn, labels, source, model, method, options):
     require_not_null(fn, "labels", labels)
     require_choice(fn, "method", method, METHODS)
     opts = _options(fn, method, options)
-    model_row = models.lookup(plpy, GD, fn, model)
-    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     X, y, names, ids = _labelled(plpy, GD, fn, labels, source, model_row, opts)
     if method == "knn":
         require(fn, "options.k", opts.get("k", 5), opts.get("k", 5) < len(y),
@@ -325,6 +324,13 @@ def _classifier(plpy, GD, fn, name):
     return row, model_row, hit[1]
 
 
+def _source(plpy, GD, fn, row, source):
+    """The table to read features from: the classifier's own unless another is named."""
+    if source is None:
+        return row["source"]
+    return featurestore.resolve_source(plpy, GD, fn, row["model"], source)
+
+
 def _top(row, proba, top_k):
     order = np.argsort(-proba, kind="stable")[:top_k]
     return [(row["labels"][i], float(proba[i])) for i in order]
@@ -336,8 +342,7 @@ def classify(plpy, GD, image_id, classifier, top_k=3, source=None):
     require_not_null(fn, "image_id", image_id)
     require_int_range(fn, "top_k", top_k, 1, 1000)
     row, model_row, clf = _classifier(plpy, GD, fn, classifier)
-    source = row["source"] if source is None else featurestore.resolve_source(
-        plpy, GD, fn, row["model"], source)
+    source = _source(plpy, GD, fn, row, source)
     found = featurestore.fetch(plpy, GD, row["model"], source, [image_id], row["dims"])
     if not len(found.ids):
         raise PgvisionError(fn, f'argument "image_id": image {image_id} has no features for '
@@ -359,8 +364,7 @@ def classify_table(plpy, GD, classifier, source=None, batch_size=1000):
     fn = FN_TABLE
     require_int_range(fn, "batch_size", batch_size, 1, 100_000)
     row, model_row, clf = _classifier(plpy, GD, fn, classifier)
-    source = row["source"] if source is None else featurestore.resolve_source(
-        plpy, GD, fn, row["model"], source)
+    source = _source(plpy, GD, fn, row, source)
     pending = plpy.execute(plpy.prepare("""
         SELECT f.image_id FROM vision.features f
         LEFT JOIN vision.predictions p ON p.classifier = $1 AND p.source = f.source

@@ -11,6 +11,7 @@ numpy, which is ~50x faster than converting real[] into Python lists.
 import numpy as np
 
 from .errors import DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError
+from . import models
 from .models import plan
 
 _CACHE = "pgvision.matrices"
@@ -78,6 +79,23 @@ def resolve_source(plpy, GD, function, model, source):
     names = ", ".join(r["name"] for r in rows)
     raise PgvisionError(function, f'argument "source" is needed: model {model!r} has features '
                         f"in several tables ({names})")
+
+
+def model_and_source(plpy, GD, function, model, source):
+    """The registry row of ``model`` and the OID of the source table its features are in."""
+    model_row = models.lookup(plpy, GD, function, model)
+    return model_row, resolve_source(plpy, GD, function, model_row["name"], source)
+
+
+def table_name(plpy, GD, relid):
+    """A table's name as SQL would print it (schema-qualified when not on the search path)."""
+    return plpy.execute(plan(plpy, GD, "table_name", "SELECT $1::regclass::text AS name",
+                             ["oid"]), [relid])[0]["name"]
+
+
+def load_for(plpy, GD, function, model_row, source):
+    """:func:`load` for a registry row."""
+    return load(plpy, GD, function, model_row["name"], source, model_row["dims"])
 
 
 def load(plpy, GD, function, model, source, dims):

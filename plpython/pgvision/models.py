@@ -58,13 +58,18 @@ def setting(plpy, GD, name, default):
     """An integer ``pgvision.*`` GUC, or ``default`` when unset."""
     row = plpy.execute(plan(plpy, GD, "setting", "SELECT current_setting($1, true) AS v",
                             ["text"]), [name])[0]
-    value = row["v"]
+    return parse_setting(name, row["v"], default)
+
+
+def parse_setting(name, value, default):
+    """The integer value of GUC ``name`` as read (text or NULL), or ``default`` when unset."""
     if value in (None, ""):
         return default
     try:
         return int(value)
     except ValueError:
-        raise PgvisionError("pgvision", f'setting "{name}" must be an integer, got {value!r}')
+        raise PgvisionError("pgvision", f'setting "{name}" must be an integer, '
+                            f"got {value!r}") from None
 
 
 def lookup(plpy, GD, function, name, argument="model"):

@@ -31,16 +31,6 @@ FN_PLOT = "vision.plot_map"
 EPOCHS = 20
 
 
-def _context(plpy, GD, fn, model, source):
-    model_row = models.lookup(plpy, GD, fn, model)
-    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
-    return model_row, source
-
-
-def _matrix(plpy, GD, fn, model_row, source):
-    return featurestore.load(plpy, GD, fn, model_row["name"], source, model_row["dims"])
-
-
 # --- taste model ------------------------------------------------------------------------
 
 def fit_taste(X, liked, seed=0):
@@ -71,7 +61,7 @@ def record_vote(plpy, GD, user_id, image_id, liked, model=None, source=None):
     fn = FN_VOTE
     for argument, value in (("user_id", user_id), ("image_id", image_id), ("liked", liked)):
         require_not_null(fn, argument, value)
-    model_row, source = _context(plpy, GD, fn, model, source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     has = plpy.execute(models.plan(plpy, GD, "has_feature",
                                    "SELECT 1 FROM vision.features WHERE model = $1 AND "
                                    "source = $2 AND image_id = $3", ["text", "oid", "int8"]),
@@ -123,7 +113,7 @@ def _retrain_taste(plpy, GD, fn, user_id, model_row, source):
     ids, liked = _votes(plpy, GD, user_id, model_row["name"], source)
     if len(set(liked.tolist())) < 2:
         return
-    matrix = _matrix(plpy, GD, fn, model_row, source)
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     keep = np.isin(ids, matrix.ids)
     taste = fit_taste(matrix.vectors[matrix.positions(ids[keep])], liked[keep])
     buf = io.BytesIO()
@@ -144,8 +134,8 @@ def recommend(plpy, GD, user_id, k=10, exclude_seen=True, model=None, source=Non
     require_not_null(fn, "user_id", user_id)
     require_int_range(fn, "k", k, 1, 10_000)
     require_not_null(fn, "exclude_seen", exclude_seen)
-    model_row, source = _context(plpy, GD, fn, model, source)
-    matrix = _matrix(plpy, GD, fn, model_row, source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     ids, liked = _votes(plpy, GD, user_id, model_row["name"], source)
     candidates = np.ones(len(matrix.ids), dtype=bool)
     if exclude_seen and len(ids):
@@ -193,8 +183,8 @@ def cluster(plpy, GD, model=None, k=8, method="kmeans", source=None):
     """Cluster a table's images; store assignments, centroids, sizes and medoids."""
     fn = FN_CLUSTER
     require_choice(fn, "method", method, ("kmeans",))
-    model_row, source = _context(plpy, GD, fn, model, source)
-    matrix = _matrix(plpy, GD, fn, model_row, source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     require_not_null(fn, "k", k)
     require(fn, "k", k, 1 <= k <= len(matrix.ids),
             f"between 1 and the number of images with features ({len(matrix.ids)})")
@@ -239,7 +229,7 @@ def bandit_next(plpy, GD, user_id, model=None, source=None, seed=None):
     """Thompson sampling over clusters: (cluster, image_id, draw) of an unseen image."""
     fn = FN_BANDIT
     require_not_null(fn, "user_id", user_id)
-    model_row, source = _context(plpy, GD, fn, model, source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     name = model_row["name"]
     arms = plpy.execute(models.plan(plpy, GD, "bandit_arms", """
         SELECT c.cluster, coalesce(b.alpha, 1) AS alpha, coalesce(b.beta, 1) AS beta,
@@ -283,8 +273,8 @@ def embed(X, method, seed=0):
 def embed_2d(plpy, GD, model=None, method="tsne", source=None):
     fn = FN_EMBED
     require_choice(fn, "method", method, ("tsne", "pca"))
-    model_row, source = _context(plpy, GD, fn, model, source)
-    matrix = _matrix(plpy, GD, fn, model_row, source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     require(fn, "model", model_row["name"], len(matrix.ids) >= 3,
             "a model with features for at least 3 images in this table")
     plpy.notice(f"{fn}: {method} of {len(matrix.ids)} images x {matrix.dims} dims ...")
@@ -346,7 +336,7 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
     fn = FN_PLOT
     require_not_null(fn, "color_by", color_by)
     require_int_range(fn, "size", size, 200, 4000)
-    model_row, source = _context(plpy, GD, fn, model, source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     rows = plpy.execute(models.plan(plpy, GD, "map_rows", """
         SELECT m.image_id, m.x, m.y, m.method, c.cluster
         FROM vision.map_2d m LEFT JOIN vision.clusters c USING (model, source, image_id)
@@ -370,8 +360,7 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
     if thumbnails:
         from PIL import Image
 
-        table = plpy.execute(plpy.prepare("SELECT $1::regclass::text AS t", ["oid"]),
-                             [source])[0]["t"]
+        table = featurestore.table_name(plpy, GD, source)
         data = dict((r["id"], r["img"]) for r in plpy.execute(
             f"SELECT {plpy.quote_ident(id_column)}::bigint AS id, "
             f"{plpy.quote_ident(image_column)} AS img FROM {table}"))

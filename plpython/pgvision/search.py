@@ -172,12 +172,8 @@ def _index_row(plpy, GD, model, source):
     if not rows:
         return None
     row = dict(rows[0])
-    if row["ef_setting"]:
-        try:
-            row["ef_search"] = int(row["ef_setting"])
-        except ValueError:
-            raise PgvisionError("pgvision", 'setting "pgvision.ef_search" must be an integer, '
-                                f"got {row['ef_setting']!r}") from None
+    row["ef_search"] = models.parse_setting("pgvision.ef_search", row["ef_setting"],
+                                            row["ef_search"])
     return row
 
 
@@ -270,15 +266,13 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     fn = FN_SIMILAR
     require_not_null(fn, "image_id", image_id)
     _validate(fn, k, metric)
-    model_row = models.lookup(plpy, GD, fn, model)
-    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     rows = plpy.execute(models.plan(plpy, GD, "query_feature",
                                     "SELECT array_send(feature) AS f FROM vision.features "
                                     "WHERE model = $1 AND source = $2 AND image_id = $3",
                                     ["text", "oid", "int8"]), [model_row["name"], source, image_id])
     if not rows:
-        name = plpy.execute(models.plan(plpy, GD, "oid_name", "SELECT $1::regclass::text AS n",
-                                        ["oid"]), [source])[0]["n"]
+        name = featurestore.table_name(plpy, GD, source)
         raise PgvisionError(fn, f'argument "image_id": image {image_id} of {name} has no '
                             f"features for model {model_row['name']!r}", UNDEFINED_OBJECT,
                             hint="CALL vision.extract_table(...) extracts missing features.")
@@ -297,8 +291,7 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
             "an array of 1 to 100000 image ids")
     require(fn, "image_ids", "NULL element", None not in image_ids, "an array without NULLs")
     _validate(fn, k, metric)
-    model_row = models.lookup(plpy, GD, fn, model)
-    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     queries = featurestore.fetch(plpy, GD, model_row["name"], source, sorted(set(image_ids)),
                                  model_row["dims"])
     missing = sorted(set(image_ids) - set(queries.ids.tolist()))
@@ -323,8 +316,7 @@ def similar_to_image(plpy, GD, image, k=10, model=None, metric="cosine", source=
     """Stored images most like new image bytes (features extracted on the fly)."""
     fn = FN_SIMILAR_IMAGE
     _validate(fn, k, metric)
-    model_row = models.lookup(plpy, GD, fn, model)
-    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     query = np.asarray(extract.features_of(plpy, GD, fn, image, model_row), dtype=np.float32)
     return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, None, candidates,
                           approximate))
@@ -350,7 +342,7 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
 def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction, ef_search,
                      pca_dims, base=None, added=None):
     model = model_row["name"]
-    matrix = featurestore.load(plpy, GD, fn, model, source, model_row["dims"])
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     built_version = featurestore.version(plpy, GD, model, source)
     require(fn, "source", source, len(matrix.ids) > (pca_dims or 0), "a table with more stored "
             f"features than pca_dims ({pca_dims})" if pca_dims else "a table with stored features")
@@ -385,9 +377,8 @@ def refresh_index(plpy, GD, source, model=None):
     """Bring an index up to date: add new images, or rebuild when images changed or went."""
     fn = FN_REFRESH_INDEX
     require_not_null(fn, "source", source)
-    model_row = models.lookup(plpy, GD, fn, model)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     model = model_row["name"]
-    source = featurestore.resolve_source(plpy, GD, fn, model, source)
     row = plpy.execute(models.plan(plpy, GD, "index_params", """
         SELECT metric, m, ef_construction, ef_search, pca_dims, built_version, sha256
         FROM vision.indexes WHERE model = $1 AND source = $2""", ["text", "oid"]),
@@ -404,7 +395,7 @@ def refresh_index(plpy, GD, source, model=None):
         SELECT count(*) AS n FROM vision.features f JOIN vision.indexes i USING (model, source)
         WHERE f.model = $1 AND f.source = $2 AND f.extracted_at > i.built_at""",
         ["text", "oid"]), [model, source])[0]["n"]
-    matrix = featurestore.load(plpy, GD, fn, model, source, model_row["dims"])
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     if index is not None:
         indexed = index_ids(index)
         added = np.setdiff1d(matrix.ids, indexed)
@@ -424,10 +415,9 @@ def refresh_neighbours(plpy, GD, source, model=None, k=10, metric="cosine"):
     fn = FN_NEIGHBOURS
     require_not_null(fn, "source", source)
     _validate(fn, k, metric)
-    model_row = models.lookup(plpy, GD, fn, model)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     model = model_row["name"]
-    source = featurestore.resolve_source(plpy, GD, fn, model, source)
-    matrix = featurestore.load(plpy, GD, fn, model, source, model_row["dims"])
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     existing = plpy.execute(models.plan(plpy, GD, "neighbour_state", """
         SELECT n.image_id, n.k, n.metric, n.neighbour_ids, n.distances,
                (f.extracted_at > n.refreshed_at) AS changed
