@@ -17,6 +17,7 @@ INVALID_BINARY = "22P03"
 DATATYPE_MISMATCH = "42804"
 OBJECT_IN_USE = "55006"
 EXTERNAL_ERROR = "58000"
+INSUFFICIENT_RESOURCES = "53000"
 
 
 class PgvisionError(Exception):
@@ -44,6 +45,16 @@ def sql_call(plpy, GD, fn, *args):
             check_version(plpy)
             GD[_VERSION_CHECKED] = True
         return fn(plpy, GD, *args)
+    except PgvisionError as err:
+        extra = {"hint": err.hint} if err.hint else {}
+        plpy.error(str(err), sqlstate=err.sqlstate, **extra)
+
+
+def sql_call_no_spi(plpy, fn, *args):
+    """:func:`sql_call` for functions that must not query (they run in parallel workers,
+    where PL/Python cannot start the subtransaction every SPI call needs)."""
+    try:
+        return fn(*args)
     except PgvisionError as err:
         extra = {"hint": err.hint} if err.hint else {}
         plpy.error(str(err), sqlstate=err.sqlstate, **extra)

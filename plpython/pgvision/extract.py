@@ -8,11 +8,13 @@ import numpy as np
 
 from . import models
 from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE, UNDEFINED_OBJECT,
-                     ImageError, PgvisionError, require_int_range, require_not_null)
+                     ImageError, PgvisionError, require_choice, require_int_range,
+                     require_not_null)
 from .images import decode, load_batch, preprocess, to_array
 
 FN_EXTRACT = "vision.extract_features"
 FN_TABLE = "vision.extract_table"
+FN_ROWS = "vision.extract_rows"
 INTEGER_TYPES = ("smallint", "integer", "bigint")
 MAX_BATCH = 1024
 
@@ -24,16 +26,40 @@ def extract_features(plpy, GD, image, model):
 
 def features_of(plpy, GD, fn, image, row):
     """Features of image bytes under the registry ``row``; errors are reported as ``fn``'s."""
+    return _features(fn, image, row, models.max_pixels(plpy, GD),
+                     lambda: models.get_extractor(plpy, GD, fn, row))
+
+
+def _features(fn, image, row, pixels, get_extractor):
+    """Decode and check the image before the (possibly first, slow) model load."""
     if image is None:
         raise PgvisionError(fn, 'argument "image" must not be NULL', NULL_VALUE)
     size = (row["input_height"], row["input_width"])
     try:
-        img = decode(image, models.max_pixels(plpy, GD), size[::-1])
+        img = decode(image, pixels, size[::-1])
     except ImageError as err:
         raise PgvisionError(fn, f'argument "image" is {err}', INVALID_BINARY) from None
-    extractor = models.get_extractor(plpy, GD, fn, row)
     batch = preprocess(to_array(img, size)[np.newaxis], row["preprocessing"])
-    return extractor(batch)[0].tolist()
+    return get_extractor()(batch)[0].tolist()
+
+
+ON_ERROR = ("error", "null")
+
+
+def extract_features_with(GD, image, model_handle, on_error="error"):
+    """``vision.extract_features`` without queries, so it runs in parallel workers: the model
+    comes from a handle of ``vision.model_handle``. ``on_error => 'null'`` returns NULL for
+    an image that does not decode instead of failing the whole query."""
+    fn = models.FN_WITH
+    require_choice(fn, "on_error", on_error, ON_ERROR)
+    handle = models.parse_handle(fn, model_handle)
+    try:
+        return _features(fn, image, handle, handle["max_image_pixels"],
+                         lambda: models.extractor_for_handle(GD, fn, handle))
+    except PgvisionError as err:
+        if on_error == "null" and err.sqlstate in (INVALID_BINARY, NULL_VALUE):
+            return None
+        raise
 
 
 def _column_type(plpy, relid, column):
@@ -44,10 +70,9 @@ def _column_type(plpy, relid, column):
     return rows[0]["type"] if rows else None
 
 
-def _validate_table(plpy, source, id_column, image_column, batch_size, retry_failed, parts,
+def _validate_table(plpy, fn, source, id_column, image_column, batch_size, retry_failed, parts,
                     part):
     """Resolve and check the arguments; return (relid, quoted table name)."""
-    fn = FN_TABLE
     for argument, value in (("source", source), ("id_column", id_column),
                             ("image_column", image_column), ("retry_failed", retry_failed)):
         require_not_null(fn, argument, value)
@@ -80,6 +105,24 @@ def _try_commit(plpy):
 
 def extract_table(plpy, GD, source, id_column="id", image_column="image", model=None,
                   batch_size=32, retry_failed=False, parts=1, part=0):
+    return _extract(plpy, GD, FN_TABLE, source, id_column, image_column, model, batch_size,
+                    retry_failed, parts, part)[:3]
+
+
+def extract_rows(plpy, GD, source, id_column="id", image_column="image", model=None,
+                 batch_size=32, max_rows=1000):
+    """The function form of ``vision.extract_table`` for callers that cannot CALL a procedure
+    (PL/Proxy, some drivers): at most ``max_rows`` rows, all in the caller's transaction.
+    Returns ``(job_id, processed, failed, remaining)``; call again while remaining > 0."""
+    require_not_null(FN_ROWS, "max_rows", max_rows)
+    job_id, processed, failed, pending = _extract(
+        plpy, GD, FN_ROWS, source, id_column, image_column, model, batch_size, False, 1, 0,
+        max_rows)
+    return job_id, processed, failed, pending - processed - failed
+
+
+def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, retry_failed,
+             parts, part, max_rows=None):
     """Extract features for every row of ``source`` that has none yet for ``model``.
 
     Rows go in ascending id order, ``batch_size`` at a time; each batch commits on its own
@@ -88,11 +131,13 @@ def extract_table(plpy, GD, source, id_column="id", image_column="image", model=
     recorded in ``vision.extract_errors`` and skipped (retried only with ``retry_failed``).
     ``parts``/``part`` split the table by ``id % parts`` so that several sessions (a job
     runner, or PL/Proxy shards) each take one part at the same time.
-    Returns ``(job_id, processed, failed)``.
+    ``max_rows`` stops after that many rows (``vision.extract_rows``, which cannot commit).
+    Returns ``(job_id, processed, failed, rows pending at the start)``.
     """
-    fn = FN_TABLE
-    relid, qualified = _validate_table(plpy, source, id_column, image_column, batch_size,
+    relid, qualified = _validate_table(plpy, fn, source, id_column, image_column, batch_size,
                                        retry_failed, parts, part)
+    if max_rows is not None:
+        require_int_range(fn, "max_rows", max_rows, 1, 1 << 31)
     row = models.lookup(plpy, GD, fn, model)
     model = row["name"]
     size = (row["input_height"], row["input_width"])
@@ -104,8 +149,10 @@ def extract_table(plpy, GD, source, id_column="id", image_column="image", model=
                ("" if retry_failed else
                 f" AND NOT EXISTS (SELECT 1 FROM vision.extract_errors e WHERE e.model = $1 "
                 f"AND e.source = $2 AND e.image_id = s.{ident})"))
-    total = plpy.execute(plpy.prepare(f"SELECT count(*) AS n {pending}", ["text", "oid"]),
-                         [model, relid])[0]["n"]
+    total = pending_count = plpy.execute(
+        plpy.prepare(f"SELECT count(*) AS n {pending}", ["text", "oid"]), [model, relid])[0]["n"]
+    if max_rows is not None:
+        total = min(total, max_rows)
     next_batch = plpy.prepare(
         f"SELECT s.{ident}::bigint AS id, s.{image} AS image {pending} AND s.{ident} >= $3 "
         f"ORDER BY s.{ident} LIMIT $4", ["text", "oid", "int8", "int4"])
@@ -128,8 +175,8 @@ def extract_table(plpy, GD, source, id_column="id", image_column="image", model=
     update_job = plpy.prepare(
         "UPDATE vision.extract_jobs SET processed = $2, failed = $3, updated_at = clock_timestamp(), "
         "state = $4 WHERE job_id = $1", ["int8", "int8", "int8", "text"])
-    committing = _try_commit(plpy)
-    if not committing:
+    committing = max_rows is None and _try_commit(plpy)
+    if not committing and max_rows is None:
         plpy.notice(f"{fn}: called inside a transaction block, so all batches commit together "
                     "at its end; CALL it on its own to commit batch by batch")
     extractor = models.get_extractor(plpy, GD, fn, row) if total else None
@@ -137,8 +184,9 @@ def extract_table(plpy, GD, source, id_column="id", image_column="image", model=
     processed = failed = 0
     next_id = -(2 ** 63)
     started = time.monotonic()
-    while True:
-        rows = plpy.execute(next_batch, [model, relid, next_id, batch_size])
+    while processed + failed < total:
+        rows = plpy.execute(next_batch, [model, relid, next_id,
+                                         min(batch_size, total - processed - failed)])
         if not rows:
             break
         ids = [r["id"] for r in rows]
@@ -164,4 +212,4 @@ def extract_table(plpy, GD, source, id_column="id", image_column="image", model=
     plpy.execute(update_job, [job_id, processed, failed, "done"])
     if committing:
         plpy.commit()
-    return job_id, processed, failed
+    return job_id, processed, failed, pending_count

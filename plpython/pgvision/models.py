@@ -9,19 +9,22 @@ A loaded model is cached in ``GD`` under its name and content hash; the cached e
 :class:`Extractor` that maps a preprocessed batch to feature vectors.
 """
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import zipfile
 
 from . import DEFAULT_MODEL
-from .errors import (DUPLICATE_OBJECT, EXTERNAL_ERROR, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE,
-                     UNDEFINED_OBJECT, PgvisionError, require, require_choice,
-                     require_int_range, require_not_null)
+from .errors import (DUPLICATE_OBJECT, EXTERNAL_ERROR, INSUFFICIENT_PRIVILEGE,
+                     INSUFFICIENT_RESOURCES, OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError,
+                     require, require_choice, require_int_range, require_not_null)
 from .images import DEFAULT_MAX_PIXELS, PREPROCESSING
 
 POOLING = ("avg", "max", "none")
@@ -88,8 +91,14 @@ def lookup(plpy, GD, function, name, argument="model"):
 
 # --- TensorFlow side -------------------------------------------------------------------
 
-def _import_keras(plpy=None, GD=None):
-    """Import TensorFlow/Keras once per process, with thread counts from the GUCs."""
+def thread_settings(plpy, GD):
+    """TensorFlow (intra-op, inter-op) threads from the GUCs; 0 lets TensorFlow pick."""
+    return (setting(plpy, GD, "pgvision.intra_op_threads", 0),
+            setting(plpy, GD, "pgvision.inter_op_threads", 0))
+
+
+def _import_keras(threads=None):
+    """Import TensorFlow/Keras once per process; ``threads`` applies only to that first import."""
     if "tensorflow" in sys.modules:
         import keras
         return keras
@@ -98,11 +107,9 @@ def _import_keras(plpy=None, GD=None):
     if not hasattr(sys, "argv"):  # absl reads sys.argv, which an embedded interpreter lacks
         sys.argv = ["postgres"]
     import tensorflow as tf
-    if plpy is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(
-            setting(plpy, GD, "pgvision.intra_op_threads", 0))
-        tf.config.threading.set_inter_op_parallelism_threads(
-            setting(plpy, GD, "pgvision.inter_op_threads", 0))
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
     import keras
     return keras
 
@@ -119,9 +126,9 @@ def check_keras_archive(function, argument, path_or_bytes):
                             "model archive (no config.json)")
 
 
-def load_keras_file(function, path, plpy=None, GD=None):
+def load_keras_file(function, path, threads=None):
     """Load a ``.keras`` file in safe mode, uncompiled."""
-    keras = _import_keras(plpy, GD)
+    keras = _import_keras(threads)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types; the user needs the reason
@@ -198,20 +205,32 @@ def _materialise(plpy, GD, function, row):
 
 def get_extractor(plpy, GD, function, row):
     """The cached :class:`Extractor` for a registry row, loading it on first use."""
+    hit = _cached(GD, row)
+    if hit is not None:
+        return hit
+    hold_model_slot(function, max_model_backends(plpy, GD))
+    path, temporary = _materialise(plpy, GD, function, row)
+    try:
+        return _load_extractor(GD, function, row, path, thread_settings(plpy, GD))
+    finally:
+        if temporary:
+            os.unlink(path)
+
+
+def _cached(GD, row):
     cache = GD.setdefault(_CACHE, {})
     hit = cache.get(row["name"])
     if hit is not None and hit[0] == row["sha256"]:
         return hit[1]
     cache.pop(row["name"], None)  # drop a stale model before loading its successor
-    path, temporary = _materialise(plpy, GD, function, row)
-    try:
-        model = load_keras_file(function, path, plpy, GD)
-    finally:
-        if temporary:
-            os.unlink(path)
+    return None
+
+
+def _load_extractor(GD, function, row, path, threads):
+    model = load_keras_file(function, path, threads)
     extractor = Extractor(model, (row["input_height"], row["input_width"]),
                           row["preprocessing"], row["feature_layer"], row["pooling"], function)
-    cache[row["name"]] = (row["sha256"], extractor)
+    GD.setdefault(_CACHE, {})[row["name"]] = (row["sha256"], extractor)
     return extractor
 
 
@@ -276,7 +295,7 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
             tmp.write(data)
         path, temporary = tmp.name, True
     try:
-        model = load_keras_file(fn, path, plpy, GD)
+        model = load_keras_file(fn, path, thread_settings(plpy, GD))
     finally:
         if temporary:
             os.unlink(path)
@@ -331,7 +350,7 @@ def register_keras_application(plpy, GD, name, application, weights="imagenet", 
     require_choice(fn, "application", application, sorted(APPLICATIONS))
     require(fn, "weights", weights, weights in ("imagenet", None), "'imagenet' or NULL")
     size, preprocessing = APPLICATIONS[application]
-    keras = _import_keras(plpy, GD)
+    keras = _import_keras(thread_settings(plpy, GD))
     try:
         model = getattr(keras.applications, application)(
             weights=weights, include_top=False, pooling="avg", input_shape=(size, size, 3))
@@ -404,3 +423,195 @@ def register_builtin_models(plpy, GD, model_dir=None):
 
 def max_pixels(plpy, GD):
     return setting(plpy, GD, "pgvision.max_image_pixels", DEFAULT_MAX_PIXELS)
+
+
+# --- Model-holding backends -------------------------------------------------------------
+# Each backend that loads a model keeps ~0.5-1 GB resident for its life. A cluster-wide
+# count of such backends is kept with one lock file per slot under the data directory:
+# flock() is released by the kernel when the process exits, however it exits, so a slot can
+# never leak. A backend takes one slot before its first model load and keeps it.
+
+_SLOT = {"fd": None, "number": None}
+RUNTIME_DIR = "pgvision"  # under the data directory (a backend's working directory)
+
+
+def runtime_dir(*parts):
+    return os.path.join(os.getcwd(), RUNTIME_DIR, *parts)
+
+
+def default_max_model_backends():
+    """Half the machine's memory at ~1 GiB per model-holding backend (at least 1)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, memory // (2 << 30))
+
+
+def max_model_backends(plpy, GD):
+    return setting(plpy, GD, "pgvision.max_model_backends", default_max_model_backends())
+
+
+def _try_lock(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def hold_model_slot(function, limit):
+    """Take a model slot for this backend, or refuse when ``limit`` backends hold one
+    (``limit`` 0: no limit)."""
+    if _SLOT["fd"] is not None:
+        return _SLOT["number"]
+    directory = runtime_dir("slots")
+    os.makedirs(directory, exist_ok=True)
+    for number in range(limit if limit > 0 else 1 << 16):
+        fd = _try_lock(os.path.join(directory, f"slot{number}"))
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            _SLOT.update(fd=fd, number=number)
+            return number
+    raise PgvisionError(function, f"{limit} backends already hold a model "
+                        f"(pgvision.max_model_backends = {limit}); each keeps ~1 GB of memory",
+                        INSUFFICIENT_RESOURCES,
+                        hint="SELECT * FROM vision.model_backends() lists them. Use fewer sessions "
+                        "(a pool), close idle ones, or raise pgvision.max_model_backends.")
+
+
+def model_backends():
+    """Rows (slot, pid, rss_mb) of the backends holding a model now."""
+    directory = runtime_dir("slots")
+    rows = []
+    for name in sorted(os.listdir(directory) if os.path.isdir(directory) else [],
+                       key=lambda n: int(n[4:]) if n[4:].isdigit() else -1):
+        number = int(name[4:]) if name.startswith("slot") and name[4:].isdigit() else None
+        if number is None:
+            continue
+        path = os.path.join(directory, name)
+        if number == _SLOT["number"]:
+            pid = os.getpid()
+        else:
+            fd = _try_lock(path)
+            if fd is not None:  # free: nobody holds it
+                os.close(fd)
+                continue
+            with open(path, encoding="ascii") as fh:
+                pid = int(fh.read() or 0)
+        rows.append((number, pid, _rss_mb(pid)))
+    return rows
+
+
+def _rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+# --- Model handles: extraction in parallel workers ---------------------------------------
+# A parallel worker cannot query (see sql_call_no_spi), so it cannot read the registry. The
+# leader resolves the model once into a handle (JSON text): the model's content hash, how to
+# use it, and the settings a worker needs. The model file is copied under the data directory
+# as <sha256>.keras; a worker loads only such files and checks the hash, so a hand-made
+# handle can name nothing but a model some backend has already resolved.
+
+FN_HANDLE = "vision.model_handle"
+FN_WITH = "vision.extract_features_with"
+_HANDLE_KEYS = ("version", "name", "sha256", "input_height", "input_width", "preprocessing",
+                "feature_layer", "pooling", "dims", "threads", "max_model_backends",
+                "max_image_pixels")
+
+
+def model_handle(plpy, GD, name):
+    from . import __version__
+
+    row = lookup(plpy, GD, FN_HANDLE, name)
+    target = runtime_dir("models", f"{row['sha256']}.keras")
+    if not os.path.isfile(target) or sha256_file(target) != row["sha256"]:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        path, temporary = _materialise(plpy, GD, FN_HANDLE, row)
+        staging = f"{target}.{os.getpid()}.tmp"
+        try:
+            shutil.copyfile(path, staging)
+            os.replace(staging, target)  # atomic: a worker never sees half a file
+        finally:
+            if temporary:
+                os.unlink(path)
+    handle = {key: row.get(key) for key in _HANDLE_KEYS}
+    handle.update(version=__version__, threads=list(thread_settings(plpy, GD)),
+                  max_model_backends=max_model_backends(plpy, GD),
+                  max_image_pixels=max_pixels(plpy, GD))
+    return json.dumps(handle, sort_keys=True)
+
+
+def parse_handle(function, text):
+    """The dict behind a handle of :func:`model_handle`, checked; no queries."""
+    from . import __version__
+
+    require_not_null(function, "model_handle", text)
+    try:
+        handle = json.loads(text)
+        ok = isinstance(handle, dict) and set(_HANDLE_KEYS) <= set(handle) and \
+            re.fullmatch(r"[0-9a-f]{64}", str(handle["sha256"])) is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise PgvisionError(function, f'argument "model_handle" is not a handle made by '
+                            f"{FN_HANDLE}(): {text[:60]!r}",
+                            hint=f"Pass (SELECT {FN_HANDLE}('model')) computed before the query.")
+    if handle["version"] != __version__:
+        raise PgvisionError(function, f'argument "model_handle" was made by pgvision '
+                            f"{handle['version']}, this server runs {__version__}", OBJECT_IN_USE,
+                            hint=f"Call {FN_HANDLE}() again.")
+    return handle
+
+
+def extractor_for_handle(GD, function, handle):
+    """The cached :class:`Extractor` of a parsed handle, loading it without any query."""
+    hit = _cached(GD, handle)
+    if hit is not None:
+        return hit
+    path = runtime_dir("models", f"{handle['sha256']}.keras")
+    if not os.path.isfile(path) or sha256_file(path) != handle["sha256"]:
+        raise PgvisionError(function, f"model {handle['name']!r} ({handle['sha256'][:12]}…) is "
+                            "not in this server's model cache", UNDEFINED_OBJECT,
+                            hint=f"Make the handle with {FN_HANDLE}() on this server.")
+    hold_model_slot(function, handle["max_model_backends"])
+    return _load_extractor(GD, function, handle, path, tuple(handle["threads"]))
+
+
+# --- Nodes of a sharded cluster ---------------------------------------------------------
+
+FN_CHECK_NODE = "vision.check_node"
+
+
+def check_node(plpy, GD, version, model, sha256):
+    """Refuse to serve a cluster call when this node's pgvision or model differs from the
+    coordinator's; return this node's name (cluster_name, port and database)."""
+    from . import __version__
+
+    node = plpy.execute(plan(plpy, GD, "node_name", """
+        SELECT format('%s/%s', coalesce(nullif(current_setting('cluster_name'), ''),
+                                        'port ' || current_setting('port')),
+                      current_database()) AS node"""))[0]["node"]
+    if version != __version__:
+        raise PgvisionError(FN_CHECK_NODE, f"node {node} runs pgvision {__version__}, the "
+                            f"coordinator {version}", OBJECT_IN_USE,
+                            hint="Install one pgvision version on every node.")
+    if model is not None:
+        row = lookup(plpy, GD, FN_CHECK_NODE, model)
+        if row["sha256"] != sha256:
+            raise PgvisionError(FN_CHECK_NODE, f"node {node} has another model {model!r} "
+                                f"(sha256 {row['sha256'][:12]}…, coordinator {str(sha256)[:12]}…)",
+                                OBJECT_IN_USE,
+                                hint=f"SELECT vision_cluster.push_model('{model}') copies the "
+                                "coordinator's model to every shard.")
+    return node

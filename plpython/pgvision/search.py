@@ -25,6 +25,7 @@ _INDEX_CACHE = "pgvision.indexes"
 FN_SIMILAR = "vision.similar"
 FN_SIMILAR_IMAGE = "vision.similar_to_image"
 FN_SIMILAR_MANY = "vision.similar_many"
+FN_SIMILAR_VECTOR = "vision.similar_to_vector"
 FN_CREATE_INDEX = "vision.create_index"
 FN_REFRESH_INDEX = "vision.refresh_index"
 FN_NEIGHBOURS = "vision.refresh_neighbours"
@@ -318,6 +319,22 @@ def similar_to_image(plpy, GD, image, k=10, model=None, metric="cosine", source=
     _validate(fn, k, metric)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     query = np.asarray(extract.features_of(plpy, GD, fn, image, model_row), dtype=np.float32)
+    return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, None, candidates,
+                          approximate))
+
+
+def similar_to_vector(plpy, GD, feature, k=10, model=None, metric="cosine", source=None,
+                      candidates=None, approximate=None):
+    """Stored images most like a feature vector computed elsewhere (another node of a
+    sharded cluster, a client): rows (image_id, distance, rank)."""
+    fn = FN_SIMILAR_VECTOR
+    require_not_null(fn, "feature", feature)
+    _validate(fn, k, metric)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    require(fn, "feature", f"{len(feature)} values", len(feature) == model_row["dims"],
+            f"{model_row['dims']} values (the dimension of model {model_row['name']!r})")
+    require(fn, "feature", "NULL element", None not in feature, "an array without NULLs")
+    query = np.asarray(feature, dtype=np.float32)
     return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, None, candidates,
                           approximate))
 

@@ -1,0 +1,132 @@
+"""Scale-out on one node: extraction in Postgres parallel workers through model handles,
+the function form of extract_table, and the cap on model-holding backends."""
+
+import json
+
+import numpy as np
+import psycopg2
+import pytest
+from psycopg2 import errors as pgerr
+
+from conftest import image_bytes, query
+
+FAST = "mobilenet_v2"
+PARALLEL = ("max_parallel_workers_per_gather = 2", "parallel_leader_participation = off",
+            "pgvision.intra_op_threads = 1")
+
+
+@pytest.fixture
+def sparse_table(db, make_table):
+    """Image bytes are TOASTed, so ~150 rows share a heap block and a parallel scan (which
+    hands out blocks) would give one worker everything: fillfactor spreads the rows."""
+    rows = [(i, image_bytes(100 + i)) for i in range(1, 13)] + [(13, b"\xff\xd8\xff\xe0 cut")]
+    name = make_table("par_images", [])
+    query(db, f"ALTER TABLE {name} SET (fillfactor = 10, parallel_workers = 2)")
+    for image_id, data in rows:
+        query(db, f"INSERT INTO {name} VALUES (%s, %s)", (image_id, psycopg2.Binary(data)))
+    query(db, f"ANALYZE {name}")
+    return name
+
+
+def test_workers_extract_the_same_features_as_the_serial_function(db, connect, sparse_table):
+    conn = connect()
+    for setting in PARALLEL:
+        query(conn, f"SET {setting}")
+    handle = query(conn, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
+    plan = "\n".join(r[0] for r in query(conn, f"""
+        EXPLAIN (ANALYZE, VERBOSE, COSTS OFF)
+        SELECT id, vision.extract_features_with(image, %s, on_error => 'null')
+        FROM {sparse_table}""", (handle,)))
+    assert "Workers Launched: 2" in plan
+    worker_rows = [int(line.split("rows=")[1].split()[0]) for line in plan.splitlines()
+                   if line.strip().startswith("Worker ") and "rows=" in line]
+    assert len(worker_rows) == 2 and all(n > 0 for n in worker_rows), plan
+
+    query(conn, f"""CREATE TEMP TABLE par_out AS SELECT id, vision.extract_features_with(
+                      image, %s, on_error => 'null') AS feature FROM {sparse_table}""", (handle,))
+    parallel = dict(query(conn, "SELECT id, feature FROM par_out"))
+    assert parallel.pop(13) is None  # the cut JPEG: NULL, not a failed query
+    serial = dict(query(db, f"SELECT id, vision.extract_features(image, %s) FROM {sparse_table} "
+                            "WHERE id <> 13", (FAST,)))
+    assert sorted(parallel) == sorted(serial) == list(range(1, 13))
+    for image_id, vector in serial.items():
+        np.testing.assert_allclose(parallel[image_id], vector, rtol=1e-4, atol=1e-5)
+
+
+def test_a_bad_image_fails_the_query_by_default_with_a_clear_error(db, sparse_table):
+    handle = query(db, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
+    with pytest.raises(pgerr.InvalidBinaryRepresentation,
+                       match=r'vision.extract_features_with: argument "image" is not a '
+                             r"decodable image"):
+        query(db, f"SELECT vision.extract_features_with(image, %s) FROM {sparse_table} "
+                  "WHERE id = 13", (handle,))
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (None, pgerr.InvalidParameterValue, r'argument "model_handle" is not a handle made by '
+                                        r"vision.model_handle\(\): 'junk'"),
+    ({"version": "0.0.1"}, pgerr.ObjectInUse, r"was made by pgvision 0.0.1, this server runs"),
+    ({"sha256": "0" * 64}, pgerr.UndefinedObject, r"not in this server's model cache"),
+])
+def test_bad_handles_are_refused(db, change, error, message):
+    handle = query(db, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
+    if change is None:
+        handle = "junk"
+    else:
+        handle = json.dumps({**json.loads(handle), **change})
+    with pytest.raises(error, match=message):
+        query(db, "SELECT vision.extract_features_with(%s, %s)",
+              (psycopg2.Binary(image_bytes(1)), handle))
+
+
+def test_handle_names_an_unknown_model_clearly(db):
+    with pytest.raises(pgerr.UndefinedObject,
+                       match=r"vision.model_handle: argument \"model\" names no registered model"):
+        query(db, "SELECT vision.model_handle('nope')")
+
+
+def test_model_backends_are_capped_with_a_clear_error(db, connect):
+    query(db, "SELECT vision.extract_features(%s, %s)", (psycopg2.Binary(image_bytes(1)), FAST))
+    holders = query(db, "SELECT slot, pid, rss_mb FROM vision.model_backends()")
+    mine = query(db, "SELECT pg_backend_pid()")[0][0]
+    slot = [s for s, pid, _ in holders if pid == mine][0]
+    assert all(rss > 100 for _, _, rss in holders)  # a loaded TensorFlow model is large
+
+    # Slots 0..slot are taken (this session's backend holds the last of them, and holds it
+    # for its life), so a cap of slot + 1 leaves none for a new backend.
+    limit = slot + 1
+    conn = connect()
+    query(conn, f"SET pgvision.max_model_backends = {limit}")
+    with pytest.raises(pgerr.InsufficientResources,
+                       match=rf"vision.extract_features: {limit} backends already hold a "
+                             rf"model \(pgvision.max_model_backends = {limit}\)"):
+        query(conn, "SELECT vision.extract_features(%s, %s)",
+              (psycopg2.Binary(image_bytes(1)), FAST))
+    handle = query(conn, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
+    with pytest.raises(pgerr.InsufficientResources, match="vision.extract_features_with: "):
+        query(conn, "SELECT vision.extract_features_with(%s, %s)",
+              (psycopg2.Binary(image_bytes(1)), handle))
+    assert query(conn, "SELECT count(*) FROM vision.loaded_models()")[0][0] == 0
+
+
+def test_extract_rows_takes_a_bounded_slice_in_the_callers_transaction(db, make_table, connect):
+    table = make_table("rows_images", [(i, image_bytes(200 + i)) for i in range(1, 8)])
+    conn = connect()
+    conn.autocommit = False
+    got = query(conn, f"SELECT processed, failed, remaining FROM vision.extract_rows("
+                      f"'{table}', model => '{FAST}', batch_size => 2, max_rows => 5)")
+    assert got == [(5, 0, 2)]
+    conn.rollback()  # nothing of it stays
+    assert query(db, f"SELECT count(*) FROM vision.features WHERE source = '{table}'::regclass")\
+        == [(0,)]
+    first = query(db, f"SELECT processed, remaining FROM vision.extract_rows('{table}', "
+                      f"model => '{FAST}', max_rows => 5)")
+    second = query(db, f"SELECT processed, remaining FROM vision.extract_rows('{table}', "
+                       f"model => '{FAST}', max_rows => 5)")
+    assert (first, second) == ([(5, 2)], [(2, 0)])
+    ids = query(db, f"SELECT image_id FROM vision.features WHERE source = '{table}'::regclass "
+                    "ORDER BY 1")
+    assert [i for (i,) in ids] == list(range(1, 8))
+    with pytest.raises(pgerr.InvalidParameterValue,
+                       match=r'vision.extract_rows: argument "max_rows" must be between 1 and'):
+        query(db, f"SELECT * FROM vision.extract_rows('{table}', max_rows => 0)")
