@@ -5,7 +5,8 @@
 # runs with the server-side venv on its Python path. As root, it runs as the `postgres` OS
 # user (Postgres refuses root).
 #
-#   cluster.sh start|stop|status|dsn|psql [args]     (VENV, PGBIN, PGDB override defaults)
+#   cluster.sh start|stop|status|dsn|psql [args]     (VENV, PGBIN, PGDB override defaults;
+#   PGBASE, PGPORT_LOCAL and PGNAME place another cluster, as scripts/shards.sh does)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +26,8 @@ base=$root/.pg
 if ! as_owner test -x "$root" 2>/dev/null; then
   base=/var/tmp/pgvision-$(printf %s "$root" | sha256sum | cut -c1-12)
 fi
+default_base=$base
+base=${PGBASE:-$base}
 data=$base/data run=$base/run log=$base/server.log
 
 dsn() { echo "postgresql:///$PGDB?host=$run&port=$PGPORT_LOCAL&user=postgres"; }
@@ -43,6 +46,7 @@ unix_socket_directories = '$run'
 port = $PGPORT_LOCAL
 max_connections = 40
 shared_buffers = 256MB
+cluster_name = '${PGNAME:-pgvision}'
 EOF
   fi
   if running; then return 0; fi
@@ -65,6 +69,7 @@ case "${1:-}" in
   status) if running; then echo "running ($data)"; else echo "stopped ($data)"; exit 3; fi ;;
   dsn) dsn ;;
   socket-dir) echo "$run" ;;
+  base-dir) echo "$default_base" ;;
   psql) shift; exec psql "$(dsn)" "$@" ;;
   *) echo "usage: $0 start|stop|status|dsn|socket-dir|psql" >&2; exit 2 ;;
 esac

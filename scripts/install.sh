@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # 1. Debian packages ----------------------------------------------------------------------
-packages=(postgresql-15 postgresql-plpython3-15 postgresql-contrib python3-venv)
+packages=(postgresql-15 postgresql-plpython3-15 postgresql-contrib postgresql-15-plproxy python3-venv)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
@@ -65,8 +65,11 @@ rm -rf "$here/plpython/build" "$here"/plpython/*.egg-info
 # 3. Extension files where Postgres finds them (like PGXS's `make install`) ------------------
 version=$("$VENV/bin/python" -c 'import pgvision; print(pgvision.__version__)')
 extdir="$("$PG_CONFIG" --sharedir)/extension"
-sed "s/@VERSION@/$version/" "$here/sql/pgvision.control.in" > "$extdir/pgvision.control"
-install -m 644 "$here"/sql/pgvision--*.sql "$extdir/"
+# pgvision_cluster (the coordinator of a sharded pgvision) shares pgvision's version.
+for ext in pgvision pgvision_cluster; do
+  sed "s/@VERSION@/$version/" "$here/sql/$ext.control.in" > "$extdir/$ext.control"
+  install -m 644 "$here"/sql/"$ext"--*.sql "$extdir/"
+done
 
 # 4. Offline pretrained models (nsfwjs npm package → Keras), once ---------------------------
 "$VENV/bin/python" "$here/tools/import_nsfwjs.py" --venv "$VENV"

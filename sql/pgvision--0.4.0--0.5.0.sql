@@ -68,6 +68,26 @@ $$;
 COMMENT ON FUNCTION vision.similar_to_vector IS
   'The k stored images nearest to a feature vector (e.g. one computed on another node).';
 
+CREATE FUNCTION vision.node_name() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT format('%s/%s', coalesce(nullif(current_setting('cluster_name'), ''),
+                                  'port ' || current_setting('port')), current_database())
+$$;
+COMMENT ON FUNCTION vision.node_name() IS
+  'This node''s name in cluster messages: cluster_name (or port) / database.';
+
+-- Other nodes read features through postgres_fdw; a source OID means nothing there, so this
+-- view names the table (schema-qualified, whatever the reader's search_path).
+CREATE VIEW vision.features_export AS
+  SELECT f.model, format('%I.%I', n.nspname, c.relname) AS source, f.image_id, f.feature,
+         f.extracted_at
+  FROM vision.features f
+  JOIN pg_catalog.pg_class c ON c.oid = f.source
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+COMMENT ON VIEW vision.features_export IS
+  'vision.features with the source table''s qualified name (read by coordinators over postgres_fdw).';
+GRANT SELECT ON vision.features_export TO PUBLIC;
+
 CREATE FUNCTION vision.check_node(version text, model text DEFAULT NULL, sha256 text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$

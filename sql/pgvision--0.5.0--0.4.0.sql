@@ -3,6 +3,8 @@
 \echo Use "ALTER EXTENSION pgvision UPDATE TO '0.4.0'" to load this file. \quit
 
 DROP FUNCTION vision.check_node(text, text, text);
+DROP VIEW vision.features_export;
+DROP FUNCTION vision.node_name();
 DROP FUNCTION vision.similar_to_vector(real[], integer, text, text, regclass, bigint[], boolean);
 DROP FUNCTION vision.extract_rows(regclass, name, name, text, integer, integer);
 DROP FUNCTION vision.model_backends();

@@ -598,15 +598,15 @@ def check_node(plpy, GD, version, model, sha256):
     coordinator's; return this node's name (cluster_name, port and database)."""
     from . import __version__
 
-    node = plpy.execute(plan(plpy, GD, "node_name", """
-        SELECT format('%s/%s', coalesce(nullif(current_setting('cluster_name'), ''),
-                                        'port ' || current_setting('port')),
-                      current_database()) AS node"""))[0]["node"]
+    node = plpy.execute(plan(plpy, GD, "node_name", "SELECT vision.node_name() AS node"))[0]["node"]
     if version != __version__:
         raise PgvisionError(FN_CHECK_NODE, f"node {node} runs pgvision {__version__}, the "
                             f"coordinator {version}", OBJECT_IN_USE,
                             hint="Install one pgvision version on every node.")
     if model is not None:
+        if sha256 is None:
+            raise PgvisionError(FN_CHECK_NODE, f"the coordinator has no model named {model!r}",
+                                UNDEFINED_OBJECT)
         row = lookup(plpy, GD, FN_CHECK_NODE, model)
         if row["sha256"] != sha256:
             raise PgvisionError(FN_CHECK_NODE, f"node {node} has another model {model!r} "

@@ -1,0 +1,289 @@
+"""The coordinator of a sharded pgvision (the ``pgvision_cluster`` extension): PL/Proxy runs
+pgvision functions on every shard at once, postgres_fdw gives one table to read.
+
+Every shard is a full Postgres with pgvision and its slice of the images. The coordinator
+holds a PL/Proxy cluster named ``pgvision`` over the shards, one postgres_fdw server per
+shard (``pgvision_shard_<i>``), and the ``vision_cluster`` functions that fan calls out and
+merge what comes back. Shards are addressed by libpq connection strings.
+"""
+
+import re
+
+from . import models
+from .errors import (DUPLICATE_OBJECT, INVALID_PARAMETER, OBJECT_IN_USE, UNDEFINED_OBJECT,
+                     PgvisionError, require, require_int_range, require_not_null)
+
+FN_SETUP = "vision_cluster.setup"
+FN_DISTRIBUTE = "vision_cluster.distribute_table"
+FN_SIMILAR = "vision_cluster.similar"
+FN_SIMILAR_VECTOR = "vision_cluster.similar_to_vector"
+FN_SIMILAR_IMAGE = "vision_cluster.similar_to_image"
+FN_EXTRACT = "vision_cluster.extract"
+FN_CREATE_INDEX = "vision_cluster.create_index"
+FN_PUSH = "vision_cluster.push_model"
+PROXY_SERVER = "pgvision"
+FDW_PREFIX = "pgvision_shard_"
+MAX_SHARDS = 64
+# libpq keywords that belong to a postgres_fdw user mapping rather than to its server.
+_USER_KEYS = ("user", "password")
+_CONNINFO = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def parse_conninfo(function, argument, text):
+    """``key=value`` pairs of a libpq keyword/value connection string (no URIs)."""
+    require_not_null(function, argument, text)
+    pairs, position = {}, 0
+    while position < len(text.rstrip()):
+        match = _CONNINFO.match(text, position)
+        if not match:
+            raise PgvisionError(function, f'argument "{argument}" is not a libpq connection '
+                                f"string (key=value ...): {text!r}")
+        key, value = match.group(1), match.group(2)
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        pairs[key] = value
+        position = match.end()
+    require(function, argument, text, "dbname" in pairs, "a connection string with dbname")
+    return pairs
+
+
+def _validate_shards(function, shards):
+    require_not_null(function, "shards", shards)
+    count = len(shards)
+    require(function, "shards", f"{count} connection strings",
+            1 <= count <= MAX_SHARDS and count & (count - 1) == 0,
+            f"1, 2, 4, ... or {MAX_SHARDS} connection strings (PL/Proxy needs a power of two)")
+    require(function, "shards", "NULL element", None not in shards, "an array without NULLs")
+    require(function, "shards", "a repeated connection string", len(set(shards)) == count,
+            "distinct connection strings")
+    return [parse_conninfo(function, f"shards[{i + 1}]", dsn) for i, dsn in enumerate(shards)]
+
+
+def _literal(plpy, value):
+    return plpy.quote_literal(value)
+
+
+def _options(plpy, pairs):
+    return ", ".join(f"{plpy.quote_ident(k)} {_literal(plpy, v)}" for k, v in pairs.items())
+
+
+def setup(plpy, GD, shards, replace=False):
+    """Create (or with ``replace``, re-create) the PL/Proxy cluster, the postgres_fdw servers
+    and user mappings and the ``vision_cluster.features`` view; then refuse shards whose
+    pgvision version differs from the coordinator's. Returns the number of shards."""
+    from . import __version__
+
+    fn = FN_SETUP
+    parsed = _validate_shards(fn, shards)
+    require_not_null(fn, "replace", replace)
+    existing = plpy.execute("SELECT srvname FROM pg_catalog.pg_foreign_server "
+                            f"WHERE srvname = {_literal(plpy, PROXY_SERVER)} "
+                            f"OR srvname LIKE {_literal(plpy, FDW_PREFIX + '%')}")
+    if existing and not replace:
+        raise PgvisionError(fn, f"a cluster is already set up ({len(existing) - 1} shards)",
+                            DUPLICATE_OBJECT, hint="Pass replace => true to set it up anew.")
+    for row in existing:
+        plpy.execute(f"DROP SERVER {plpy.quote_ident(row['srvname'])} CASCADE")
+    partitions = ", ".join(f"p{i} {_literal(plpy, dsn)}" for i, dsn in enumerate(shards))
+    plpy.execute(f"CREATE SERVER {PROXY_SERVER} FOREIGN DATA WRAPPER plproxy "
+                 f"OPTIONS (connection_lifetime '1800', {partitions})")
+    plpy.execute(f"CREATE USER MAPPING FOR PUBLIC SERVER {PROXY_SERVER}")
+    selects = []
+    for i, pairs in enumerate(parsed):
+        server = f"{FDW_PREFIX}{i}"
+        server_opts = {k: v for k, v in pairs.items() if k not in _USER_KEYS}
+        user_opts = {k: v for k, v in pairs.items() if k in _USER_KEYS}
+        plpy.execute(f"CREATE SERVER {server} FOREIGN DATA WRAPPER postgres_fdw "
+                     f"OPTIONS ({_options(plpy, server_opts)})")
+        plpy.execute(f"CREATE USER MAPPING FOR PUBLIC SERVER {server}" +
+                     (f" OPTIONS ({_options(plpy, user_opts)})" if user_opts else ""))
+        plpy.execute(f"""CREATE FOREIGN TABLE vision_cluster.features_shard_{i} (
+            model text, source text, image_id bigint, feature real[], extracted_at timestamptz)
+            SERVER {server} OPTIONS (schema_name 'vision', table_name 'features_export')""")
+        selects.append(f"SELECT {i} AS shard, * FROM vision_cluster.features_shard_{i}")
+    plpy.execute("CREATE VIEW vision_cluster.features AS " + " UNION ALL ".join(selects))
+    plpy.execute("COMMENT ON VIEW vision_cluster.features IS 'Every shard''s vision.features "
+                 "(source as a qualified table name), read through postgres_fdw.'")
+    plpy.execute("GRANT SELECT ON vision_cluster.features TO PUBLIC")
+    nodes = fan_out(plpy, fn, "SELECT node, version FROM vision_cluster.nodes()", [], [])
+    wrong = [f"{r['node']} runs {r['version']}" for r in nodes if r["version"] != __version__]
+    if wrong:
+        raise PgvisionError(fn, f"the coordinator runs pgvision {__version__}, but node "
+                            + ", ".join(wrong), OBJECT_IN_USE,
+                            hint="Install one pgvision version on every node.")
+    return len(shards)
+
+
+def distribute_table(plpy, GD, name, id_column="id"):
+    """Give the coordinator one table over a table that exists on every shard: a table
+    partitioned by hash of ``id_column`` whose partitions are the shards' tables (postgres_fdw
+    foreign tables). Inserting into it routes each row to its shard; reading it reads all."""
+    fn = FN_DISTRIBUTE
+    require_not_null(fn, "name", name)
+    require_not_null(fn, "id_column", id_column)
+    parts = plpy.execute(f"SELECT parse_ident({_literal(plpy, name)}) AS p")[0]["p"]
+    require(fn, "name", name, len(parts) in (1, 2), "a table name, optionally schema-qualified")
+    schema, table = (["public"] + parts)[-2:]
+    shards = plpy.execute(f"SELECT srvname FROM pg_catalog.pg_foreign_server WHERE srvname LIKE "
+                          f"{_literal(plpy, FDW_PREFIX + '%')} ORDER BY srvname")
+    if not shards:
+        raise PgvisionError(fn, "no cluster is set up", INVALID_PARAMETER,
+                            hint="SELECT vision_cluster.setup(ARRAY['host=... dbname=...', ...])")
+    staging = "vision_cluster_import"
+    qi = plpy.quote_ident
+    plpy.execute(f"CREATE SCHEMA {staging}")
+    try:
+        plpy.execute(f"IMPORT FOREIGN SCHEMA {qi(schema)} LIMIT TO ({qi(table)}) "
+                     f"FROM SERVER {FDW_PREFIX}0 INTO {staging}")
+        columns = plpy.execute(
+            "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = "
+            f"to_regclass({_literal(plpy, staging + '.' + qi(table))}) AND attnum > 0")
+        if not columns:
+            raise PgvisionError(fn, f'argument "name": shard 0 has no table {schema}.{table}',
+                                INVALID_PARAMETER, hint="Create it on every shard first.")
+        require(fn, "id_column", id_column, id_column in [c["attname"] for c in columns],
+                f"a column of {schema}.{table}")
+        plpy.execute(f"CREATE TABLE {qi(schema)}.{qi(table)} (LIKE {staging}.{qi(table)}) "
+                     f"PARTITION BY HASH ({qi(id_column)})")
+    finally:
+        plpy.execute(f"DROP SCHEMA {staging} CASCADE")
+    count = len(shards)
+    for i in range(count):
+        plpy.execute(f"CREATE FOREIGN TABLE {qi(schema)}.{qi(f'{table}_shard_{i}')} PARTITION OF "
+                     f"{qi(schema)}.{qi(table)} FOR VALUES WITH (MODULUS {count}, REMAINDER {i}) "
+                     f"SERVER {FDW_PREFIX}{i} OPTIONS (schema_name {_literal(plpy, schema)}, "
+                     f"table_name {_literal(plpy, table)})")
+    return count
+
+
+# --- fan-out with diagnosis ---------------------------------------------------------------
+
+CONNECTION_FAILURE = "08006"
+
+
+def _shard_dsns(plpy):
+    rows = plpy.execute(f"SELECT srvoptions FROM pg_catalog.pg_foreign_server "
+                        f"WHERE srvname = {_literal(plpy, PROXY_SERVER)}")
+    if not rows:
+        return []
+    options = dict(o.split("=", 1) for o in rows[0]["srvoptions"])
+    return [options[f"p{i}"] for i in range(len(options)) if f"p{i}" in options]
+
+
+def _unreachable(plpy):
+    """(shard number, connection string, reason) of every shard that does not answer."""
+    down = []
+    for number, dsn in enumerate(_shard_dsns(plpy)):
+        try:
+            plpy.execute(plpy.prepare("SELECT vision_cluster._ping($1)", ["int4"]), [number])
+        except plpy.SPIError as err:
+            down.append((number, dsn, str(err).split("\n")[0]))
+    return down
+
+
+def fan_out(plpy, fn, sql, types, args):
+    """Run a PL/Proxy query; when it fails because shards are down, say which ones."""
+    try:
+        return plpy.execute(plpy.prepare(sql, types), args)
+    except plpy.SPIError:
+        down = _unreachable(plpy)
+        if not down:
+            raise
+        names = "; ".join(f"shard {n} ({dsn}): {reason}" for n, dsn, reason in down)
+        raise PgvisionError(fn, f"{len(down)} shard(s) did not answer: {names}",
+                            CONNECTION_FAILURE,
+                            hint="Start them and call again. Shards that answered kept their "
+                            "own work (each shard's part runs in its own transaction).") from None
+
+
+def _version_and_sha(plpy, GD, fn, model):
+    from . import __version__
+
+    return __version__, models.lookup(plpy, GD, fn, model)["sha256"]
+
+
+def extract(plpy, GD, source, id_column="id", image_column="image", model=None, batch_size=32,
+            max_rows=1000):
+    """``vision.extract_rows`` on every shard at once: rows (node, processed, failed,
+    remaining), one per shard."""
+    fn = FN_EXTRACT
+    require_not_null(fn, "source", source)
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    rows = fan_out(plpy, fn, "SELECT * FROM vision_cluster._extract($1, $2, $3, $4, $5, $6, $7, "
+                   "$8) ORDER BY node", ["text", "text", "text", "text", "text", "text", "int4",
+                                         "int4"],
+                   [version, sha, source, id_column, image_column, model, batch_size, max_rows])
+    return [(r["node"], r["processed"], r["failed"], r["remaining"]) for r in rows]
+
+
+def similar_to_vector(plpy, GD, feature, source, k=10, model=None, metric="cosine",
+                      fn=None):
+    """Each shard's exact top k for a feature vector, merged: the global top k. Rows
+    (image_id, distance, rank, node)."""
+    fn = fn or FN_SIMILAR_VECTOR
+    require_not_null(fn, "feature", feature)
+    require_not_null(fn, "source", source)
+    require_int_range(fn, "k", k, 1, 10_000)
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    rows = fan_out(plpy, fn, "SELECT image_id, distance, node FROM vision_cluster."
+                   "_similar_to_vector($1, $2, $3, $4, $5, $6, $7) ORDER BY distance, image_id "
+                   "LIMIT $4", ["text", "text", "float4[]", "int4", "text", "text", "text"],
+                   [version, sha, feature, k, model, metric, source])
+    return [(r["image_id"], r["distance"], rank, r["node"])
+            for rank, r in enumerate(rows, start=1)]
+
+
+def similar(plpy, GD, image_id, source, k=10, model=None, metric="cosine"):
+    """``vision.similar`` across shards: the query image's features come from whichever shard
+    holds it, then every shard returns its exact top k + 1 and the best k (without the image
+    itself) are the global answer."""
+    fn = FN_SIMILAR
+    require_not_null(fn, "image_id", image_id)
+    require_not_null(fn, "source", source)
+    require_int_range(fn, "k", k, 1, 9999)
+    models.lookup(plpy, GD, fn, model)
+    found = fan_out(plpy, fn, "SELECT f FROM vision_cluster._feature($1, $2, $3) AS f LIMIT 1",
+                    ["text", "text", "int8"], [model, source, image_id])
+    if not found:
+        raise PgvisionError(fn, f'argument "image_id": image {image_id} of {source} has no '
+                            f"features for model {model!r} on any shard", UNDEFINED_OBJECT,
+                            hint="SELECT * FROM vision_cluster.extract(...) extracts them.")
+    rows = similar_to_vector(plpy, GD, found[0]["f"], source, k + 1, model, metric, fn)
+    rows = [r for r in rows if r[0] != image_id][:k]
+    return [(i, d, rank, node) for rank, (i, d, _, node) in enumerate(rows, start=1)]
+
+
+def similar_to_image(plpy, GD, image, source, k=10, model=None, metric="cosine"):
+    """Features of new image bytes on the coordinator, then :func:`similar_to_vector`."""
+    from .extract import features_of
+
+    fn = FN_SIMILAR_IMAGE
+    require_not_null(fn, "source", source)
+    feature = features_of(plpy, GD, fn, image, models.lookup(plpy, GD, fn, model))
+    return similar_to_vector(plpy, GD, feature, source, k, model, metric, fn)
+
+
+def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_construction=64,
+                 ef_search=40):
+    fn = FN_CREATE_INDEX
+    require_not_null(fn, "source", source)
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    rows = fan_out(plpy, fn, "SELECT * FROM vision_cluster._create_index($1, $2, $3, $4, $5, $6, "
+                   "$7, $8) ORDER BY node", ["text", "text", "text", "text", "text", "int4",
+                                             "int4", "int4"],
+                   [version, sha, source, model, metric, m, ef_construction, ef_search])
+    return [(r["node"], r["vectors"]) for r in rows]
+
+
+def push_model(plpy, GD, name):
+    """Copy a model of the coordinator's registry to every shard whose copy differs."""
+    fn = FN_PUSH
+    models.lookup(plpy, GD, fn, name, argument="name")
+    rows = fan_out(plpy, fn, """
+        SELECT r.node, r.status FROM vision.model_store m,
+          LATERAL vision_cluster._register_model(
+            m.name, coalesce(m.model_bytes, pg_catalog.pg_read_binary_file(m.model_path)),
+            m.sha256, m.preprocessing, m.feature_layer, m.pooling, m.input_height,
+            m.input_width, m.provenance) AS r
+        WHERE m.name = $1 ORDER BY r.node""", ["text"], [name])
+    return [(r["node"], r["status"]) for r in rows]

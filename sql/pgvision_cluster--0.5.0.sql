@@ -1,0 +1,203 @@
+-- pgvision_cluster 0.5.0: the coordinator of a sharded pgvision.
+--
+-- Each shard is a full Postgres with pgvision and its slice of the images. Calls fan out
+-- through PL/Proxy (cluster 'pgvision', made by vision_cluster.setup) and run on every shard
+-- concurrently; the coordinator merges. Every fan-out first runs vision.check_node on the
+-- shard, so a shard with another pgvision version or another model refuses to answer.
+-- The fan-out functions (_name) are PL/Proxy; the public ones are thin PL/Python wrappers
+-- (pgvision.cluster) that merge and, when a fan-out fails, name the shards that are down.
+
+\echo Use "CREATE EXTENSION pgvision_cluster CASCADE" to load this file. \quit
+
+CREATE SCHEMA vision_cluster;
+COMMENT ON SCHEMA vision_cluster IS 'pgvision over shards: PL/Proxy fan-out, postgres_fdw reads';
+GRANT USAGE ON SCHEMA vision_cluster TO PUBLIC;
+
+CREATE FUNCTION vision_cluster.setup(shards text[], replace boolean DEFAULT false)
+RETURNS integer
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.setup, shards, replace)
+$$;
+COMMENT ON FUNCTION vision_cluster.setup IS
+  'Create the PL/Proxy cluster, postgres_fdw servers, user mappings and vision_cluster.features over shards given as libpq connection strings.';
+
+CREATE FUNCTION vision_cluster.distribute_table(name text, id_column text DEFAULT 'id')
+RETURNS integer
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.distribute_table, name, id_column)
+$$;
+COMMENT ON FUNCTION vision_cluster.distribute_table IS
+  'One coordinator table over a table that exists on every shard: hash-partitioned by id, partitions are the shards'' tables (postgres_fdw).';
+
+CREATE FUNCTION vision_cluster.nodes() RETURNS TABLE (node text, version text)
+LANGUAGE plproxy AS $$
+  CLUSTER 'pgvision';
+  RUN ON ALL;
+  SELECT vision.node_name() AS node, vision.version() AS version;
+$$;
+COMMENT ON FUNCTION vision_cluster.nodes() IS 'Every shard''s name and pgvision version.';
+
+-- Used to tell which shards are down when a fan-out fails.
+CREATE FUNCTION vision_cluster._ping(part integer) RETURNS text
+LANGUAGE plproxy AS $$
+  CLUSTER 'pgvision';
+  RUN ON part;
+  SELECT vision.node_name();
+$$;
+
+-- Extraction -----------------------------------------------------------------------------
+
+CREATE FUNCTION vision_cluster._extract(
+  version text, sha256 text, source text, id_column text, image_column text, model text,
+  batch_size integer, max_rows integer
+) RETURNS TABLE (node text, processed bigint, failed bigint, remaining bigint)
+LANGUAGE plproxy AS $$
+  CLUSTER 'pgvision';
+  RUN ON ALL;
+  SELECT n.node, r.processed, r.failed, r.remaining
+  FROM vision.check_node($1, $6, $2) AS n (node),
+       LATERAL vision.extract_rows(CASE WHEN n.node IS NOT NULL THEN $3::regclass END,
+                                   $4::name, $5::name, $6, $7, $8) AS r;
+$$;
+
+CREATE FUNCTION vision_cluster.extract(
+  source       text,
+  id_column    text    DEFAULT 'id',
+  image_column text    DEFAULT 'image',
+  model        text    DEFAULT 'inception_v3',
+  batch_size   integer DEFAULT 32,
+  max_rows     integer DEFAULT 1000
+) RETURNS TABLE (node text, processed bigint, failed bigint, remaining bigint)
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.extract, source, id_column, image_column, model,
+                       batch_size, max_rows)
+$$;
+COMMENT ON FUNCTION vision_cluster.extract IS
+  'vision.extract_rows on every shard at once (each on its own rows, in its own transaction); call again while any remaining > 0.';
+
+-- Search ---------------------------------------------------------------------------------
+
+-- PL/Proxy replaces every bare identifier that names an argument, column names included:
+-- hence qualified columns in the bodies here.
+CREATE FUNCTION vision_cluster._feature(model text, source text, image_id bigint)
+RETURNS SETOF real[]
+LANGUAGE plproxy AS $$
+  CLUSTER 'pgvision';
+  RUN ON ALL;
+  SELECT f.feature FROM vision.features AS f
+  WHERE f.model = $1 AND f.source = to_regclass($2) AND f.image_id = $3;
+$$;
+
+CREATE FUNCTION vision_cluster._similar_to_vector(
+  version text, sha256 text, feature real[], k integer, model text, metric text, source text
+) RETURNS TABLE (node text, image_id bigint, distance real)
+LANGUAGE plproxy AS $$
+  CLUSTER 'pgvision';
+  RUN ON ALL;
+  SELECT n.node, s.image_id, s.distance
+  FROM vision.check_node($1, $5, $2) AS n (node),
+       LATERAL vision.similar_to_vector($3, $4, $5, $6,
+                                        CASE WHEN n.node IS NOT NULL THEN $7::regclass END) AS s;
+$$;
+
+-- Each shard returns its exact local top k; the k best of those are the global top k.
+CREATE FUNCTION vision_cluster.similar_to_vector(
+  feature real[],
+  source  text,
+  k       integer DEFAULT 10,
+  model   text    DEFAULT 'inception_v3',
+  metric  text    DEFAULT 'cosine'
+) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
+LANGUAGE plpython3u STABLE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.similar_to_vector, feature, source, k, model, metric)
+$$;
+COMMENT ON FUNCTION vision_cluster.similar_to_vector IS
+  'The k images nearest to a feature vector across all shards (each shard''s top k, merged).';
+
+CREATE FUNCTION vision_cluster.similar(
+  image_id bigint,
+  source   text,
+  k        integer DEFAULT 10,
+  model    text    DEFAULT 'inception_v3',
+  metric   text    DEFAULT 'cosine'
+) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
+LANGUAGE plpython3u STABLE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.similar, image_id, source, k, model, metric)
+$$;
+COMMENT ON FUNCTION vision_cluster.similar IS
+  'The k images nearest to a stored image (itself excluded) across all shards.';
+
+CREATE FUNCTION vision_cluster.similar_to_image(
+  image  bytea,
+  source text,
+  k      integer DEFAULT 10,
+  model  text    DEFAULT 'inception_v3',
+  metric text    DEFAULT 'cosine'
+) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
+LANGUAGE plpython3u STABLE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.similar_to_image, image, source, k, model, metric)
+$$;
+COMMENT ON FUNCTION vision_cluster.similar_to_image IS
+  'The k images nearest to new image bytes across all shards (features extracted on the coordinator).';
+
+-- Models and indexes ---------------------------------------------------------------------
+
+CREATE FUNCTION vision_cluster._register_model(
+  name text, model_bytes bytea, sha256 text, preprocessing text, feature_layer text,
+  pooling text, input_height integer, input_width integer, provenance text
+) RETURNS TABLE (node text, status text)
+LANGUAGE plproxy AS $$
+  CLUSTER 'pgvision';
+  RUN ON ALL;
+  SELECT vision.node_name() AS node,
+         CASE WHEN EXISTS (SELECT FROM vision.model_store m WHERE m.name = $1 AND m.sha256 = $3)
+              THEN 'unchanged'
+              -- positional: PL/Proxy's parser does not know named arguments
+              ELSE format('registered (%s dims)',
+                          vision.register_model($1, $2, NULL, $4, $5, $6, $7, $8, $9, true))
+         END AS status;
+$$;
+
+CREATE FUNCTION vision_cluster.push_model(name text) RETURNS TABLE (node text, status text)
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.push_model, name)
+$$;
+COMMENT ON FUNCTION vision_cluster.push_model IS
+  'Copy a model from the coordinator''s registry to every shard whose copy differs (by SHA-256).';
+
+CREATE FUNCTION vision_cluster._create_index(
+  version text, sha256 text, source text, model text, metric text, m integer,
+  ef_construction integer, ef_search integer
+) RETURNS TABLE (node text, vectors bigint)
+LANGUAGE plproxy AS $$
+  CLUSTER 'pgvision';
+  RUN ON ALL;
+  SELECT n.node, vision.create_index($3::regclass, $4, $5, $6, $7, $8) AS vectors
+  FROM vision.check_node($1, $4, $2) AS n (node);
+$$;
+
+CREATE FUNCTION vision_cluster.create_index(
+  source          text,
+  model           text    DEFAULT 'inception_v3',
+  metric          text    DEFAULT 'cosine',
+  m               integer DEFAULT 16,
+  ef_construction integer DEFAULT 64,
+  ef_search       integer DEFAULT 40
+) RETURNS TABLE (node text, vectors bigint)
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import cluster, errors
+return errors.sql_call(plpy, GD, cluster.create_index, source, model, metric, m,
+                       ef_construction, ef_search)
+$$;
+COMMENT ON FUNCTION vision_cluster.create_index IS
+  'vision.create_index on every shard at once (each indexes its own images).';
+
+REVOKE ALL ON FUNCTION vision_cluster.setup, vision_cluster.distribute_table,
+  vision_cluster.push_model, vision_cluster._register_model FROM PUBLIC;

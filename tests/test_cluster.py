@@ -1,0 +1,206 @@
+"""Sharded pgvision: a coordinator and two shard clusters (separate postmasters, started by
+scripts/shards.sh), PL/Proxy fan-out, postgres_fdw reads; results equal the single node's."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import psycopg2
+import pytest
+from psycopg2 import errors as pgerr
+
+import pgvision
+from conftest import image_bytes, query
+from pgvision.cluster import parse_conninfo
+from pgvision.errors import PgvisionError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = "mobilenet_v2"
+IDS = range(1, 11)
+BAD_ID = 11
+
+
+def shards_sh(env, *args):
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "shards.sh"), *args], env=env,
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def cluster(server):
+    """Coordinator + 2 shards in a scratch directory, on ports apart from `make shards`."""
+    base = f"/var/tmp/pgvision-test-shards-{os.getpid()}"
+    shutil.rmtree(base, ignore_errors=True)
+    env = {**os.environ, "SHARD_BASE": base, "SHARD_PORT": "5450", "SHARDS": "2"}
+    shards_sh(env, "start")
+    conns = {}
+    try:
+        for name in ("coord", "shard0", "shard1"):
+            conn = psycopg2.connect(shards_sh(env, "dsn", name))
+            conn.autocommit = True
+            conns[name] = conn
+        yield {"env": env, **conns}
+    finally:
+        for conn in conns.values():
+            conn.close()
+        shards_sh(env, "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def products(cluster):
+    """``products`` on both shards, one coordinator table over them, 10 images + 1 bad."""
+    for shard in ("shard0", "shard1"):
+        query(cluster[shard], "CREATE TABLE products (id bigint PRIMARY KEY, image bytea)")
+    coord = cluster["coord"]
+    assert query(coord, "SELECT vision_cluster.distribute_table('products')") == [(2,)]
+    for image_id in IDS:
+        query(coord, "INSERT INTO products VALUES (%s, %s)",
+              (image_id, psycopg2.Binary(image_bytes(300 + image_id))))
+    query(coord, "INSERT INTO products VALUES (%s, %s)", (BAD_ID, psycopg2.Binary(b"\xff\xd8 cut")))
+    return "products"
+
+
+def extract_all(coord):
+    """Call vision_cluster.extract until no shard has rows left; totals per shard."""
+    totals = {}
+    while True:
+        rows = query(coord, "SELECT node, processed, failed, remaining FROM vision_cluster.extract("
+                            "'products', model => %s, batch_size => 2, max_rows => 4)", (FAST,))
+        for node, processed, failed, _ in rows:
+            done = totals.setdefault(node, [0, 0])
+            done[0] += processed
+            done[1] += failed
+        if all(remaining == 0 for *_, remaining in rows):
+            return totals
+
+
+def test_setup_lists_every_shard_with_the_same_version(cluster):
+    nodes = query(cluster["coord"], "SELECT node, version FROM vision_cluster.nodes() ORDER BY 1")
+    assert nodes == [("shard0/pgvision", pgvision.__version__),
+                     ("shard1/pgvision", pgvision.__version__)]
+
+
+def test_rows_inserted_on_the_coordinator_land_on_their_shard(cluster, products):
+    per_shard = [query(cluster[s], "SELECT count(*) FROM products")[0][0]
+                 for s in ("shard0", "shard1")]
+    assert sum(per_shard) == len(IDS) + 1 and min(per_shard) > 0
+    assert query(cluster["coord"], "SELECT count(*) FROM products") == [(len(IDS) + 1,)]
+
+
+def test_extraction_runs_on_every_shard_and_equals_the_single_node(db, make_table, cluster,
+                                                                   products):
+    coord = cluster["coord"]
+    totals = extract_all(coord)
+    assert sorted(totals) == ["shard0/pgvision", "shard1/pgvision"]
+    assert sum(p for p, _ in totals.values()) == len(IDS)
+    assert sum(f for _, f in totals.values()) == 1
+    bad_shard = [s for s in ("shard0", "shard1")
+                 if query(cluster[s], "SELECT count(*) FROM products WHERE id = %s", (BAD_ID,))[0][0]]
+    errors = query(cluster[bad_shard[0]], "SELECT image_id, error FROM vision.extract_errors")
+    assert [i for i, _ in errors] == [BAD_ID]
+    assert errors[0][1].startswith(f"vision.extract_rows: image {BAD_ID} is not a decodable image")
+
+    single = make_table("products_single", [(i, image_bytes(300 + i)) for i in IDS])
+    query(db, f"CALL vision.extract_table('{single}', model => '{FAST}')")
+    here = dict(query(db, f"SELECT image_id, feature FROM vision.features "
+                          f"WHERE source = '{single}'::regclass AND model = '{FAST}'"))
+    there = dict(query(coord, "SELECT image_id, feature FROM vision_cluster.features "
+                              "WHERE source = 'public.products' AND model = %s", (FAST,)))
+    assert sorted(here) == sorted(there) == list(IDS)
+    for image_id in IDS:
+        np.testing.assert_allclose(there[image_id], here[image_id], rtol=1e-4, atol=1e-5)
+
+    for image_id in (1, 4, 7):
+        local = query(db, "SELECT image_id, distance FROM vision.similar(%s, 5, %s, "
+                          "source => %s)", (image_id, FAST, single))
+        merged = query(coord, "SELECT image_id, distance FROM vision_cluster.similar("
+                              "%s, 'products', 5, %s)", (image_id, FAST))
+        assert [i for i, _ in merged] == [i for i, _ in local]
+        np.testing.assert_allclose([d for _, d in merged], [d for _, d in local], atol=1e-5)
+    picture = psycopg2.Binary(image_bytes(305))
+    local = query(db, "SELECT image_id FROM vision.similar_to_image(%s, 3, %s, source => %s)",
+                  (picture, FAST, single))
+    merged = query(coord, "SELECT image_id FROM vision_cluster.similar_to_image(%s, 'products', 3,"
+                          " %s)", (picture, FAST))
+    assert merged == local and merged[0] == (5,)
+
+
+def test_indexes_are_built_on_every_shard(cluster, products):
+    extract_all(cluster["coord"])
+    rows = query(cluster["coord"], "SELECT node, vectors FROM vision_cluster.create_index("
+                                   "'products', %s)", (FAST,))
+    assert [n for n, _ in rows] == ["shard0/pgvision", "shard1/pgvision"]
+    assert sum(v for _, v in rows) == len(IDS)
+
+
+def test_a_shard_with_another_version_refuses_to_answer(cluster, products):
+    with pytest.raises(psycopg2.Error,
+                       match=r"vision.check_node: node shard\d/pgvision runs pgvision "
+                             rf"{pgvision.__version__}, the coordinator 0.0.1"):
+        query(cluster["coord"], "SELECT * FROM vision_cluster._similar_to_vector('0.0.1', "
+                                "(SELECT sha256 FROM vision.models WHERE name = %s), array_fill(0::real, ARRAY[1280]), 3,"
+                                " %s, 'cosine', 'products')", (FAST, FAST))
+
+
+def test_a_shard_with_another_model_refuses_until_the_model_is_pushed(cluster, products):
+    extract_all(cluster["coord"])
+    query(cluster["shard1"], "UPDATE vision.model_store SET sha256 = repeat('a', 64) "
+                             "WHERE name = %s", (FAST,))
+    with pytest.raises(psycopg2.Error, match=r"vision.check_node: node shard1/pgvision has "
+                                             rf"another model '{FAST}'"):
+        query(cluster["coord"], "SELECT * FROM vision_cluster.similar(1, 'products', 3, %s)",
+              (FAST,))
+    pushed = query(cluster["coord"], "SELECT node, status FROM vision_cluster.push_model(%s)",
+                   (FAST,))
+    assert pushed == [("shard0/pgvision", "unchanged"), ("shard1/pgvision", "registered (1280 dims)")]
+    assert len(query(cluster["coord"], "SELECT * FROM vision_cluster.similar(1, 'products', 3, %s)",
+                     (FAST,))) == 3
+
+
+def test_cluster_arguments_are_checked(cluster, products):
+    coord = cluster["coord"]
+    with pytest.raises(pgerr.DuplicateObject, match=r"vision_cluster.setup: a cluster is already "
+                                                    r"set up \(2 shards\)"):
+        query(coord, "SELECT vision_cluster.setup(ARRAY['dbname=a', 'dbname=b'])")
+    with pytest.raises(pgerr.InvalidParameterValue, match=r'argument "shards" must be 1, 2, 4'):
+        query(coord, "SELECT vision_cluster.setup(ARRAY['dbname=a', 'dbname=b', 'dbname=c'], "
+                     "replace => true)")
+    with pytest.raises(pgerr.InvalidParameterValue,
+                       match=r'vision_cluster.distribute_table: argument "name": shard 0 has no '
+                             r"table public.nothing_here"):
+        query(coord, "SELECT vision_cluster.distribute_table('nothing_here')")
+    with pytest.raises(pgerr.UndefinedObject, match=r'vision_cluster.similar: argument "image_id":'
+                                                    r" image 999 of products has no features"):
+        query(coord, "SELECT * FROM vision_cluster.similar(999, 'products', 3, %s)", (FAST,))
+
+
+def test_a_shard_that_is_down_is_named_and_a_rerun_resumes(cluster, products):
+    extract_all(cluster["coord"])
+    env = {**cluster["env"], "PGBASE": f"{cluster['env']['SHARD_BASE']}/shard1",
+           "PGPORT_LOCAL": "5452"}
+    cluster["shard1"].close()
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "cluster.sh"), "stop"], env=env,
+                   check=True, capture_output=True)
+    coord = cluster["coord"]
+    for call in ("similar(1, 'products', 3, %s)", "extract('products', model => %s)"):
+        with pytest.raises(pgerr.ConnectionFailure,
+                           match=rf"vision_cluster.{call.split('(')[0]}: 1 shard\(s\) did not "
+                                 r"answer: shard 1 \(host=\S+/shard1/run port=5452 "):
+            query(coord, f"SELECT * FROM vision_cluster.{call}", (FAST,))
+    shards_sh(cluster["env"], "start")
+    assert len(query(coord, "SELECT * FROM vision_cluster.similar(1, 'products', 3, %s)",
+                     (FAST,))) == 3
+
+
+# DB-free -------------------------------------------------------------------------------
+
+def test_parse_conninfo_reads_libpq_key_value_strings():
+    assert parse_conninfo("f", "shards", "host=/tmp/x port=5 dbname=db password='a b\\'c'") == \
+        {"host": "/tmp/x", "port": "5", "dbname": "db", "password": "a b'c"}
+    with pytest.raises(PgvisionError, match='argument "shards" must be a connection string with '
+                                            "dbname"):
+        parse_conninfo("f", "shards", "host=x")
+    with pytest.raises(PgvisionError, match="is not a libpq connection string"):
+        parse_conninfo("f", "shards", "postgresql://x/db")
+
