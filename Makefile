@@ -6,6 +6,7 @@
 #   make test      pytest against the local cluster (real Postgres, real TensorFlow)
 #   make bench     benchmarks, printed as ratios to a baseline measured in the same run
 #   make migrate   alembic upgrade head against DSN (default: the local cluster)
+#   make shards    a local sharded pgvision: 1 coordinator + SHARDS shard clusters (PL/Proxy)
 #   make dsn | psql | stop | status | clean
 
 VENV      ?= /opt/pgvision/venv
@@ -19,7 +20,8 @@ PYTEST_ARGS ?=
 export VENV PG_CONFIG
 
 .PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench map \
-        bench-extract bench-search bench-classify bench-recommend bench-sessions clean
+        bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
+        shards shards-stop shards-psql clean
 
 install:
 	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) scripts/install.sh
@@ -57,7 +59,7 @@ demo: install-dev start migrate
 test: install-dev start
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench: bench-extract bench-search bench-classify bench-recommend bench-sessions
+bench: bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale
 
 bench-extract: install-dev start migrate
 	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)
@@ -73,6 +75,20 @@ bench-recommend: install-dev start migrate
 
 bench-sessions: install-dev start migrate
 	@$(PYTHON) bench/sessions.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-scale: install-dev start migrate
+	@$(PYTHON) bench/scale.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+# A coordinator and SHARDS (2) shard clusters on Unix sockets, pgvision_cluster set up.
+SHARDS ?= 2
+shards: install-dev
+	@SHARDS=$(SHARDS) VENV=$(VENV) PGBIN=$(PGBIN) scripts/shards.sh start
+
+shards-stop:
+	@SHARDS=$(SHARDS) VENV=$(VENV) PGBIN=$(PGBIN) scripts/shards.sh stop
+
+shards-psql:
+	@SHARDS=$(SHARDS) VENV=$(VENV) PGBIN=$(PGBIN) scripts/shards.sh psql
 
 # The catalog map of a table as a PNG: make map SOURCE=demo_images [COLOR_BY=cluster]
 SOURCE ?= demo_images

@@ -204,3 +204,15 @@ def test_parse_conninfo_reads_libpq_key_value_strings():
     with pytest.raises(PgvisionError, match="is not a libpq connection string"):
         parse_conninfo("f", "shards", "postgresql://x/db")
 
+
+
+def test_every_cluster_example_in_the_readme_runs(cluster, products):
+    import re
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        blocks = re.findall(r"^```sql cluster\n(.*?)^```", fh.read(), flags=re.S | re.M)
+    assert len(blocks) >= 4
+    for block in blocks:
+        query(cluster["coord"], block)  # raises on any error
+    assert query(cluster["coord"], "SELECT count(*) FROM vision_cluster.features "
+                                   "WHERE model = %s", (FAST,)) == [(len(IDS),)]

@@ -32,18 +32,21 @@ def test_workers_extract_the_same_features_as_the_serial_function(db, connect, s
     conn = connect()
     for setting in PARALLEL:
         query(conn, f"SET {setting}")
-    handle = query(conn, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
+    # The handle travels in a setting, which Postgres copies into every worker.
+    query(conn, "SELECT set_config('pgvision.handle', vision.model_handle(%s), false)", (FAST,))
     plan = "\n".join(r[0] for r in query(conn, f"""
         EXPLAIN (ANALYZE, VERBOSE, COSTS OFF)
-        SELECT id, vision.extract_features_with(image, %s, on_error => 'null')
-        FROM {sparse_table}""", (handle,)))
+        SELECT id, vision.extract_features_with(image, current_setting('pgvision.handle'),
+                                                on_error => 'null')
+        FROM {sparse_table}"""))
     assert "Workers Launched: 2" in plan
     worker_rows = [int(line.split("rows=")[1].split()[0]) for line in plan.splitlines()
                    if line.strip().startswith("Worker ") and "rows=" in line]
     assert len(worker_rows) == 2 and all(n > 0 for n in worker_rows), plan
 
     query(conn, f"""CREATE TEMP TABLE par_out AS SELECT id, vision.extract_features_with(
-                      image, %s, on_error => 'null') AS feature FROM {sparse_table}""", (handle,))
+                      image, current_setting('pgvision.handle'), on_error => 'null') AS feature
+                    FROM {sparse_table}""")
     parallel = dict(query(conn, "SELECT id, feature FROM par_out"))
     assert parallel.pop(13) is None  # the cut JPEG: NULL, not a failed query
     serial = dict(query(db, f"SELECT id, vision.extract_features(image, %s) FROM {sparse_table} "

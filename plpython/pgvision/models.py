@@ -574,13 +574,25 @@ def parse_handle(function, text):
     return handle
 
 
+def _cached_model_file(sha256):
+    """The model file with this hash: the data directory's cache, else an installed model
+    (what a Greenplum segment, whose data directory the leader never wrote, relies on)."""
+    candidates = [runtime_dir("models", f"{sha256}.keras")]
+    candidates += [os.path.join(default_model_dir(), entry["file"])
+                   for entry in read_manifest(default_model_dir()) if entry["sha256"] == sha256]
+    for path in candidates:
+        if os.path.isfile(path) and sha256_file(path) == sha256:
+            return path
+    return None
+
+
 def extractor_for_handle(GD, function, handle):
     """The cached :class:`Extractor` of a parsed handle, loading it without any query."""
     hit = _cached(GD, handle)
     if hit is not None:
         return hit
-    path = runtime_dir("models", f"{handle['sha256']}.keras")
-    if not os.path.isfile(path) or sha256_file(path) != handle["sha256"]:
+    path = _cached_model_file(handle["sha256"])
+    if path is None:
         raise PgvisionError(function, f"model {handle['name']!r} ({handle['sha256'][:12]}…) is "
                             "not in this server's model cache", UNDEFINED_OBJECT,
                             hint=f"Make the handle with {FN_HANDLE}() on this server.")
