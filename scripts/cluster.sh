@@ -47,6 +47,7 @@ port = $PGPORT_LOCAL
 max_connections = 40
 shared_buffers = 256MB
 cluster_name = '${PGNAME:-pgvision}'
+jit = off  # LLVM JIT and TensorFlow's LLVM crash a backend holding both
 EOF
   fi
   if running; then return 0; fi

@@ -4,6 +4,16 @@
 
 \echo Use "ALTER EXTENSION pgvision UPDATE TO '0.5.0'" to load this file. \quit
 
+-- Postgres' LLVM JIT and the LLVM inside TensorFlow crash a backend that holds both
+-- (signal 11 on the next JIT-compiled query; high function costs make JIT likely). New
+-- sessions of this database get JIT off; pgvision also turns it off in a session before
+-- loading TensorFlow.
+DO $$
+BEGIN
+  EXECUTE format('ALTER DATABASE %I SET jit = off', current_database());
+END
+$$;
+
 CREATE FUNCTION vision.model_handle(model text DEFAULT 'inception_v3') RETURNS text
 LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
 from pgvision import errors, models

@@ -133,3 +133,23 @@ def test_extract_rows_takes_a_bounded_slice_in_the_callers_transaction(db, make_
     with pytest.raises(pgerr.InvalidParameterValue,
                        match=r'vision.extract_rows: argument "max_rows" must be between 1 and'):
         query(db, f"SELECT * FROM vision.extract_rows('{table}', max_rows => 0)")
+
+
+def test_a_backend_that_loads_tensorflow_turns_jit_off(connect):
+    """Postgres' LLVM JIT and TensorFlow's LLVM crash a process holding both."""
+    conn = connect()
+    query(conn, "SET jit = on")
+    query(conn, "SELECT vision.extract_features(%s, %s)", (psycopg2.Binary(image_bytes(1)), FAST))
+    assert query(conn, "SHOW jit") == [("off",)]
+    query(conn, "SET jit_above_cost = 0")
+    assert query(conn, "SELECT sum(g) FROM generate_series(1, 1000) g") == [(500500,)]
+
+
+def test_the_extension_turns_jit_off_for_its_database(fresh_db, server):
+    from conftest import dsn
+
+    with psycopg2.connect(dsn(fresh_db)) as conn:
+        conn.autocommit = True
+        query(conn, "CREATE EXTENSION pgvision CASCADE")
+    with psycopg2.connect(dsn(fresh_db)) as conn:
+        assert query(conn, "SHOW jit") == [("off",)]

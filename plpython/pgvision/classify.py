@@ -260,6 +260,7 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
     fn = FN_TRAIN
     require_not_null(fn, "name", name)
     require(fn, "name", name, models.NAME_PATTERN.match(name), "a lower-case identifier")
+    models.thread_settings(plpy, GD)  # the softmax head may load TensorFlow: JIT off first
     require_int_range(fn, "folds", folds, 2, 20)
     exists = plpy.execute(plpy.prepare("SELECT 1 FROM vision.classifiers WHERE name = $1",
                                        ["text"]), [name])

@@ -92,7 +92,12 @@ def lookup(plpy, GD, function, name, argument="model"):
 # --- TensorFlow side -------------------------------------------------------------------
 
 def thread_settings(plpy, GD):
-    """TensorFlow (intra-op, inter-op) threads from the GUCs; 0 lets TensorFlow pick."""
+    """TensorFlow (intra-op, inter-op) threads from the GUCs; 0 lets TensorFlow pick.
+
+    Called before TensorFlow loads, it also turns JIT off for the session: Postgres' LLVM
+    JIT and the LLVM inside TensorFlow crash a process that holds both (measured: signal 11
+    on the next JIT-compiled query)."""
+    plpy.execute(plan(plpy, GD, "jit_off", "SELECT set_config('jit', 'off', false)"))
     return (setting(plpy, GD, "pgvision.intra_op_threads", 0),
             setting(plpy, GD, "pgvision.inter_op_threads", 0))
 
