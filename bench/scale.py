@@ -18,12 +18,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import numpy as np
 import psycopg2
 
-from extract import sample_images
+from extract import sample_images, timed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,13 +31,6 @@ def connect(dsn):
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     return conn
-
-
-def timed(cur, sql, params=None):
-    started = time.monotonic()
-    cur.execute(sql, params)
-    rows = cur.fetchall() if cur.description else None
-    return time.monotonic() - started, rows
 
 
 def load(cur, table, images, fillfactor=None):
