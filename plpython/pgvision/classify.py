@@ -260,7 +260,6 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
     fn = FN_TRAIN
     require_not_null(fn, "name", name)
     require(fn, "name", name, models.NAME_PATTERN.match(name), "a lower-case identifier")
-    models.thread_settings(plpy, GD)  # the softmax head may load TensorFlow: JIT off first
     require_int_range(fn, "folds", folds, 2, 20)
     exists = plpy.execute(plpy.prepare("SELECT 1 FROM vision.classifiers WHERE name = $1",
                                        ["text"]), [name])
@@ -269,6 +268,8 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
                             DUPLICATE_OBJECT, hint="Pass replace => true to retrain it.")
     opts, model_row, source, X, y, names, ids = _prepare_training(
         plpy, GD, fn, labels, source, model, method, options)
+    if method == "softmax":  # fitted with Keras: import TensorFlow the backend's way first
+        models.import_tensorflow(plpy, GD)
     metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names)
     started = time.monotonic()
     clf = fit(method, X, y, opts, len(names))
@@ -401,6 +402,8 @@ def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
         require_choice(fn, "methods", method, METHODS)
     require_choice(fn, "rank_by", rank_by, ("accuracy", "macro_f1", "roc_auc"))
     require_int_range(fn, "folds", folds, 2, 20)
+    if "softmax" in methods:  # fitted with Keras: import TensorFlow the backend's way first
+        models.import_tensorflow(plpy, GD)
     results = []
     for method in methods:
         _, _, _, X, y, names, _ = _prepare_training(plpy, GD, fn, labels, source, model,

@@ -216,15 +216,9 @@ def extract(plpy, GD, source, id_column="id", image_column="image", model=None, 
     return [(r["node"], r["processed"], r["failed"], r["remaining"]) for r in rows]
 
 
-def similar_to_vector(plpy, GD, feature, source, k=10, model=None, metric="cosine",
-                      fn=None):
+def _top_k(plpy, fn, version, sha, feature, source, k, model, metric):
     """Each shard's exact top k for a feature vector, merged: the global top k. Rows
     (image_id, distance, rank, node)."""
-    fn = fn or FN_SIMILAR_VECTOR
-    require_not_null(fn, "feature", feature)
-    require_not_null(fn, "source", source)
-    require_int_range(fn, "k", k, 1, 10_000)
-    version, sha = _version_and_sha(plpy, GD, fn, model)
     rows = fan_out(plpy, fn, "SELECT image_id, distance, node FROM vision_cluster."
                    "_similar_to_vector($1, $2, $3, $4, $5, $6, $7) ORDER BY distance, image_id "
                    "LIMIT $4", ["text", "text", "float4[]", "int4", "text", "text", "text"],
@@ -233,34 +227,49 @@ def similar_to_vector(plpy, GD, feature, source, k=10, model=None, metric="cosin
             for rank, r in enumerate(rows, start=1)]
 
 
+def _validate_search(fn, source, k, max_k=10_000):
+    require_not_null(fn, "source", source)
+    require_int_range(fn, "k", k, 1, max_k)
+
+
+def similar_to_vector(plpy, GD, feature, source, k=10, model=None, metric="cosine"):
+    """The global top k for a feature vector computed elsewhere."""
+    fn = FN_SIMILAR_VECTOR
+    require_not_null(fn, "feature", feature)
+    _validate_search(fn, source, k)
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    return _top_k(plpy, fn, version, sha, feature, source, k, model, metric)
+
+
 def similar(plpy, GD, image_id, source, k=10, model=None, metric="cosine"):
     """``vision.similar`` across shards: the query image's features come from whichever shard
     holds it, then every shard returns its exact top k + 1 and the best k (without the image
     itself) are the global answer."""
     fn = FN_SIMILAR
     require_not_null(fn, "image_id", image_id)
-    require_not_null(fn, "source", source)
-    require_int_range(fn, "k", k, 1, 9999)
-    models.lookup(plpy, GD, fn, model)
+    _validate_search(fn, source, k, 9999)
+    version, sha = _version_and_sha(plpy, GD, fn, model)
     found = fan_out(plpy, fn, "SELECT f FROM vision_cluster._feature($1, $2, $3) AS f LIMIT 1",
                     ["text", "text", "int8"], [model, source, image_id])
     if not found:
         raise PgvisionError(fn, f'argument "image_id": image {image_id} of {source} has no '
                             f"features for model {model!r} on any shard", UNDEFINED_OBJECT,
                             hint="SELECT * FROM vision_cluster.extract(...) extracts them.")
-    rows = similar_to_vector(plpy, GD, found[0]["f"], source, k + 1, model, metric, fn)
+    rows = _top_k(plpy, fn, version, sha, found[0]["f"], source, k + 1, model, metric)
     rows = [r for r in rows if r[0] != image_id][:k]
     return [(i, d, rank, node) for rank, (i, d, _, node) in enumerate(rows, start=1)]
 
 
 def similar_to_image(plpy, GD, image, source, k=10, model=None, metric="cosine"):
-    """Features of new image bytes on the coordinator, then :func:`similar_to_vector`."""
+    """Features of new image bytes on the coordinator, then the global top k."""
+    from . import __version__
     from .extract import features_of
 
     fn = FN_SIMILAR_IMAGE
-    require_not_null(fn, "source", source)
-    feature = features_of(plpy, GD, fn, image, models.lookup(plpy, GD, fn, model))
-    return similar_to_vector(plpy, GD, feature, source, k, model, metric, fn)
+    _validate_search(fn, source, k)
+    row = models.lookup(plpy, GD, fn, model)
+    feature = features_of(plpy, GD, fn, image, row)
+    return _top_k(plpy, fn, __version__, row["sha256"], feature, source, k, model, metric)
 
 
 def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_construction=64,

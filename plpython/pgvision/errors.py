@@ -40,14 +40,13 @@ def sql_call(plpy, GD, fn, *args):
     The first call in a backend also checks that the server's Python package is the
     version the database's extension was created with.
     """
-    try:
+    def checked():
         if not GD.get(_VERSION_CHECKED):
             check_version(plpy)
             GD[_VERSION_CHECKED] = True
         return fn(plpy, GD, *args)
-    except PgvisionError as err:
-        extra = {"hint": err.hint} if err.hint else {}
-        plpy.error(str(err), sqlstate=err.sqlstate, **extra)
+
+    return sql_call_no_spi(plpy, checked)
 
 
 def sql_call_no_spi(plpy, fn, *args):

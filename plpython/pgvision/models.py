@@ -102,6 +102,11 @@ def thread_settings(plpy, GD):
             setting(plpy, GD, "pgvision.inter_op_threads", 0))
 
 
+def import_tensorflow(plpy, GD):
+    """Keras, with TensorFlow imported as this backend needs it (threads, JIT off)."""
+    return _import_keras(thread_settings(plpy, GD))
+
+
 def _import_keras(threads=None):
     """Import TensorFlow/Keras once per process; ``threads`` applies only to that first import."""
     if "tensorflow" in sys.modules:
@@ -355,7 +360,7 @@ def register_keras_application(plpy, GD, name, application, weights="imagenet", 
     require_choice(fn, "application", application, sorted(APPLICATIONS))
     require(fn, "weights", weights, weights in ("imagenet", None), "'imagenet' or NULL")
     size, preprocessing = APPLICATIONS[application]
-    keras = _import_keras(thread_settings(plpy, GD))
+    keras = import_tensorflow(plpy, GD)
     try:
         model = getattr(keras.applications, application)(
             weights=weights, include_top=False, pooling="avg", input_shape=(size, size, 3))
