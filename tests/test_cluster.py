@@ -173,6 +173,20 @@ def test_cluster_arguments_are_checked(cluster, products):
     with pytest.raises(pgerr.UndefinedObject, match=r'vision_cluster.similar: argument "image_id":'
                                                     r" image 999 of products has no features"):
         query(coord, "SELECT * FROM vision_cluster.similar(999, 'products', 3, %s)", (FAST,))
+    for call, message in [
+        ("extract('products', model => 'nope')",
+         r"vision_cluster.extract: argument \"model\" names no registered model: 'nope'"),
+        ("push_model('nope')",
+         r"vision_cluster.push_model: argument \"name\" names no registered model: 'nope'"),
+        ("create_index(NULL)", r'vision_cluster.create_index: argument "source" must not be NULL'),
+    ]:
+        with pytest.raises(psycopg2.Error, match=message):
+            query(coord, f"SELECT * FROM vision_cluster.{call}")
+    with pytest.raises(pgerr.InvalidParameterValue,
+                       match=r'vision_cluster.similar_to_image: argument "k" must be between 1 '
+                             r"and 10000, got 0"):
+        query(coord, "SELECT * FROM vision_cluster.similar_to_image(%s, 'products', 0, %s)",
+              (psycopg2.Binary(image_bytes(1)), FAST))
 
 
 def test_a_shard_that_is_down_is_named_and_a_rerun_resumes(cluster, products):

@@ -119,10 +119,28 @@ def test_a_new_feature_is_found_by_a_backend_that_cached_the_matrix(db, catalog)
      "argument \"model\" names no registered model: 'nope'"),
     ("vision.similar(NULL, model => 'mobilenet_v2')", pgerr.NullValueNotAllowed,
      'argument "image_id" must not be NULL'),
+    ("vision.similar_to_vector(array_fill(0.5::real, ARRAY[3]), model => 'mobilenet_v2')",
+     pgerr.InvalidParameterValue, 'vision.similar_to_vector: argument "feature" must be 1280 '
+                                  "values (the dimension of model 'mobilenet_v2'), got '3 values'"),
+    ("vision.similar_to_vector(array_fill(NULL::real, ARRAY[1280]), model => 'mobilenet_v2')",
+     pgerr.InvalidParameterValue, 'argument "feature" must be an array without NULLs'),
+    ("vision.similar_to_vector(NULL, model => 'mobilenet_v2')", pgerr.NullValueNotAllowed,
+     'vision.similar_to_vector: argument "feature" must not be NULL'),
+    ("vision.similar_to_vector(array_fill(0.5::real, ARRAY[1280]), 0, 'mobilenet_v2')",
+     pgerr.InvalidParameterValue, 'argument "k" must be between 1 and 10000, got 0'),
 ])
 def test_bad_arguments_are_named(db, catalog, call, error, message):
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         query(db, f"SELECT * FROM {call}")
+
+
+def test_similar_to_vector_equals_similar_with_the_stored_vector(db, catalog):
+    by_vector = query(db, f"""
+        SELECT s.image_id, s.distance FROM vision.features f,
+          vision.similar_to_vector(f.feature, 6, '{MODEL}', source => 'catalog_src') s
+        WHERE f.model = '{MODEL}' AND f.source = 'catalog_src'::regclass AND f.image_id = 7""")
+    assert by_vector[0] == (7, pytest.approx(0, abs=1e-5))  # itself, not excluded
+    assert [(i, pytest.approx(d, abs=1e-6)) for i, d, _ in similar(db, 7, 5)] == by_vector[1:]
 
 
 def test_several_sources_need_the_source_argument(db, catalog, make_table):
