@@ -99,5 +99,5 @@ map: start
 	  color_by => '$(COLOR_BY)', thumbnails => true), 'base64')" | base64 -d > out/map.png
 	@echo "wrote out/map.png"
 
-clean: stop
+clean: stop shards-stop
 	rm -rf .pg out
