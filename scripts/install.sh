@@ -73,6 +73,8 @@ done
 
 # 4. Offline pretrained models (nsfwjs npm package → Keras), once ---------------------------
 "$VENV/bin/python" "$here/tools/import_nsfwjs.py" --venv "$VENV"
+# ... and as ONNX, which backends load in well under a second (pgvision.runtimes).
+"$VENV/bin/python" "$here/tools/convert_onnx.py" --venv "$VENV"
 
 chmod -R a+rX "$VENV"
 say "installed pgvision $version: extension files in $extdir, Python in $VENV"

@@ -142,3 +142,24 @@ def make_table(db):
         query(db, f"DELETE FROM vision.features WHERE source = '{name}'::regclass")
         query(db, f"DELETE FROM vision.extract_errors WHERE source = '{name}'::regclass")
         query(db, f"DROP TABLE {name}")
+
+
+def keras_bytes(tmp_path, name="tiny", filters=4, lambda_layer=False, seed=0):
+    """A small real Keras CNN (32x32 RGB → filters-d), saved as .keras bytes."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(filters, 3, activation="relu", name="conv")(inputs)
+    if lambda_layer:
+        x = keras.layers.Lambda(lambda t: t * 2.0, name="code")(x)
+    outputs = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    path = tmp_path / f"{name}.keras"
+    keras.Model(inputs, outputs).save(path)
+    return path.read_bytes()
+
+
+def register(db, name, data, **kwargs):
+    args = ", ".join(f"{k} => %({k})s" for k in kwargs)
+    sql = f"SELECT vision.register_model(%(name)s, model_bytes => %(data)s{', ' + args if args else ''})"
+    return query(db, sql, {"name": name, "data": psycopg2.Binary(data), **kwargs})[0][0]

@@ -25,6 +25,7 @@ from . import DEFAULT_MODEL
 from .errors import (DUPLICATE_OBJECT, EXTERNAL_ERROR, INSUFFICIENT_PRIVILEGE,
                      INSUFFICIENT_RESOURCES, OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError,
                      require, require_choice, require_int_range, require_not_null)
+from . import runtimes
 from .images import DEFAULT_MAX_PIXELS, PREPROCESSING
 
 POOLING = ("avg", "max", "none")
@@ -149,6 +150,8 @@ def load_keras_file(function, path, threads=None):
 class Extractor:
     """A Keras model cut at its feature layer, pooled, behind one traced ``tf.function``."""
 
+    runtime = "tensorflow"
+
     def __init__(self, model, input_size, preprocessing, feature_layer=None, pooling="avg",
                  function="vision.register_model"):
         import keras
@@ -176,7 +179,7 @@ class Extractor:
         self.dims = int(output.shape[-1])
         height, width = self.input_size
         # A None batch dimension: one trace serves every batch size (no re-trace per shape).
-        self._run = tf.function(lambda x: self.model(x, training=False), input_signature=[
+        self.traced = tf.function(lambda x: self.model(x, training=False), input_signature=[
             tf.TensorSpec([None, height, width, 3], tf.float32)])
         self(self._zeros(1))  # trace now, not on the first user call
 
@@ -189,21 +192,26 @@ class Extractor:
         if len(batch) == 0:
             import numpy as np
             return np.empty((0, self.dims), dtype=np.float32)
-        return self._run(batch).numpy()
+        return self.traced(batch).numpy()
+
+
+def _check_model_file(function, row):
+    """A server-side model file must still be the one registered (same SHA-256)."""
+    path = row["model_path"]
+    if not os.path.isfile(path):
+        raise PgvisionError(function, f"model {row['name']!r}: file {path!r} is missing",
+                            EXTERNAL_ERROR, hint="Re-run make install, or re-register it.")
+    if sha256_file(path) != row["sha256"]:
+        raise PgvisionError(function, f"model {row['name']!r}: file {path!r} changed since it "
+                            "was registered (SHA-256 differs)", EXTERNAL_ERROR,
+                            hint="Register it again: SELECT vision.register_model(...)")
 
 
 def _materialise(plpy, GD, function, row):
     """Return a filesystem path holding the row's model (temp file for stored bytes)."""
     if row["model_path"]:
-        path = row["model_path"]
-        if not os.path.isfile(path):
-            raise PgvisionError(function, f"model {row['name']!r}: file {path!r} is missing",
-                                EXTERNAL_ERROR, hint="Re-run make install, or re-register it.")
-        if sha256_file(path) != row["sha256"]:
-            raise PgvisionError(function, f"model {row['name']!r}: file {path!r} changed since it "
-                                "was registered (SHA-256 differs)", EXTERNAL_ERROR,
-                                hint="Register it again: SELECT vision.register_model(...)")
-        return path, False
+        _check_model_file(function, row)
+        return row["model_path"], False
     data = plpy.execute(plan(plpy, GD, "bytes",
                              "SELECT model_bytes FROM vision.model_store WHERE name = $1",
                              ["text"]), [row["name"]])[0]["model_bytes"]
@@ -214,17 +222,22 @@ def _materialise(plpy, GD, function, row):
 
 
 def get_extractor(plpy, GD, function, row):
-    """The cached :class:`Extractor` for a registry row, loading it on first use."""
+    """The cached extractor for a registry row, loading it on first use."""
     hit = _cached(GD, row)
     if hit is not None:
         return hit
+    runtime = runtime_setting(plpy, GD)
+    if row["model_path"]:  # also when a converted copy is used: the registry must hold
+        _check_model_file(function, row)
     hold_model_slot(function, max_model_backends(plpy, GD))
-    path, temporary = _materialise(plpy, GD, function, row)
-    try:
-        return _load_extractor(GD, function, row, path, thread_settings(plpy, GD))
-    finally:
-        if temporary:
-            os.unlink(path)
+    return _load_extractor(GD, function, row, lambda: _materialise(plpy, GD, function, row),
+                           thread_settings(plpy, GD), runtime)
+
+
+def runtime_setting(plpy, GD):
+    row = plpy.execute(plan(plpy, GD, "setting", "SELECT current_setting($1, true) AS v",
+                            ["text"]), [runtimes.SETTING])[0]
+    return runtimes.parse_runtime(row["v"])
 
 
 def _cached(GD, row):
@@ -236,10 +249,35 @@ def _cached(GD, row):
     return None
 
 
-def _load_extractor(GD, function, row, path, threads):
-    model = load_keras_file(function, path, threads)
-    extractor = Extractor(model, (row["input_height"], row["input_width"]),
-                          row["preprocessing"], row["feature_layer"], row["pooling"], function)
+def _onnx_dirs():
+    """Where converted models are found: installed (make install), then this server's cache."""
+    return [default_model_dir(), runtime_dir("models")]
+
+
+def _tensorflow_extractor(function, row, keras_file, threads):
+    """Load the Keras model (``keras_file()`` → (path, temporary)) and cut it."""
+    path, temporary = keras_file()
+    try:
+        model = load_keras_file(function, path, threads)
+    finally:
+        if temporary:
+            os.unlink(path)
+    return Extractor(model, (row["input_height"], row["input_width"]),
+                     row["preprocessing"], row["feature_layer"], row["pooling"], function)
+
+
+def _load_extractor(GD, function, row, keras_file, threads, runtime, built=None):
+    """Load (or convert) the model on ``runtime`` and cache it in ``GD``; ``built``: a
+    TensorFlow extractor already at hand, to convert from instead of loading again."""
+    def build_tensorflow():
+        return built or _tensorflow_extractor(function, row, keras_file, threads)
+
+    if runtime == "tensorflow" or (runtime == "auto" and not runtimes.onnx_installed()):
+        extractor = build_tensorflow()
+    else:
+        extractor = runtimes.onnx_extractor(function, row, threads, _onnx_dirs(),
+                                            runtime_dir("models"), build_tensorflow,
+                                            strict=runtime == "onnx")
     GD.setdefault(_CACHE, {})[row["name"]] = (row["sha256"], extractor)
     return extractor
 
@@ -304,8 +342,9 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
         with tmp:
             tmp.write(data)
         path, temporary = tmp.name, True
+    threads = thread_settings(plpy, GD)
     try:
-        model = load_keras_file(fn, path, thread_settings(plpy, GD))
+        model = load_keras_file(fn, path, threads)
     finally:
         if temporary:
             os.unlink(path)
@@ -318,6 +357,7 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
     if height is None or width is None:
         raise PgvisionError(fn, "the model's input size is not fixed: pass input_height and "
                             "input_width")
+    runtime = runtime_setting(plpy, GD)
     extractor = Extractor(model, (int(height), int(width)), preprocessing, feature_layer,
                           pooling, fn)
     plpy.execute(plan(plpy, GD, "upsert", """
@@ -334,7 +374,10 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
          "text"]),
         [name, model_bytes, model_path, digest, int(height), int(width), preprocessing,
          feature_layer, pooling, extractor.dims, provenance or ""])
-    GD.setdefault(_CACHE, {})[name] = (digest, extractor)
+    row = dict(name=name, sha256=digest, input_height=int(height), input_width=int(width),
+               preprocessing=preprocessing, feature_layer=feature_layer, pooling=pooling)
+    # Converting now (ONNX Runtime) means the first extraction of every backend is fast.
+    _load_extractor(GD, fn, row, None, threads, runtime, built=extractor)
     return extractor.dims
 
 
@@ -537,7 +580,7 @@ FN_HANDLE = "vision.model_handle"
 FN_WITH = "vision.extract_features_with"
 _HANDLE_KEYS = ("version", "name", "sha256", "input_height", "input_width", "preprocessing",
                 "feature_layer", "pooling", "dims", "threads", "max_model_backends",
-                "max_image_pixels")
+                "max_image_pixels", "runtime")
 
 
 def model_handle(plpy, GD, name):
@@ -555,11 +598,24 @@ def model_handle(plpy, GD, name):
         finally:
             if temporary:
                 os.unlink(path)
+    runtime = _handle_runtime(plpy, GD, row)
     handle = {key: row.get(key) for key in _HANDLE_KEYS}
     handle.update(version=__version__, threads=list(thread_settings(plpy, GD)),
                   max_model_backends=max_model_backends(plpy, GD),
-                  max_image_pixels=max_pixels(plpy, GD))
+                  max_image_pixels=max_pixels(plpy, GD), runtime=runtime)
     return json.dumps(handle, sort_keys=True)
+
+
+def _handle_runtime(plpy, GD, row):
+    """The runtime workers will use: ``onnx`` once a converted file exists, which this
+    converts the first time (loading the model here once), so workers never convert."""
+    runtime = runtime_setting(plpy, GD)
+    if runtime == "tensorflow" or (runtime == "auto" and not runtimes.onnx_installed()):
+        return "tensorflow"
+    name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
+    if runtimes.find_onnx(_onnx_dirs(), name):
+        return "onnx"
+    return get_extractor(plpy, GD, FN_HANDLE, row).runtime
 
 
 def parse_handle(function, text):
@@ -597,17 +653,24 @@ def _cached_model_file(sha256):
 
 
 def extractor_for_handle(GD, function, handle):
-    """The cached :class:`Extractor` of a parsed handle, loading it without any query."""
+    """The cached extractor of a parsed handle, loading it without any query."""
     hit = _cached(GD, handle)
     if hit is not None:
         return hit
-    path = _cached_model_file(handle["sha256"])
-    if path is None:
-        raise PgvisionError(function, f"model {handle['name']!r} ({handle['sha256'][:12]}…) is "
-                            "not in this server's model cache", UNDEFINED_OBJECT,
-                            hint=f"Make the handle with {FN_HANDLE}() on this server.")
+
+    def keras_file():
+        path = _cached_model_file(handle["sha256"])
+        if path is None:
+            raise PgvisionError(function, f"model {handle['name']!r} ({handle['sha256'][:12]}…) "
+                                "is not in this server's model cache", UNDEFINED_OBJECT,
+                                hint=f"Make the handle with {FN_HANDLE}() on this server.")
+        return path, False
+
+    if handle["runtime"] == "tensorflow":
+        keras_file()  # fail before taking a slot
     hold_model_slot(function, handle["max_model_backends"])
-    return _load_extractor(GD, function, handle, path, tuple(handle["threads"]))
+    return _load_extractor(GD, function, handle, keras_file, tuple(handle["threads"]),
+                           handle["runtime"])
 
 
 # --- Nodes of a sharded cluster ---------------------------------------------------------

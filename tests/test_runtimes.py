@@ -1,0 +1,90 @@
+"""Inference runtimes against the real server: ONNX Runtime by default (converted from the
+registered Keras model), TensorFlow on request, the same features from both."""
+
+import hashlib
+import os
+
+import numpy as np
+import psycopg2
+import pytest
+
+from conftest import image_bytes, keras_bytes, query, register
+from pgvision.runtimes import onnx_file_name
+
+FAST = "mobilenet_v2"
+TF_LOADED = """CREATE FUNCTION pg_temp.tf_loaded() RETURNS boolean LANGUAGE plpython3u AS
+  'import sys; return "tensorflow" in sys.modules'"""
+
+
+def backend(connect, runtime=None):
+    conn = connect()
+    query(conn, TF_LOADED)
+    if runtime:
+        query(conn, "SET pgvision.runtime = %s", (runtime,))
+    return conn
+
+
+def features(conn, data, model):
+    return np.array(query(conn, "SELECT vision.extract_features(%s, %s)",
+                          (psycopg2.Binary(data), model))[0][0])
+
+
+def tf_loaded(conn):
+    return query(conn, "SELECT pg_temp.tf_loaded()")[0][0]
+
+
+@pytest.fixture
+def tiny_model(db, tmp_path):
+    """A registered model that is not installed: it is converted into the data directory."""
+    data = keras_bytes(tmp_path, name="tiny_runtime", filters=6, seed=3)
+    register(db, "tiny_runtime", data, preprocessing="raw")
+    data_dir = query(db, "SHOW data_directory")[0][0]
+    path = os.path.join(data_dir, "pgvision", "models",
+                        onnx_file_name(hashlib.sha256(data).hexdigest(), None, "avg"))
+    yield path
+    query(db, "SELECT vision.drop_model('tiny_runtime', cascade => true)")
+
+
+def test_the_default_runtime_extracts_without_importing_tensorflow(connect):
+    conn = backend(connect)
+    vector = features(conn, image_bytes(11), FAST)
+    assert vector.shape == (1280,) and vector.max() > 0
+    assert not tf_loaded(conn)
+    assert query(conn, "SELECT vision.loaded_models()") == [(FAST,)]
+
+
+def test_onnx_runtime_and_tensorflow_give_the_same_features(connect):
+    onnx, tensorflow = backend(connect), backend(connect, "tensorflow")
+    for seed in (12, 13):
+        data = image_bytes(seed, size=(300, 200))
+        np.testing.assert_allclose(features(onnx, data, FAST), features(tensorflow, data, FAST),
+                                   rtol=1e-4, atol=1e-5)
+    assert tf_loaded(tensorflow) and not tf_loaded(onnx)
+
+
+def test_a_registered_model_is_converted_once_at_registration(connect, tiny_model):
+    assert os.path.isfile(tiny_model)
+    onnx, tensorflow = backend(connect, "onnx"), backend(connect, "tensorflow")
+    data = image_bytes(14)
+    np.testing.assert_allclose(features(onnx, data, "tiny_runtime"),
+                               features(tensorflow, data, "tiny_runtime"), rtol=1e-4, atol=1e-6)
+    assert not tf_loaded(onnx)
+
+
+def test_a_damaged_converted_file_is_converted_again(connect, tiny_model):
+    expected = features(backend(connect, "tensorflow"), image_bytes(15), "tiny_runtime")
+    with open(tiny_model, "wb") as fh:
+        fh.write(b"not an onnx model")
+    conn = backend(connect, "onnx")
+    np.testing.assert_allclose(features(conn, image_bytes(15), "tiny_runtime"), expected,
+                               rtol=1e-4, atol=1e-6)
+    with open(tiny_model, "rb") as fh:
+        assert fh.read(17) != b"not an onnx model"
+
+
+def test_an_unknown_runtime_is_refused_naming_the_setting_and_value(connect):
+    conn = backend(connect, "tensorrt")
+    with pytest.raises(psycopg2.errors.InvalidParameterValue,
+                       match=r'setting "pgvision.runtime" must be one of auto, onnx, '
+                             r"tensorflow, got 'tensorrt'"):
+        features(conn, image_bytes(16), FAST)
