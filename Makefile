@@ -21,6 +21,7 @@ export VENV PG_CONFIG
 
 .PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
+        bench-chart \
         shards shards-stop shards-psql clean
 
 install:
@@ -60,6 +61,11 @@ test: install-dev start
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale
+	@$(MAKE) --no-print-directory bench-chart
+
+# One PNG of all ratios and cold starts from the JSON the benchmarks wrote (out/bench.png).
+bench-chart: install-dev
+	@$(PYTHON) bench/chart.py --dir out --out out/bench.png
 
 bench-extract: install-dev start migrate
 	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)

@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Feature extraction benchmark: pgvision in the database vs. a standalone TensorFlow script.
+"""Feature extraction benchmark: pgvision in the database vs. standalone scripts, on each runtime.
 
-All figures come from one run on one machine, and are printed as ratios to the baseline:
+All figures come from one run on one machine, and are printed as ratios to baselines:
 
-  standalone   files → decode → model → .npy, in its own process (bench/standalone_extract.py)
+  standalone   files → decode → model → .npy, in its own process (bench/standalone_extract.py),
+               on TensorFlow, ONNX Runtime and LiteRT (XNNPACK) with the same model
+  client       psycopg2 fetches the bytes, the model runs in the client (TensorFlow: what users
+               do today without pgvision), features are written back
   in-DB table  CALL vision.extract_table(...): read bytea rows, decode, model, write
-               vision.features rows, error bookkeeping, per-batch commits
+               vision.features rows, error bookkeeping, per-batch commits; on pgvision's
+               default runtime (ONNX Runtime) and with pgvision.runtime = tensorflow
   in-DB per-row SELECT vision.extract_features(image) FROM t (one image per call)
-  client       psycopg2 fetches the bytes, TensorFlow runs in the client, features are
-               written back (what users do today without pgvision)
 
-Both sides are warmed (model loaded, graph traced) before timing; the cold start of a fresh
-backend (import TensorFlow + load the model) is measured separately. Images are the
-scikit-image photos, augmented (crop, flip, rotation, colour) and saved as 640x480 JPEGs.
+Everything is warmed (model loaded, graph traced) before timing. The cold start of a fresh
+backend (import the runtime + load the model, on its first call) is measured separately per
+runtime, with the backend's memory. Images are the scikit-image photos, augmented (crop, flip,
+rotation, colour) and saved as 640x480 JPEGs.
 
-    make bench                       # 128 images per model
-    make bench BENCH_ARGS=--quick    # 32 images, inception only
+    make bench-extract                       # 128 images per model
+    make bench-extract BENCH_ARGS=--quick    # 32 images, inception only
 """
 
 import argparse
@@ -73,6 +76,47 @@ def run_baseline(args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+IN_DB_RUNTIMES = ("onnx", "tensorflow")
+STANDALONE_RUNTIMES = ("tensorflow", "onnx", "litert")
+
+
+def cold_start(dsn, table, name, runtime):
+    """A fresh backend's first call on ``runtime``: (seconds, backend RSS MB after it)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SET pgvision.runtime = %s", (runtime,))
+    seconds, _ = timed(cur, f"SELECT vision.extract_features(image, %s) FROM {table} WHERE id = 0",
+                       (name,))
+    cur.execute("SELECT rss_mb FROM vision.model_backends() WHERE pid = pg_backend_pid()")
+    rss = cur.fetchone()[0]
+    conn.close()
+    return seconds, rss
+
+
+def in_db(dsn, table, name, runtime):
+    """Warm in-DB timings on ``runtime``: extract_table, per-row SQL, one cached call."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("SET pgvision.runtime = %s", (runtime,))
+    clear = f"DELETE FROM vision.features WHERE source = '{table}'::regclass"
+    timed(cur, "CALL vision.extract_table(%s, model => %s, batch_size => 32)", (table, name))
+    cur.execute(clear)
+    table_s, _ = timed(cur, "CALL vision.extract_table(%s, model => %s, batch_size => 32)",
+                       (table, name))
+    cur.execute(clear)
+    out = {"table_s": table_s}
+    if runtime == IN_DB_RUNTIMES[0]:
+        out["per_row_s"], _ = timed(cur, f"SELECT id, vision.extract_features(image, %s) "
+                                         f"FROM {table}", (name,))
+        calls = [timed(cur, f"SELECT vision.extract_features(image, %s) FROM {table} "
+                            "WHERE id = 0", (name,))[0] for _ in range(5)]
+        out["call_ms"] = 1000 * float(np.median(calls))
+    conn.close()
+    return out
+
+
 def bench_model(dsn, entry, images, workdir):
     name, size = entry["name"], entry["input_height"]
     conn = psycopg2.connect(dsn)
@@ -85,17 +129,11 @@ def bench_model(dsn, entry, images, workdir):
     for i, data in enumerate(images):
         cur.execute(f"INSERT INTO {table} VALUES (%s, %s)", (i, psycopg2.Binary(data)))
 
-    # Cold start: a fresh backend's first call (import TensorFlow, load + trace the model).
-    cold_s, _ = timed(cur, f"SELECT vision.extract_features(image, %s) FROM {table} WHERE id = 0",
-                      (name,))
-    timed(cur, "CALL vision.extract_table(%s, model => %s, batch_size => 32)", (table, name))
-    cur.execute("DELETE FROM vision.features WHERE source = %s::regclass", (table,))
-    table_s, _ = timed(cur, "CALL vision.extract_table(%s, model => %s, batch_size => 32)",
-                       (table, name))
-    row_s, _ = timed(cur, f"SELECT id, vision.extract_features(image, %s) FROM {table}", (name,))
-    cur.execute("DELETE FROM vision.features WHERE source = %s::regclass", (table,))
+    cold = {rt: cold_start(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
+    db = {rt: in_db(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
     model_args = ["--model", os.path.join(default_model_dir(), entry["file"]),
-                  "--feature-layer", entry["feature_layer"], "--size", str(size)]
+                  "--feature-layer", entry["feature_layer"], "--size", str(size),
+                  "--tflite", os.path.join(workdir, f"{name}.tflite")]
     client = run_baseline(model_args + ["--dsn", dsn, "--table", table])
     cur.execute(f"DROP TABLE {table}")
     conn.close()
@@ -105,21 +143,59 @@ def bench_model(dsn, entry, images, workdir):
     for i, data in enumerate(images):
         with open(os.path.join(files, f"{i:06d}.jpg"), "wb") as fh:
             fh.write(data)
-    standalone = run_baseline(model_args + ["--images", files,
-                                            "--out", os.path.join(workdir, f"{name}.npy")])
+    run_baseline(model_args + ["--convert-tflite"])
+    standalone = {rt: run_baseline(model_args + ["--runtime", rt, "--images", files, "--out",
+                                                 os.path.join(workdir, f"{name}-{rt}.npy")])
+                  for rt in STANDALONE_RUNTIMES}
     n = len(images)
+    best = max(STANDALONE_RUNTIMES, key=lambda rt: n / standalone[rt]["seconds"])
+    table_s = db["onnx"]["table_s"]
     return {
         "model": name, "images": n,
-        "standalone_img_s": n / standalone["seconds"],
-        "table_img_s": n / table_s,
-        "per_row_img_s": n / row_s,
-        "client_img_s": n / client["seconds"],
-        "table_vs_standalone": standalone["seconds"] / table_s,
-        "table_vs_client": client["seconds"] / table_s,
-        "per_row_vs_table": table_s / row_s,
-        "cold_start_s": cold_s,
-        "standalone_load_s": standalone["load_s"],
+        "standalone_img_s": {rt: n / r["seconds"] for rt, r in standalone.items()},
+        "standalone_load_s": {rt: r["load_s"] for rt, r in standalone.items()},
+        "standalone_rss_mb": {rt: r["rss_mb"] for rt, r in standalone.items()},
+        "client_tf_img_s": n / client["seconds"],
+        "table_img_s": {rt: n / db[rt]["table_s"] for rt in IN_DB_RUNTIMES},
+        "per_row_img_s": n / db["onnx"]["per_row_s"],
+        "cached_call_ms": db["onnx"]["call_ms"],
+        "cold_start_s": {rt: cold[rt][0] for rt in IN_DB_RUNTIMES},
+        "backend_rss_mb": {rt: cold[rt][1] for rt in IN_DB_RUNTIMES},
+        "best_standalone": best,
+        "table_vs_standalone": standalone["onnx"]["seconds"] / table_s,
+        "table_vs_best_standalone": standalone[best]["seconds"] / table_s,
+        "table_vs_client_tf": client["seconds"] / table_s,
+        "per_row_vs_table": table_s / db["onnx"]["per_row_s"],
+        "onnx_vs_tensorflow_in_db": db["tensorflow"]["table_s"] / table_s,
     }
+
+
+def report(results):
+    runtimes = " / ".join(STANDALONE_RUNTIMES)
+    print(f"\nThroughput (images/s) and ratios; in-DB runs on ONNX Runtime unless marked TF.")
+    print(f"{'model':<14}{'standalone ' + runtimes:>34}{'client TF':>11}{'in-DB table':>13}"
+          f"{'table TF':>10}{'per-row':>9}")
+    for r in results:
+        alone = " / ".join(f"{r['standalone_img_s'][rt]:.1f}" for rt in STANDALONE_RUNTIMES)
+        print(f"{r['model']:<14}{alone:>34}{r['client_tf_img_s']:>11.1f}"
+              f"{r['table_img_s']['onnx']:>13.1f}{r['table_img_s']['tensorflow']:>10.1f}"
+              f"{r['per_row_img_s']:>9.1f}")
+    print(f"\n{'model':<14}{'table/standalone':>18}{'table/best':>12}{'table/client TF':>17}"
+          f"{'per-row/table':>15}{'ONNX/TF in-DB':>15}")
+    for r in results:
+        print(f"{r['model']:<14}{r['table_vs_standalone']:>17.2f}x"
+              f"{r['table_vs_best_standalone']:>11.2f}x{r['table_vs_client_tf']:>16.2f}x"
+              f"{r['per_row_vs_table']:>14.2f}x{r['onnx_vs_tensorflow_in_db']:>14.2f}x")
+    print(f"\n{'model':<14}{'cold start ONNX':>17}{'cold start TF':>15}{'RSS ONNX':>10}"
+          f"{'RSS TF':>8}{'cached call':>13}{'load ' + runtimes + ' (standalone)':>40}")
+    for r in results:
+        loads = " / ".join(f"{r['standalone_load_s'][rt]:.2f}" for rt in STANDALONE_RUNTIMES)
+        print(f"{r['model']:<14}{r['cold_start_s']['onnx']:>16.2f}s"
+              f"{r['cold_start_s']['tensorflow']:>14.2f}s{r['backend_rss_mb']['onnx']:>7.0f} MB"
+              f"{r['backend_rss_mb']['tensorflow']:>5.0f} MB{r['cached_call_ms']:>10.1f} ms"
+              f"{loads + ' s':>40}")
+    print("\nGoals: table/standalone >= 0.90x, per-row/table >= 0.80x, cold start < 5 s. "
+          f"Machine: {os.cpu_count()} CPUs.")
 
 
 def main():
@@ -139,15 +215,7 @@ def main():
             print(f"... {entry['name']}: {n} images", flush=True)
             results.append(bench_model(args.dsn, entry, images, workdir))
 
-    print(f"\n{'model':<14}{'standalone':>12}{'client':>10}{'in-DB table':>13}{'per-row':>10}"
-          f"{'table/standalone':>18}{'table/client':>14}{'per-row/table':>15}{'cold start':>12}")
-    for r in results:
-        print(f"{r['model']:<14}{r['standalone_img_s']:>8.1f} i/s{r['client_img_s']:>6.1f} i/s"
-              f"{r['table_img_s']:>9.1f} i/s{r['per_row_img_s']:>6.1f} i/s"
-              f"{r['table_vs_standalone']:>17.2f}x{r['table_vs_client']:>13.2f}x"
-              f"{r['per_row_vs_table']:>14.2f}x{r['cold_start_s']:>11.1f}s")
-    print("\nGoals: table/standalone >= 0.90x, per-row/table >= 0.80x. Machine: "
-          f"{os.cpu_count()} CPUs.")
+    report(results)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as fh:
         json.dump({"cpus": os.cpu_count(), "results": results}, fh, indent=1)

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Baselines for bench/extract.py: what a user would otherwise run, with the same .keras
-model, decoding and preprocessing as pgvision, batches behind one traced tf.function.
+model, decoding and preprocessing as pgvision, on one of three runtimes:
+
+  tensorflow  batches behind one traced tf.function (pgvision.models.Extractor)
+  onnx        ONNX Runtime on the ONNX file `make install` converted the model to
+  litert      LiteRT (XNNPACK) on a .tflite converted from the Keras model before timing
 
   files mode (--images DIR --out F.npy): read image files, write features to .npy
   client mode (--dsn DSN --table T): psycopg2 fetches the bytes from the database in batches,
-      TensorFlow runs in this client process, features are written back to a table
+      the model runs in this client process, features are written back to a table
 
-Prints one JSON line: {"load_s": ..., "seconds": ..., "images": ...} where ``seconds`` covers
-read + decode + preprocess + infer + write, after model load and one warm-up batch.
+Prints one JSON line: {"runtime", "load_s", "seconds", "images", "rss_mb"}: ``load_s`` is
+importing the runtime and loading the model; ``seconds`` covers read + decode + preprocess +
+infer + write, after one warm-up batch; ``rss_mb`` is the process's peak memory.
 """
 
 import argparse
@@ -57,6 +62,62 @@ def client_pipeline(args, extractor, size):
     return seconds, count
 
 
+class LiteRTExtractor:
+    """The Keras extractor converted to .tflite, run by the LiteRT interpreter (XNNPACK)."""
+
+    def __init__(self, tflite_path, size, threads):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=tflite_path, num_threads=threads or None)
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch = None
+
+    def __call__(self, batch):
+        if len(batch) != self.batch:  # resizing re-plans the graph: only on a new batch size
+            self.interpreter.resize_tensor_input(self.input, batch.shape)
+            self.interpreter.allocate_tensors()
+            self.batch = len(batch)
+        self.interpreter.set_tensor(self.input, batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+def convert_to_tflite(args, size):
+    """Write the cut Keras model as .tflite at --tflite (a one-off, like make install)."""
+    import tensorflow as tf
+    from pgvision.models import Extractor, load_keras_file
+
+    extractor = Extractor(load_keras_file("standalone", args.model), size, "inception",
+                          args.feature_layer, "avg")
+    with open(args.tflite, "wb") as fh:
+        fh.write(tf.lite.TFLiteConverter.from_keras_model(extractor.model).convert())
+
+
+def rss_mb():
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_extractor(args, size):
+    """(extractor, seconds to import the runtime and load the model)."""
+    from pgvision import runtimes
+    from pgvision.models import Extractor, load_keras_file, sha256_file
+
+    started = time.monotonic()
+    if args.runtime == "tensorflow":
+        extractor = Extractor(load_keras_file("standalone", args.model), size, "inception",
+                              args.feature_layer, "avg")
+    elif args.runtime == "onnx":
+        name = runtimes.onnx_file_name(sha256_file(args.model), args.feature_layer, "avg")
+        extractor = runtimes.OnnxExtractor(os.path.join(os.path.dirname(args.model), name),
+                                           size, "inception")
+    else:
+        extractor = LiteRTExtractor(args.tflite, size, os.cpu_count())
+    return extractor, time.monotonic() - started
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True, help="path of a .keras file")
@@ -67,25 +128,27 @@ def main():
     parser.add_argument("--dsn", help="database to read from and write to (client mode)")
     parser.add_argument("--table", help="table (id bigint, image bytea) (client mode)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--runtime", choices=["tensorflow", "onnx", "litert"],
+                        default="tensorflow")
+    parser.add_argument("--tflite", help=".tflite file (litert), written by --convert-tflite")
+    parser.add_argument("--convert-tflite", action="store_true",
+                        help="only write the --tflite file and exit")
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pgvision.images import load_batch
-    from pgvision.models import Extractor, load_keras_file
 
-    started = time.monotonic()
-    extractor = Extractor(load_keras_file("standalone", args.model), (args.size, args.size),
-                          "inception", args.feature_layer, "avg")
     size = (args.size, args.size)
+    if args.convert_tflite:
+        return convert_to_tflite(args, size)
+    extractor, load_s = make_extractor(args, size)
     if args.dsn:
         seconds, count = client_pipeline(args, extractor, size)
-        load_s = time.monotonic() - started - seconds
     else:
         files = sorted(os.listdir(args.images))
         warm, _, _ = load_batch([open(os.path.join(args.images, f), "rb").read()
                                  for f in files[:args.batch_size]], size, "inception")
         extractor(warm)
-        load_s = time.monotonic() - started
         started = time.monotonic()
         out = []
         for i in range(0, len(files), args.batch_size):
@@ -97,7 +160,8 @@ def main():
             out.append(extractor(batch))
         np.save(args.out, np.concatenate(out))
         seconds, count = time.monotonic() - started, len(files)
-    json.dump({"load_s": load_s, "seconds": seconds, "images": count}, sys.stdout)
+    json.dump({"runtime": args.runtime, "load_s": load_s, "seconds": seconds, "images": count,
+               "rss_mb": rss_mb()}, sys.stdout)
     print()
 
 
