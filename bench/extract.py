@@ -73,7 +73,8 @@ def run_baseline(args):
     """bench/standalone_extract.py in its own process; its JSON result."""
     result = subprocess.run([sys.executable, os.path.join(HERE, "standalone_extract.py"), *args],
                             check=True, capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else None  # the .tflite converter also prints
 
 
 IN_DB_RUNTIMES = ("onnx", "tensorflow")
@@ -187,13 +188,13 @@ def report(results):
               f"{r['table_vs_best_standalone']:>11.2f}x{r['table_vs_client_tf']:>16.2f}x"
               f"{r['per_row_vs_table']:>14.2f}x{r['onnx_vs_tensorflow_in_db']:>14.2f}x")
     print(f"\n{'model':<14}{'cold start ONNX':>17}{'cold start TF':>15}{'RSS ONNX':>10}"
-          f"{'RSS TF':>8}{'cached call':>13}{'load ' + runtimes + ' (standalone)':>40}")
+          f"{'RSS TF':>8}{'cached call':>13}   {'load ' + runtimes + ' (standalone)'}")
     for r in results:
         loads = " / ".join(f"{r['standalone_load_s'][rt]:.2f}" for rt in STANDALONE_RUNTIMES)
         print(f"{r['model']:<14}{r['cold_start_s']['onnx']:>16.2f}s"
               f"{r['cold_start_s']['tensorflow']:>14.2f}s{r['backend_rss_mb']['onnx']:>7.0f} MB"
-              f"{r['backend_rss_mb']['tensorflow']:>5.0f} MB{r['cached_call_ms']:>10.1f} ms"
-              f"{loads + ' s':>40}")
+              f"{r['backend_rss_mb']['tensorflow']:>5.0f} MB{r['cached_call_ms']:>10.1f} ms   "
+              f"{loads} s")
     print("\nGoals: table/standalone >= 0.90x, per-row/table >= 0.80x, cold start < 5 s. "
           f"Machine: {os.cpu_count()} CPUs.")
 

