@@ -28,6 +28,7 @@ FN_CLASSIFY = "vision.classify"
 FN_CLASSIFY_IMAGE = "vision.classify_image"
 FN_TABLE = "vision.classify_table"
 FN_COMPARE = "vision.compare_classifiers"
+FN_PUT = "vision._put_classifier"
 DEFAULTS = {"knn": {"k": 5, "metric": "cosine"},
             "softmax": {"epochs": 200, "learning_rate": 0.01, "l2": 1e-4, "patience": 10,
                         "balance": True},
@@ -289,6 +290,44 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
          to_bytes(clf), ids.tolist(), y.tolist(), json.dumps(metrics)])
     GD.setdefault("pgvision.classifiers", {}).pop(name, None)
     return json.dumps(metrics)
+
+
+def put_classifier(plpy, GD, name, model, source, method, options, labels, dims, weights,
+                   train_ids, train_targets, metrics, trained_at):
+    """Store a classifier trained on another node (a coordinator) as it is, ``trained_at``
+    included, so every node's copy is recognisably the same version. Returns this node's
+    name. Internal to vision_cluster.train_classifier."""
+    fn = FN_PUT
+    for argument, value in (("name", name), ("source", source), ("labels", labels),
+                            ("weights", weights), ("trained_at", trained_at)):
+        require_not_null(fn, argument, value)
+    require_choice(fn, "method", method, METHODS)
+    require(fn, "method", method, method != "knn",
+            "a method that keeps no per-node training set (not knn)")
+    model_row = models.lookup(plpy, GD, fn, model)
+    require(fn, "dims", dims, dims == model_row["dims"],
+            f"{model_row['dims']} (the dimensions of model {model!r} on this node)")
+    try:
+        from_bytes(method, weights, json.loads(options), None)  # refuse what would not load
+    except Exception as err:  # numpy and zipfile raise several types for damaged bytes
+        raise PgvisionError(fn, f'argument "weights" is not a stored {method} classifier '
+                            f"({type(err).__name__}: {err})") from None
+    plpy.execute(plpy.prepare("""
+        INSERT INTO vision.classifiers AS c (name, model, source, method, options, labels,
+            dims, weights, train_ids, train_targets, metrics, trained_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT (name) DO UPDATE SET model = EXCLUDED.model, source = EXCLUDED.source,
+            method = EXCLUDED.method, options = EXCLUDED.options, labels = EXCLUDED.labels,
+            dims = EXCLUDED.dims, weights = EXCLUDED.weights, train_ids = EXCLUDED.train_ids,
+            train_targets = EXCLUDED.train_targets, metrics = EXCLUDED.metrics,
+            trained_at = EXCLUDED.trained_at""",
+        ["text", "text", "regclass", "text", "jsonb", "text[]", "int4", "bytea", "int8[]",
+         "int4[]", "jsonb", "timestamptz"]),
+        [name, model, source, method, options, labels, dims, weights, train_ids, train_targets,
+         metrics, trained_at])
+    GD.setdefault("pgvision.classifiers", {}).pop(name, None)
+    return plpy.execute(models.plan(plpy, GD, "node_name",
+                                    "SELECT vision.node_name() AS node"))[0]["node"]
 
 
 def _classifier(plpy, GD, fn, name):

@@ -28,6 +28,8 @@ FN_CLUSTER = "vision.cluster"
 FN_BANDIT = "vision.bandit_next"
 FN_EMBED = "vision.embed_2d"
 FN_PLOT = "vision.plot_map"
+FN_SCORE = "vision._score_images"
+STRATEGIES = ("taste model", "similar to likes", "popularity")
 EPOCHS = 20
 
 
@@ -131,38 +133,89 @@ def recommend(plpy, GD, user_id, k=10, exclude_seen=True, model=None, source=Non
     """Rows (image_id, score, strategy), best first; strategy is 'taste model',
     'similar to likes' or 'popularity'."""
     fn = FN_RECOMMEND
+    _validate_recommend(fn, user_id, k, exclude_seen)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    strategy, payload, seen = preferences(plpy, GD, user_id, model_row, source, lambda: matrix)
+    return [(i, score, strategy)
+            for i, score in best_scored(matrix, strategy, payload, seen if exclude_seen else (), k)]
+
+
+def _validate_recommend(fn, user_id, k, exclude_seen):
     require_not_null(fn, "user_id", user_id)
     require_int_range(fn, "k", k, 1, 10_000)
     require_not_null(fn, "exclude_seen", exclude_seen)
-    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+
+
+def preferences(plpy, GD, user_id, model_row, source, voted_matrix):
+    """What a user's candidates are scored with: (strategy, payload, ids the user voted on).
+
+    The payload is the taste model's ``.npz`` bytes, the mean unit vector of the liked images
+    (``voted_matrix()`` must hold them), or (image ids, net votes) for popularity. It is all
+    a shard needs to score its own images (vision_cluster.recommend)."""
     ids, liked = _votes(plpy, GD, user_id, model_row["name"], source)
-    candidates = np.ones(len(matrix.ids), dtype=bool)
-    if exclude_seen and len(ids):
-        candidates &= ~np.isin(matrix.ids, ids)
     taste = plpy.execute(models.plan(plpy, GD, "taste", "SELECT weights FROM vision.taste_models "
                                      "WHERE user_id = $1 AND model = $2 AND source = $3",
                                      ["text", "text", "oid"]), [user_id, model_row["name"], source])
     if taste and liked.any() and (~liked).any():
-        with np.load(io.BytesIO(bytes(taste[0]["weights"])), allow_pickle=False) as a:
+        return "taste model", bytes(taste[0]["weights"]), ids
+    if liked.any():
+        matrix = voted_matrix()
+        return "similar to likes", matrix.unit[matrix.positions(ids[liked])].mean(axis=0), ids
+    popular = plpy.execute(models.plan(plpy, GD, "popularity", """
+        SELECT image_id, sum(CASE WHEN liked THEN 1 ELSE -1 END) AS s
+        FROM vision.votes WHERE model = $1 AND source = $2 GROUP BY image_id ORDER BY 1""",
+        ["text", "oid"]), [model_row["name"], source])
+    return "popularity", (np.array([r["image_id"] for r in popular], dtype=np.int64),
+                          np.array([r["s"] for r in popular], dtype=np.float64)), ids
+
+
+def scores(matrix, strategy, payload):
+    """The score of every image of ``matrix`` under a strategy of :func:`preferences`."""
+    if strategy == "taste model":
+        with np.load(io.BytesIO(payload), allow_pickle=False) as a:
             params = (a["mean"], a["scale"], a["w"], float(a["b"][0]))
-        score, strategy = like_probability(params, matrix.vectors), "taste model"
-    elif liked.any():
-        centre = matrix.unit[matrix.positions(ids[liked])].mean(axis=0)
-        score, strategy = matrix.unit @ centre, "similar to likes"
-    else:
-        popular = plpy.execute(models.plan(plpy, GD, "popularity", """
-            SELECT image_id, sum(CASE WHEN liked THEN 1 ELSE -1 END) AS s
-            FROM vision.votes WHERE model = $1 AND source = $2 GROUP BY image_id""",
-            ["text", "oid"]), [model_row["name"], source])
-        score = np.zeros(len(matrix.ids))
-        if popular:
-            known = np.array([r["image_id"] for r in popular], dtype=np.int64)
-            present = np.isin(known, matrix.ids)
-            score[matrix.positions(known[present])] = [r["s"] for r, p in zip(popular, present) if p]
-        strategy = "popularity"
+        return like_probability(params, matrix.vectors)
+    if strategy == "similar to likes":
+        return matrix.unit @ payload
+    known, net = payload
+    score = np.zeros(len(matrix.ids))
+    present = np.isin(known, matrix.ids)
+    score[matrix.positions(known[present])] = net[present]
+    return score
+
+
+def best_scored(matrix, strategy, payload, exclude, k):
+    """[(image_id, score)] of the k best-scored images not in ``exclude``; ties by id."""
+    candidates = np.ones(len(matrix.ids), dtype=bool)
+    if len(exclude):
+        candidates &= ~np.isin(matrix.ids, np.asarray(exclude, dtype=np.int64))
+    score = scores(matrix, strategy, payload)
     found, dist = top_k(matrix.ids[candidates], -score[candidates].astype(np.float64), k)
-    return [(int(i), float(-d), strategy) for i, d in zip(found, dist)]
+    return [(int(i), float(-d)) for i, d in zip(found, dist)]
+
+
+def score_images(plpy, GD, model, source, k, exclude, strategy, taste, centre, popular_ids,
+                 popular_net):
+    """This node's k best images for a user's preferences computed elsewhere (a coordinator):
+    rows (image_id, score). Internal to vision_cluster.recommend."""
+    fn = FN_SCORE
+    require_int_range(fn, "k", k, 1, 10_000)
+    require_choice(fn, "strategy", strategy, STRATEGIES)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    if strategy == "taste model":
+        require_not_null(fn, "taste", taste)
+        payload = bytes(taste)
+    elif strategy == "similar to likes":
+        require_not_null(fn, "centre", centre)
+        payload = np.asarray(centre, dtype=np.float32)
+        require(fn, "centre", f"{len(payload)}-d", len(payload) == model_row["dims"],
+                f"a {model_row['dims']}-d vector")
+    else:
+        payload = (np.asarray(popular_ids or [], dtype=np.int64),
+                   np.asarray(popular_net or [], dtype=np.float64))
+    return best_scored(matrix, strategy, payload, exclude or (), k)
 
 
 # --- clusters and bandit ----------------------------------------------------------------
