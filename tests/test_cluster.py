@@ -207,6 +207,125 @@ def test_a_shard_that_is_down_is_named_and_a_rerun_resumes(cluster, products):
                      (FAST,))) == 3
 
 
+def single_node_copy(db, make_table):
+    """The cluster's images as one local table with features, for equality checks."""
+    single = make_table("products_single", [(i, image_bytes(300 + i)) for i in IDS])
+    query(db, f"CALL vision.extract_table('{single}', model => '{FAST}')")
+    return single
+
+
+LABELS = [(i, ["plain", "striped", "dotted"][i % 3]) for i in IDS]
+
+
+def test_a_classifier_trained_on_the_coordinator_labels_every_shard_like_the_single_node(
+        db, make_table, cluster, products):
+    coord = cluster["coord"]
+    extract_all(coord)
+    query(coord, "DROP TABLE IF EXISTS product_labels")
+    query(coord, "CREATE TABLE product_labels (image_id bigint, label text)")
+    query(coord, "INSERT INTO product_labels SELECT * FROM unnest(%s::bigint[], %s::text[])",
+          ([i for i, _ in LABELS], [label for _, label in LABELS]))
+    metrics = query(coord, "SELECT vision_cluster.train_classifier('kind', 'product_labels', "
+                           "'products', %s, 'logistic', folds => 2, replace => true)", (FAST,))[0][0]
+    labelled = query(coord, "SELECT node, labelled FROM vision_cluster.classify_table('kind')")
+    assert [n for n, _ in labelled] == ["shard0/pgvision", "shard1/pgvision"]
+    assert sum(n for _, n in labelled) == len(IDS) and min(n for _, n in labelled) > 0
+    there = query(coord, "SELECT image_id, label, probability FROM vision_cluster.predictions "
+                         "WHERE classifier = 'kind' ORDER BY image_id")
+
+    single = single_node_copy(db, make_table)
+    query(db, "DROP TABLE IF EXISTS single_labels")
+    query(db, "CREATE TABLE single_labels (image_id bigint, label text)")
+    try:
+        query(db, "INSERT INTO single_labels SELECT * FROM unnest(%s::bigint[], %s::text[])",
+              ([i for i, _ in LABELS], [label for _, label in LABELS]))
+        expected = query(db, "SELECT vision.train_classifier('kind_single', 'single_labels', "
+                             "%s, %s, 'logistic', folds => 2)", (single, FAST))[0][0]
+        query(db, "SELECT vision.classify_table('kind_single')")
+        here = query(db, "SELECT image_id, label, probability FROM vision.predictions "
+                         "WHERE classifier = 'kind_single' ORDER BY image_id")
+    finally:
+        query(db, "DELETE FROM vision.classifiers WHERE name = 'kind_single'")
+        query(db, "DROP TABLE single_labels")
+    assert metrics["accuracy"] == expected["accuracy"]
+    assert [(i, label) for i, label, _ in there] == [(i, label) for i, label, _ in here]
+    np.testing.assert_allclose([p for *_, p in there], [p for *_, p in here], atol=1e-4)
+
+
+def test_a_shard_with_another_version_of_a_classifier_is_named(cluster, products):
+    coord = cluster["coord"]
+    if not query(coord, "SELECT 1 FROM vision.classifiers WHERE name = 'kind'"):
+        pytest.skip("needs the classifier of the test above")
+    shard1 = psycopg2.connect(shards_sh(cluster["env"], "dsn", "shard1"))  # may have restarted
+    shard1.autocommit = True
+    query(shard1, "UPDATE vision.classifiers SET trained_at = now() WHERE name = 'kind'")
+    shard1.close()
+    with pytest.raises(pgerr.ObjectInUse, match=r"vision_cluster.classify_table: classifier "
+                                                r"'kind' on shard1/pgvision is not the "
+                                                r"coordinator's"):
+        query(coord, "SELECT * FROM vision_cluster.classify_table('kind')")
+    query(coord, "SELECT vision_cluster.train_classifier('kind', 'product_labels', 'products', "
+                 "%s, 'logistic', folds => 2, replace => true)", (FAST,))
+    assert len(query(coord, "SELECT * FROM vision_cluster.classify_table('kind')")) == 2
+
+
+VOTES = [("ann", 1, True), ("ann", 2, False), ("ann", 6, True), ("ann", 9, False),
+         ("bob", 3, True), ("bob", 8, True), ("cy", 4, True)]
+
+
+def test_recommendations_across_shards_equal_the_single_node(db, make_table, cluster, products):
+    coord = cluster["coord"]
+    extract_all(coord)
+    single = single_node_copy(db, make_table)
+    for user, image_id, liked in VOTES:
+        assert query(coord, "SELECT vision_cluster.record_vote(%s, %s, %s, 'products', %s)",
+                     (user, image_id, liked, FAST)) == [(True,)]
+        query(db, "SELECT vision.record_vote(%s, %s, %s, %s, %s)",
+              (user + "_single", image_id, liked, FAST, single))
+    try:
+        for user, strategy in (("ann", "taste model"), ("bob", "similar to likes"),
+                               ("dee", "popularity")):
+            merged = query(coord, "SELECT image_id, score, strategy, node FROM "
+                                  "vision_cluster.recommend(%s, 'products', 5, model => %s)",
+                           (user, FAST))
+            local = query(db, "SELECT image_id, score, strategy FROM vision.recommend(%s, 5, "
+                              "model => %s, source => %s)", (user + "_single", FAST, single))
+            assert {s for _, _, s, _ in merged} == {strategy}
+            assert [i for i, *_ in merged] == [i for i, *_ in local]
+            np.testing.assert_allclose([s for _, s, *_ in merged], [s for _, s, _ in local],
+                                       atol=1e-4)
+            assert {n for *_, n in merged} <= {"shard0/pgvision", "shard1/pgvision"}
+            voted = {i for u, i, _ in VOTES if u == user}
+            assert not voted & {i for i, *_ in merged}
+    finally:
+        query(db, "DELETE FROM vision.votes WHERE source = %s::regclass", (single,))
+        query(db, "DELETE FROM vision.taste_models WHERE source = %s::regclass", (single,))
+
+
+def test_cluster_classification_and_votes_check_their_arguments(cluster, products):
+    coord = cluster["coord"]
+    extract_all(coord)
+    for call, error, message in [
+        ("train_classifier('k2', 'product_labels', 'products', %s, 'knn')",
+         pgerr.InvalidParameterValue,
+         r'vision_cluster.train_classifier: argument "method" must be one of softmax, logistic, '
+         r"sgd \(knn votes"),
+        ("classify_table('nope')", pgerr.UndefinedObject,
+         r'vision_cluster.classify_table: argument "classifier" names no classifier of the '
+         r"coordinator: 'nope'"),
+        ("record_vote('ann', 999, true, 'products', %s)", pgerr.UndefinedObject,
+         r'vision_cluster.record_vote: argument "image_id": image 999 of products has no '
+         r"features for model 'mobilenet_v2' on any shard"),
+        ("recommend('ann', 'products', 0, model => %s)", pgerr.InvalidParameterValue,
+         r'vision_cluster.recommend: argument "k" must be between 1 and 10000, got 0'),
+        ("recommend(NULL, 'products', model => %s)", pgerr.NullValueNotAllowed,
+         r'vision_cluster.recommend: argument "user_id" must not be NULL'),
+    ]:
+        with pytest.raises(error, match=message):
+            query(coord, f"SELECT * FROM vision_cluster.{call}",
+                  (FAST,) if "%s" in call else None)
+
+
 # DB-free -------------------------------------------------------------------------------
 
 def test_parse_conninfo_reads_libpq_key_value_strings():

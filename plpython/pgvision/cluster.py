@@ -7,6 +7,7 @@ shard (``pgvision_shard_<i>``), and the ``vision_cluster`` functions that fan ca
 merge what comes back. Shards are addressed by libpq connection strings.
 """
 
+import json
 import re
 
 from . import models
@@ -21,9 +22,24 @@ FN_SIMILAR_IMAGE = "vision_cluster.similar_to_image"
 FN_EXTRACT = "vision_cluster.extract"
 FN_CREATE_INDEX = "vision_cluster.create_index"
 FN_PUSH = "vision_cluster.push_model"
+FN_TRAIN = "vision_cluster.train_classifier"
+FN_CLASSIFY_TABLE = "vision_cluster.classify_table"
+FN_VOTE = "vision_cluster.record_vote"
+FN_RECOMMEND = "vision_cluster.recommend"
+# What every shard exports for reading on the coordinator: view name → (shard-side view,
+# its columns). The shard-side views give the source table as a qualified name, since a
+# regclass (an OID) means nothing on another node.
+EXPORTS = {
+    "features": ("features_export", "model text, source text, image_id bigint, feature real[], "
+                 "extracted_at timestamptz"),
+    "predictions": ("predictions_export", "classifier text, source text, image_id bigint, "
+                    "label text, probability real, predicted_at timestamptz"),
+}
 PROXY_SERVER = "pgvision"
 FDW_PREFIX = "pgvision_shard_"
 MAX_SHARDS = 64
+# knn keeps its labelled images' ids and reads their features where it predicts.
+CLUSTER_METHODS = ("softmax", "logistic", "sgd")
 # libpq keywords that belong to a postgres_fdw user mapping rather than to its server.
 _USER_KEYS = ("user", "password")
 _CONNINFO = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
@@ -88,7 +104,7 @@ def setup(plpy, GD, shards, replace=False):
     plpy.execute(f"CREATE SERVER {PROXY_SERVER} FOREIGN DATA WRAPPER plproxy "
                  f"OPTIONS (connection_lifetime '1800', {partitions})")
     plpy.execute(f"CREATE USER MAPPING FOR PUBLIC SERVER {PROXY_SERVER}")
-    selects = []
+    selects = {view: [] for view in EXPORTS}
     for i, pairs in enumerate(parsed):
         server = f"{FDW_PREFIX}{i}"
         server_opts = {k: v for k, v in pairs.items() if k not in _USER_KEYS}
@@ -97,14 +113,16 @@ def setup(plpy, GD, shards, replace=False):
                      f"OPTIONS ({_options(plpy, server_opts)})")
         plpy.execute(f"CREATE USER MAPPING FOR PUBLIC SERVER {server}" +
                      (f" OPTIONS ({_options(plpy, user_opts)})" if user_opts else ""))
-        plpy.execute(f"""CREATE FOREIGN TABLE vision_cluster.features_shard_{i} (
-            model text, source text, image_id bigint, feature real[], extracted_at timestamptz)
-            SERVER {server} OPTIONS (schema_name 'vision', table_name 'features_export')""")
-        selects.append(f"SELECT {i} AS shard, * FROM vision_cluster.features_shard_{i}")
-    plpy.execute("CREATE VIEW vision_cluster.features AS " + " UNION ALL ".join(selects))
-    plpy.execute("COMMENT ON VIEW vision_cluster.features IS 'Every shard''s vision.features "
-                 "(source as a qualified table name), read through postgres_fdw.'")
-    plpy.execute("GRANT SELECT ON vision_cluster.features TO PUBLIC")
+        for view, (shard_view, columns) in EXPORTS.items():
+            plpy.execute(f"CREATE FOREIGN TABLE vision_cluster.{view}_shard_{i} ({columns}) "
+                         f"SERVER {server} OPTIONS (schema_name 'vision', "
+                         f"table_name '{shard_view}')")
+            selects[view].append(f"SELECT {i} AS shard, * FROM vision_cluster.{view}_shard_{i}")
+    for view in EXPORTS:
+        plpy.execute(f"CREATE VIEW vision_cluster.{view} AS " + " UNION ALL ".join(selects[view]))
+        plpy.execute(f"COMMENT ON VIEW vision_cluster.{view} IS 'Every shard''s vision.{view} "
+                     "(source as a qualified table name), read through postgres_fdw.'")
+        plpy.execute(f"GRANT SELECT ON vision_cluster.{view} TO PUBLIC")
     nodes = fan_out(plpy, fn, "SELECT node, version FROM vision_cluster.nodes()", [], [])
     wrong = [f"{r['node']} runs {r['version']}" for r in nodes if r["version"] != __version__]
     if wrong:
@@ -296,3 +314,132 @@ def push_model(plpy, GD, name):
             m.input_width, m.provenance) AS r
         WHERE m.name = $1 ORDER BY r.node""", ["text"], [name])
     return [(r["node"], r["status"]) for r in rows]
+
+
+# --- classification and recommendations: train on the coordinator, score on the shards ----
+# The coordinator keeps, in its own vision.features, the features of the images it trains on
+# (labelled or voted images), copied from their shards; the source there is the coordinator's
+# distributed table. Training code is then pgvision's own, unchanged. What it produces (a
+# classifier, a user's preferences) goes to the shards, where each scores its own images.
+
+def _copy_features(plpy, GD, fn, model, source, ids):
+    """Copy the features of ``ids`` from whichever shards hold them into the coordinator's
+    vision.features; returns the ids found."""
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    rows = fan_out(plpy, fn, "SELECT image_id, feature FROM vision_cluster._features($1, $2, $3, "
+                   "$4, $5)", ["text", "text", "text", "text", "int8[]"],
+                   [version, sha, model, source, list(ids)])
+    save = models.plan(plpy, GD, "cluster_copy_feature", """
+        INSERT INTO vision.features (model, source, image_id, feature)
+        VALUES ($1, $2::regclass, $3, $4)
+        ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature,
+            extracted_at = now()""", ["text", "text", "int8", "float4[]"])
+    for r in rows:
+        plpy.execute(save, [model, source, r["image_id"], r["feature"]])
+    return {r["image_id"] for r in rows}
+
+
+def _labelled_ids(plpy, fn, labels, options):
+    id_column = json.loads(options or "{}").get("id_column", "image_id")
+    relation = plpy.execute(plpy.prepare("SELECT $1::regclass::text AS name", ["regclass"]),
+                            [labels])[0]["name"]
+    try:
+        rows = plpy.execute(f"SELECT DISTINCT {plpy.quote_ident(id_column)}::bigint AS id "
+                            f"FROM {relation} WHERE {plpy.quote_ident(id_column)} IS NOT NULL")
+    except plpy.SPIError as err:
+        raise PgvisionError(fn, f'argument "labels": cannot read image ids from {relation} '
+                            f"({err.args[0] if err.args else err})", UNDEFINED_OBJECT) from None
+    return [r["id"] for r in rows]
+
+
+def train_classifier(plpy, GD, name, labels, source, model=None, method="logistic",
+                     options=None, folds=5, replace=False):
+    """vision.train_classifier over features copied from the shards, then stored on every
+    shard; returns the cross-validated metrics."""
+    fn = FN_TRAIN
+    for argument, value in (("name", name), ("labels", labels), ("source", source)):
+        require_not_null(fn, argument, value)
+    require(fn, "method", method, method in CLUSTER_METHODS,
+            f"one of {', '.join(CLUSTER_METHODS)} (knn votes over its labelled images' "
+            "features, which live on many shards)")
+    _copy_features(plpy, GD, fn, model, source, _labelled_ids(plpy, fn, labels, options))
+    metrics = plpy.execute(plpy.prepare(
+        "SELECT vision.train_classifier($1, $2, $3::regclass, $4, $5, $6, $7, $8) AS m",
+        ["text", "regclass", "text", "text", "text", "jsonb", "int4", "bool"]),
+        [name, labels, source, model, method, options, folds, replace])[0]["m"]
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    fan_out(plpy, fn, """
+        SELECT vision_cluster._put_classifier($1, $2, c.name, c.model, $3, c.method, c.options,
+                 c.labels, c.dims, c.weights, c.train_ids, c.train_targets, c.metrics,
+                 c.trained_at)
+        FROM vision.classifiers c WHERE c.name = $4""", ["text", "text", "text", "text"],
+        [version, sha, source, name])
+    return metrics
+
+
+def classify_table(plpy, GD, classifier, batch_size=1000):
+    """vision.classify_table on every shard; rows (node, labelled)."""
+    fn = FN_CLASSIFY_TABLE
+    require_not_null(fn, "classifier", classifier)
+    require_int_range(fn, "batch_size", batch_size, 1, 100_000)
+    rows = plpy.execute(plpy.prepare("SELECT model, trained_at FROM vision.classifiers "
+                                     "WHERE name = $1", ["text"]), [classifier])
+    if not rows:
+        raise PgvisionError(fn, f'argument "classifier" names no classifier of the coordinator: '
+                            f"{classifier!r}", UNDEFINED_OBJECT,
+                            hint="vision_cluster.train_classifier(...) trains one for the shards.")
+    model, trained_at = rows[0]["model"], rows[0]["trained_at"]
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    done = fan_out(plpy, fn, "SELECT node, labelled FROM vision_cluster._classify_table($1, $2, "
+                   "$3, $4, $5, $6) ORDER BY node", ["text", "text", "text", "text",
+                                                     "timestamptz", "int4"],
+                   [version, sha, model, classifier, trained_at, batch_size])
+    stale = [r["node"] for r in done if r["labelled"] is None]
+    if stale:
+        raise PgvisionError(fn, f"classifier {classifier!r} on {', '.join(stale)} is not the "
+                            f"coordinator's (trained {trained_at})", OBJECT_IN_USE,
+                            hint="vision_cluster.train_classifier(..., replace => true) stores "
+                            "it on every shard again; the other shards kept their labels.")
+    return [(r["node"], r["labelled"]) for r in done]
+
+
+def record_vote(plpy, GD, user_id, image_id, liked, source, model=None):
+    """vision.record_vote on the coordinator, after copying the image's features there."""
+    fn = FN_VOTE
+    for argument, value in (("user_id", user_id), ("image_id", image_id), ("liked", liked),
+                            ("source", source)):
+        require_not_null(fn, argument, value)
+    if not _copy_features(plpy, GD, fn, model, source, [image_id]):
+        raise PgvisionError(fn, f'argument "image_id": image {image_id} of {source} has no '
+                            f"features for model {model!r} on any shard", UNDEFINED_OBJECT,
+                            hint="SELECT * FROM vision_cluster.extract(...) extracts them.")
+    return plpy.execute(plpy.prepare(
+        "SELECT vision.record_vote($1, $2, $3, $4, $5::regclass) AS changed",
+        ["text", "int8", "bool", "text", "text"]),
+        [user_id, image_id, liked, model, source])[0]["changed"]
+
+
+def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
+    """vision.recommend across shards: the user's preferences (votes and taste model, kept on
+    the coordinator) go to every shard, each returns its best k, the best k of all win."""
+    from . import __version__, featurestore, recommend as single
+
+    fn = FN_RECOMMEND
+    single._validate_recommend(fn, user_id, k, exclude_seen)
+    require_not_null(fn, "source", source)
+    model_row = models.lookup(plpy, GD, fn, model)
+    source_oid = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    strategy, payload, seen = single.preferences(
+        plpy, GD, user_id, model_row, source_oid,
+        lambda: featurestore.load_for(plpy, GD, fn, model_row, source_oid))
+    taste = payload if strategy == "taste model" else None
+    centre = payload.tolist() if strategy == "similar to likes" else None
+    popular = payload if strategy == "popularity" else ([], [])
+    rows = fan_out(plpy, fn, """
+        SELECT image_id, score, node FROM vision_cluster._recommend($1, $2, $3, $4, $5, $6, $7,
+                 $8, $9, $10, $11) ORDER BY score DESC, image_id LIMIT $5""",
+        ["text", "text", "text", "text", "int4", "int8[]", "text", "bytea", "float4[]",
+         "int8[]", "float4[]"],
+        [__version__, model_row["sha256"], model, source, k, [int(i) for i in seen] if exclude_seen else [],
+         strategy, taste, centre, [int(i) for i in popular[0]], [float(v) for v in popular[1]]])
+    return [(r["image_id"], r["score"], strategy, r["node"]) for r in rows]
