@@ -44,8 +44,8 @@ def search_ratios(result):
                synthetic["exact_numpy_ms"] / synthetic["exact_in_db_ms"], None)
     for key, value in synthetic.items():
         if key.startswith("full_ef") and isinstance(value, dict):
-            yield f"HNSW {key[5:]}: in-DB / hnswlib QPS, one query per call", value["qps_ratio"], None
-            yield f"HNSW {key[5:]}: in-DB / hnswlib QPS, batched", value["batch_qps_ratio"], None
+            yield f"HNSW {key[5:]}: in-DB / faiss HNSW QPS, one query per call", value["qps_ratio"], None
+            yield f"HNSW {key[5:]}: in-DB / faiss HNSW QPS, batched", value["batch_qps_ratio"], None
 
 
 def scale_ratios(result):

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Extraction spread over sessions on one node: 1 session vs 2 sessions splitting one table
 with vision.extract_table(parts => 2, part => i), in one run. Speed-up and efficiency are
-against one session whose TensorFlow uses half the cores (so 2 such sessions use them all).
+against one session whose inference uses half the cores (so 2 such sessions use them all).
 
-Each configuration runs in fresh, warmed backends (TensorFlow reads its thread settings when
-a backend first imports it): the model is loaded and traced before the clock starts.
+Each configuration runs in fresh, warmed backends (a backend reads its thread settings when
+it first loads a model): the model is loaded before the clock starts.
 
     make bench-sessions                    # 96 images, mobilenet_v2
 """
@@ -82,7 +82,7 @@ def main():
     print(f"\n{n} images, {args.model}, {cpus} CPUs")
     for r in results:
         speedup = r["img_s"] / base
-        print(f"  {r['sessions']} session(s), TF threads {r['threads_per_backend']!s:>3}: "
+        print(f"  {r['sessions']} session(s), threads {r['threads_per_backend']!s:>3}: "
               f"{r['img_s']:5.1f} img/s  speed-up {speedup:.2f}x  efficiency "
               f"{speedup / r['sessions']:.2f}")
     with open(args.json, "w") as fh:

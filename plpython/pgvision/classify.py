@@ -204,20 +204,25 @@ def _options(fn, method, options):
     return opts
 
 
-def _labelled(plpy, GD, fn, labels, source, model_row, opts):
-    """(vectors, class indices, label names, image ids) of the labelled images."""
+def read_labels(plpy, fn, labels, opts):
+    """(name of the labels table, rows (id, label) ordered by id)."""
     id_col = plpy.quote_ident(opts.get("id_column", "image_id"))
     label_col = plpy.quote_ident(opts.get("label_column", "label"))
     rel = plpy.execute(plpy.prepare("SELECT $1::regclass::text AS name", ["regclass"]),
                        [labels])[0]["name"]
     try:
-        rows = plpy.execute(f"SELECT {id_col}::bigint AS id, {label_col}::text AS label "
-                            f"FROM {rel} ORDER BY 1")
+        return rel, plpy.execute(f"SELECT {id_col}::bigint AS id, {label_col}::text AS label "
+                                 f"FROM {rel} ORDER BY 1")
     except plpy.SPIError as err:
         raise PgvisionError(fn, f'argument "labels": cannot read image ids and labels from '
                             f"{rel} ({err.args[0] if err.args else err})", UNDEFINED_OBJECT,
                             hint='Name the columns with options => \'{"id_column": "...", '
                             '"label_column": "..."}\'') from None
+
+
+def _labelled(plpy, GD, fn, labels, source, model_row, opts):
+    """(vectors, class indices, label names, image ids) of the labelled images."""
+    rel, rows = read_labels(plpy, fn, labels, opts)
     nulls = [r["id"] for r in rows if r["label"] is None or r["id"] is None]
     if nulls:
         raise PgvisionError(fn, f'argument "labels": {len(nulls)} row(s) of {rel} have a NULL '

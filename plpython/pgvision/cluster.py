@@ -340,16 +340,10 @@ def _copy_features(plpy, GD, fn, model, source, ids):
 
 
 def _labelled_ids(plpy, fn, labels, options):
-    id_column = json.loads(options or "{}").get("id_column", "image_id")
-    relation = plpy.execute(plpy.prepare("SELECT $1::regclass::text AS name", ["regclass"]),
-                            [labels])[0]["name"]
-    try:
-        rows = plpy.execute(f"SELECT DISTINCT {plpy.quote_ident(id_column)}::bigint AS id "
-                            f"FROM {relation} WHERE {plpy.quote_ident(id_column)} IS NOT NULL")
-    except plpy.SPIError as err:
-        raise PgvisionError(fn, f'argument "labels": cannot read image ids from {relation} '
-                            f"({err.args[0] if err.args else err})", UNDEFINED_OBJECT) from None
-    return [r["id"] for r in rows]
+    from .classify import read_labels
+
+    _, rows = read_labels(plpy, fn, labels, json.loads(options or "{}"))
+    return sorted({r["id"] for r in rows if r["id"] is not None})
 
 
 def train_classifier(plpy, GD, name, labels, source, model=None, method="logistic",
@@ -440,6 +434,7 @@ def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
                  $8, $9, $10, $11) ORDER BY score DESC, image_id LIMIT $5""",
         ["text", "text", "text", "text", "int4", "int8[]", "text", "bytea", "float4[]",
          "int8[]", "float4[]"],
-        [__version__, model_row["sha256"], model, source, k, [int(i) for i in seen] if exclude_seen else [],
-         strategy, taste, centre, [int(i) for i in popular[0]], [float(v) for v in popular[1]]])
+        [__version__, model_row["sha256"], model, source, k,
+         [int(i) for i in seen] if exclude_seen else [], strategy, taste, centre,
+         [int(i) for i in popular[0]], [float(v) for v in popular[1]]])
     return [(r["image_id"], r["score"], strategy, r["node"]) for r in rows]
