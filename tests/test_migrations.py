@@ -61,3 +61,22 @@ def test_upgrade_downgrade_upgrade(fresh_db):
         assert query(conn, "SELECT 1 FROM pg_namespace WHERE nspname = 'vision'")
     finally:
         conn.close()
+
+
+def test_a_coordinator_upgrades_pgvision_cluster_with_pgvision(fresh_db):
+    """Alembic's 0006 also updates pgvision_cluster (same version), and walks it back down."""
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    versions = "SELECT extname, extversion FROM pg_extension WHERE extname LIKE 'pgvision%' " \
+               "ORDER BY 1"
+    try:
+        alembic(fresh_db, "upgrade", "0005")
+        query(conn, "CREATE EXTENSION pgvision_cluster VERSION '0.5.0' CASCADE")
+        alembic(fresh_db, "upgrade", "0006")
+        assert query(conn, versions) == [("pgvision", "0.6.0"), ("pgvision_cluster", "0.6.0")]
+        assert query(conn, "SELECT to_regproc('vision_cluster.recommend') IS NOT NULL")[0][0]
+        alembic(fresh_db, "downgrade", "0005")
+        assert query(conn, versions) == [("pgvision", "0.5.0"), ("pgvision_cluster", "0.5.0")]
+        assert query(conn, "SELECT to_regproc('vision_cluster.recommend') IS NULL")[0][0]
+    finally:
+        conn.close()
