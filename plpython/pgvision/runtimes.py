@@ -117,12 +117,14 @@ def onnx_extractor(function, row, threads, directories, cache_dir, build_tensorf
     TensorFlow extractor is returned, so an unconvertible model still works."""
     name = onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
     size = (row["input_height"], row["input_width"])
-    path = find_onnx(directories, name)
-    if path is not None:
+    for directory in directories:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
         try:
             return OnnxExtractor(path, size, row["preprocessing"], threads)
-        except Exception:  # a damaged cache file: convert again below
-            if os.path.dirname(path) == cache_dir:
+        except Exception:  # a damaged file: try the next, else convert again below
+            if directory == cache_dir:
                 os.unlink(path)
     tensorflow_extractor = build_tensorflow()
     target = os.path.join(cache_dir, name)
