@@ -38,3 +38,14 @@ CREATE VIEW vision.predictions_export AS
 COMMENT ON VIEW vision.predictions_export IS
   'vision.predictions with the source table''s qualified name (read by coordinators over postgres_fdw).';
 GRANT SELECT ON vision.predictions_export TO PUBLIC;
+
+-- vision.model_backends also says which models each process holds, and on which runtime.
+DROP FUNCTION vision.model_backends();
+CREATE FUNCTION vision.model_backends()
+RETURNS TABLE (slot integer, pid integer, rss_mb real, models text[])
+LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED AS $$
+from pgvision import models
+return models.model_backends()
+$$;
+COMMENT ON FUNCTION vision.model_backends IS
+  'Backends (and parallel workers) of this cluster holding a model: resident memory, and each model with its runtime.';

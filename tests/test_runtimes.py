@@ -60,6 +60,9 @@ def test_onnx_runtime_and_tensorflow_give_the_same_features(connect):
         np.testing.assert_allclose(features(onnx, data, FAST), features(tensorflow, data, FAST),
                                    rtol=1e-4, atol=1e-5)
     assert tf_loaded(tensorflow) and not tf_loaded(onnx)
+    held = dict(query(onnx, "SELECT pid, models FROM vision.model_backends()"))
+    for conn, runtime in ((onnx, "onnx"), (tensorflow, "tensorflow")):
+        assert held[conn.get_backend_pid()] == [f"{FAST} ({runtime})"]
 
 
 def test_a_registered_model_is_converted_once_at_registration(connect, tiny_model):

@@ -278,7 +278,9 @@ def _load_extractor(GD, function, row, keras_file, threads, runtime, built=None)
         extractor = runtimes.onnx_extractor(function, row, threads, _onnx_dirs(),
                                             runtime_dir("models"), build_tensorflow,
                                             strict=runtime == "onnx")
-    GD.setdefault(_CACHE, {})[row["name"]] = (row["sha256"], extractor)
+    cache = GD.setdefault(_CACHE, {})
+    cache[row["name"]] = (row["sha256"], extractor)
+    _write_slot([f"{name} ({entry[1].runtime})" for name, entry in sorted(cache.items())])
     return extractor
 
 
@@ -524,9 +526,8 @@ def hold_model_slot(function, limit):
     for number in range(limit if limit > 0 else 1 << 16):
         fd = _try_lock(os.path.join(directory, f"slot{number}"))
         if fd is not None:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
             _SLOT.update(fd=fd, number=number)
+            _write_slot([])
             return number
     raise PgvisionError(function, f"{limit} backends already hold a model "
                         f"(pgvision.max_model_backends = {limit}); each keeps ~1 GB of memory",
@@ -535,8 +536,18 @@ def hold_model_slot(function, limit):
                         "(a pool), close idle ones, or raise pgvision.max_model_backends.")
 
 
+def _write_slot(models):
+    """Record this process and what it holds ("name (runtime)" lines) in its slot file."""
+    if _SLOT["fd"] is None:
+        return
+    text = "\n".join([str(os.getpid()), *models]).encode()
+    os.ftruncate(_SLOT["fd"], 0)
+    os.pwrite(_SLOT["fd"], text, 0)
+
+
 def model_backends():
-    """Rows (slot, pid, rss_mb) of the backends holding a model now."""
+    """Rows (slot, pid, rss_mb, models) of the backends holding a model now; ``models`` are
+    "name (runtime)" strings."""
     directory = runtime_dir("slots")
     rows = []
     for name in sorted(os.listdir(directory) if os.path.isdir(directory) else [],
@@ -545,16 +556,16 @@ def model_backends():
         if number is None:
             continue
         path = os.path.join(directory, name)
-        if number == _SLOT["number"]:
-            pid = os.getpid()
-        else:
+        mine = number == _SLOT["number"]
+        if not mine:
             fd = _try_lock(path)
             if fd is not None:  # free: nobody holds it
                 os.close(fd)
                 continue
-            with open(path, encoding="ascii") as fh:
-                pid = int(fh.read() or 0)
-        rows.append((number, pid, _rss_mb(pid)))
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().split("\n")
+        pid = os.getpid() if mine else int(lines[0]) if lines[0].isdigit() else 0
+        rows.append((number, pid, _rss_mb(pid), [line for line in lines[1:] if line]))
     return rows
 
 
