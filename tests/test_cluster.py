@@ -310,6 +310,8 @@ def test_cluster_classification_and_votes_check_their_arguments(cluster, product
          pgerr.InvalidParameterValue,
          r'vision_cluster.train_classifier: argument "method" must be one of softmax, logistic, '
          r"sgd \(knn votes"),
+        ("train_classifier('kind', 'product_labels', 'products', %s)", pgerr.DuplicateObject,
+         r'vision_cluster.train_classifier: argument "name": a classifier named .kind. exists'),
         ("classify_table('nope')", pgerr.UndefinedObject,
          r'vision_cluster.classify_table: argument "classifier" names no classifier of the '
          r"coordinator: 'nope'"),

@@ -356,6 +356,12 @@ def train_classifier(plpy, GD, name, labels, source, model=None, method="logisti
     require(fn, "method", method, method in CLUSTER_METHODS,
             f"one of {', '.join(CLUSTER_METHODS)} (knn votes over its labelled images' "
             "features, which live on many shards)")
+    require_not_null(fn, "replace", replace)
+    if not replace and plpy.execute(plpy.prepare(
+            "SELECT 1 FROM vision.classifiers WHERE name = $1", ["text"]), [name]):
+        raise PgvisionError(fn, f'argument "name": a classifier named {name!r} exists',
+                            DUPLICATE_OBJECT, hint="Pass replace => true to retrain it.")
+    # Errors of the training itself name vision.train_classifier, which runs it here.
     _copy_features(plpy, GD, fn, model, source, _labelled_ids(plpy, fn, labels, options))
     metrics = plpy.execute(plpy.prepare(
         "SELECT vision.train_classifier($1, $2, $3::regclass, $4, $5, $6, $7, $8) AS m",

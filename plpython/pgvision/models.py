@@ -5,8 +5,10 @@ A registered model is either bytes in the table (``.keras`` archive) or a server
 model and a file changed behind the registry's back. Models load in Keras safe mode only
 (no Lambda layers, no pickled code): a ``.keras`` archive is the only accepted format.
 
-A loaded model is cached in ``GD`` under its name and content hash; the cached entry is an
-:class:`Extractor` that maps a preprocessed batch to feature vectors.
+A loaded model is cached in ``GD`` under its name and content hash; the cached entry maps a
+preprocessed batch to feature vectors: a :class:`pgvision.runtimes.OnnxExtractor` (the
+model converted to ONNX once, see :mod:`pgvision.runtimes`) or, with ``pgvision.runtime =
+tensorflow``, an :class:`Extractor` running the Keras model.
 """
 
 import errno
@@ -530,7 +532,7 @@ def hold_model_slot(function, limit):
             _write_slot([])
             return number
     raise PgvisionError(function, f"{limit} backends already hold a model "
-                        f"(pgvision.max_model_backends = {limit}); each keeps ~1 GB of memory",
+                        f"(pgvision.max_model_backends = {limit}); each keeps 0.1-0.8 GB of memory",
                         INSUFFICIENT_RESOURCES,
                         hint="SELECT * FROM vision.model_backends() lists them. Use fewer sessions "
                         "(a pool), close idle ones, or raise pgvision.max_model_backends.")
