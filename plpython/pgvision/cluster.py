@@ -322,10 +322,9 @@ def push_model(plpy, GD, name):
 # distributed table. Training code is then pgvision's own, unchanged. What it produces (a
 # classifier, a user's preferences) goes to the shards, where each scores its own images.
 
-def _copy_features(plpy, GD, fn, model, source, ids):
+def _copy_features(plpy, GD, fn, version, sha, model, source, ids):
     """Copy the features of ``ids`` from whichever shards hold them into the coordinator's
     vision.features; returns the ids found."""
-    version, sha = _version_and_sha(plpy, GD, fn, model)
     rows = fan_out(plpy, fn, "SELECT image_id, feature FROM vision_cluster._features($1, $2, $3, "
                    "$4, $5)", ["text", "text", "text", "text", "int8[]"],
                    [version, sha, model, source, list(ids)])
@@ -361,13 +360,14 @@ def train_classifier(plpy, GD, name, labels, source, model=None, method="logisti
             "SELECT 1 FROM vision.classifiers WHERE name = $1", ["text"]), [name]):
         raise PgvisionError(fn, f'argument "name": a classifier named {name!r} exists',
                             DUPLICATE_OBJECT, hint="Pass replace => true to retrain it.")
+    version, sha = _version_and_sha(plpy, GD, fn, model)
     # Errors of the training itself name vision.train_classifier, which runs it here.
-    _copy_features(plpy, GD, fn, model, source, _labelled_ids(plpy, fn, labels, options))
+    _copy_features(plpy, GD, fn, version, sha, model, source,
+                   _labelled_ids(plpy, fn, labels, options))
     metrics = plpy.execute(plpy.prepare(
         "SELECT vision.train_classifier($1, $2, $3::regclass, $4, $5, $6, $7, $8) AS m",
         ["text", "regclass", "text", "text", "text", "jsonb", "int4", "bool"]),
         [name, labels, source, model, method, options, folds, replace])[0]["m"]
-    version, sha = _version_and_sha(plpy, GD, fn, model)
     fan_out(plpy, fn, """
         SELECT vision_cluster._put_classifier($1, $2, c.name, c.model, $3, c.method, c.options,
                  c.labels, c.dims, c.weights, c.train_ids, c.train_targets, c.metrics,
@@ -409,7 +409,8 @@ def record_vote(plpy, GD, user_id, image_id, liked, source, model=None):
     for argument, value in (("user_id", user_id), ("image_id", image_id), ("liked", liked),
                             ("source", source)):
         require_not_null(fn, argument, value)
-    if not _copy_features(plpy, GD, fn, model, source, [image_id]):
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    if not _copy_features(plpy, GD, fn, version, sha, model, source, [image_id]):
         raise PgvisionError(fn, f'argument "image_id": image {image_id} of {source} has no '
                             f"features for model {model!r} on any shard", UNDEFINED_OBJECT,
                             hint="SELECT * FROM vision_cluster.extract(...) extracts them.")

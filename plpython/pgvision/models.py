@@ -232,8 +232,11 @@ def get_extractor(plpy, GD, function, row):
     if row["model_path"]:  # also when a converted copy is used: the registry must hold
         _check_model_file(function, row)
     hold_model_slot(function, max_model_backends(plpy, GD))
-    return _load_extractor(GD, function, row, lambda: _materialise(plpy, GD, function, row),
-                           thread_settings(plpy, GD), runtime)
+    def keras_file():  # a file model was checked above: hashing 90 MB twice costs 0.1 s
+        return (row["model_path"], False) if row["model_path"] else \
+            _materialise(plpy, GD, function, row)
+
+    return _load_extractor(GD, function, row, keras_file, thread_settings(plpy, GD), runtime)
 
 
 def runtime_setting(plpy, GD):
