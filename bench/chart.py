@@ -34,6 +34,9 @@ def extract_ratios(result):
         yield f"{m}: in-DB table / client (psycopg2 + TF)", r["table_vs_client_tf"], None
         yield f"{m}: in-DB per-row / in-DB table", r["per_row_vs_table"], 0.8
         yield f"{m}: in-DB ONNX Runtime / in-DB TensorFlow", r["onnx_vs_tensorflow_in_db"], None
+        if "parallel_vs_standalone" in r:
+            yield (f"{m}: in-DB parallel, 2 workers / standalone", r["parallel_vs_standalone"],
+                   None)
 
 
 def search_ratios(result):

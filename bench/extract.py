@@ -11,6 +11,8 @@ All figures come from one run on one machine, and are printed as ratios to basel
                vision.features rows, error bookkeeping, per-batch commits; on pgvision's
                default runtime (ONNX Runtime) and with pgvision.runtime = tensorflow
   in-DB per-row SELECT vision.extract_features(image) FROM t (one image per call)
+  in-DB parallel CREATE TABLE AS ... vision.extract_features_with(...) over a parallel scan,
+               2 workers of 1 thread each, end to end (workers start and load per query)
 
 Everything is warmed (model loaded, graph traced) before timing. The cold start of a fresh
 backend (import the runtime + load the model, on its first call) is measured separately per
@@ -78,6 +80,7 @@ def run_baseline(args):
 
 
 IN_DB_RUNTIMES = ("onnx", "tensorflow")
+PARALLEL_WORKERS = 2  # each with half the cores' threads (bench/scale.py)
 STANDALONE_RUNTIMES = ("tensorflow", "onnx", "litert")
 
 
@@ -132,6 +135,9 @@ def bench_model(dsn, entry, images, workdir):
 
     cold = {rt: cold_start(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
     db = {rt: in_db(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
+    from scale import parallel_workers  # here: scale imports this module
+    parallel_s = parallel_workers(dsn, images, name, os.cpu_count(),
+                                  counts=(PARALLEL_WORKERS,))[PARALLEL_WORKERS]["seconds"]
     model_args = ["--model", os.path.join(default_model_dir(), entry["file"]),
                   "--feature-layer", entry["feature_layer"], "--size", str(size),
                   "--tflite", os.path.join(workdir, f"{name}.tflite")]
@@ -159,6 +165,8 @@ def bench_model(dsn, entry, images, workdir):
         "client_tf_img_s": n / client["seconds"],
         "table_img_s": {rt: n / db[rt]["table_s"] for rt in IN_DB_RUNTIMES},
         "per_row_img_s": n / db["onnx"]["per_row_s"],
+        "parallel_img_s": n / parallel_s,
+        "parallel_vs_standalone": standalone["onnx"]["seconds"] / parallel_s,
         "cached_call_ms": db["onnx"]["call_ms"],
         "cold_start_s": {rt: cold[rt][0] for rt in IN_DB_RUNTIMES},
         "backend_rss_mb": {rt: cold[rt][1] for rt in IN_DB_RUNTIMES},
@@ -175,18 +183,19 @@ def report(results):
     runtimes = " / ".join(STANDALONE_RUNTIMES)
     print(f"\nThroughput (images/s) and ratios; in-DB runs on ONNX Runtime unless marked TF.")
     print(f"{'model':<14}{'standalone ' + runtimes:>34}{'client TF':>11}{'in-DB table':>13}"
-          f"{'table TF':>10}{'per-row':>9}")
+          f"{'table TF':>10}{'per-row':>9}{'parallel':>10}")
     for r in results:
         alone = " / ".join(f"{r['standalone_img_s'][rt]:.1f}" for rt in STANDALONE_RUNTIMES)
         print(f"{r['model']:<14}{alone:>34}{r['client_tf_img_s']:>11.1f}"
               f"{r['table_img_s']['onnx']:>13.1f}{r['table_img_s']['tensorflow']:>10.1f}"
-              f"{r['per_row_img_s']:>9.1f}")
+              f"{r['per_row_img_s']:>9.1f}{r['parallel_img_s']:>10.1f}")
     print(f"\n{'model':<14}{'table/standalone':>18}{'table/best':>12}{'table/client TF':>17}"
-          f"{'per-row/table':>15}{'ONNX/TF in-DB':>15}")
+          f"{'per-row/table':>15}{'ONNX/TF in-DB':>15}{'parallel/standalone':>21}")
     for r in results:
         print(f"{r['model']:<14}{r['table_vs_standalone']:>17.2f}x"
               f"{r['table_vs_best_standalone']:>11.2f}x{r['table_vs_client_tf']:>16.2f}x"
-              f"{r['per_row_vs_table']:>14.2f}x{r['onnx_vs_tensorflow_in_db']:>14.2f}x")
+              f"{r['per_row_vs_table']:>14.2f}x{r['onnx_vs_tensorflow_in_db']:>14.2f}x"
+              f"{r['parallel_vs_standalone']:>20.2f}x")
     print(f"\n{'model':<14}{'cold start ONNX':>17}{'cold start TF':>15}{'RSS ONNX':>10}"
           f"{'RSS TF':>8}{'cached call':>13}   {'load ' + runtimes + ' (standalone)'}")
     for r in results:

@@ -43,9 +43,10 @@ def load(cur, table, images, fillfactor=None):
     cur.execute(f"ANALYZE {table}")
 
 
-def parallel_workers(dsn, images, model, cpus):
-    """CREATE TABLE AS over a parallel scan with 1 and with 2 workers (leader not taking
-    rows), each a fresh process: returns seconds per configuration and the cold start."""
+def parallel_workers(dsn, images, model, cpus, counts=(1, 2)):
+    """CREATE TABLE AS over a parallel scan with each number of workers in ``counts`` (leader
+    not taking rows), each a fresh process: returns seconds per configuration and the cold
+    start."""
     cur = connect(dsn).cursor()
     # fillfactor spreads the rows over blocks, which is how a parallel scan hands out work
     load(cur, "bench_parallel", images, fillfactor=10)
@@ -54,7 +55,7 @@ def parallel_workers(dsn, images, model, cpus):
                     f"pgvision.intra_op_threads = {max(1, cpus // 2)}"):
         cur.execute(f"SET {setting}")
     out = {}
-    for workers in (1, 2):
+    for workers in counts:
         cur.execute(f"SET max_parallel_workers_per_gather = {workers}")
         cur.execute(f"ALTER TABLE bench_parallel SET (parallel_workers = {workers})")
         cur.execute("SELECT set_config('pgvision.handle', vision.model_handle(%s), false)",
