@@ -11,7 +11,7 @@ import os
 import sys
 
 from pgvision import runtimes
-from pgvision.models import Extractor, load_keras_file, read_manifest
+from pgvision.models import read_manifest, tensorflow_extractor
 
 
 def main():
@@ -28,9 +28,8 @@ def main():
         wanted.add(name)
         if os.path.isfile(os.path.join(model_dir, name)):
             continue
-        model = load_keras_file("convert_onnx", os.path.join(model_dir, entry["file"]))
-        extractor = Extractor(model, (entry["input_height"], entry["input_width"]),
-                              entry["preprocessing"], entry["feature_layer"], entry["pooling"])
+        keras_file = os.path.join(model_dir, entry["file"])
+        extractor = tensorflow_extractor("convert_onnx", entry, lambda: (keras_file, False))
         runtimes.convert(extractor, os.path.join(model_dir, name))
         print(f"==> converted {entry['file']} to ONNX ({name})", flush=True)
     for name in os.listdir(model_dir):

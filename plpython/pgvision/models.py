@@ -259,8 +259,9 @@ def _onnx_dirs():
     return [default_model_dir(), runtime_dir("models")]
 
 
-def _tensorflow_extractor(function, row, keras_file, threads):
-    """Load the Keras model (``keras_file()`` → (path, temporary)) and cut it."""
+def tensorflow_extractor(function, row, keras_file, threads=None):
+    """Load the Keras model (``keras_file()`` → (path, temporary)) and cut it as ``row`` (a
+    registry row or manifest entry) says."""
     path, temporary = keras_file()
     try:
         model = load_keras_file(function, path, threads)
@@ -275,9 +276,9 @@ def _load_extractor(GD, function, row, keras_file, threads, runtime, built=None)
     """Load (or convert) the model on ``runtime`` and cache it in ``GD``; ``built``: a
     TensorFlow extractor already at hand, to convert from instead of loading again."""
     def build_tensorflow():
-        return built or _tensorflow_extractor(function, row, keras_file, threads)
+        return built or tensorflow_extractor(function, row, keras_file, threads)
 
-    if runtime == "tensorflow" or (runtime == "auto" and not runtimes.onnx_installed()):
+    if not runtimes.runs_on_onnx(runtime):
         extractor = build_tensorflow()
     else:
         extractor = runtimes.onnx_extractor(function, row, threads, _onnx_dirs(),
@@ -626,7 +627,7 @@ def _handle_runtime(plpy, GD, row):
     """The runtime workers will use: ``onnx`` once a converted file exists, which this
     converts the first time (loading the model here once), so workers never convert."""
     runtime = runtime_setting(plpy, GD)
-    if runtime == "tensorflow" or (runtime == "auto" and not runtimes.onnx_installed()):
+    if not runtimes.runs_on_onnx(runtime):
         return "tensorflow"
     name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
     if runtimes.find_onnx(_onnx_dirs(), name):

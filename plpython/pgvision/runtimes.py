@@ -46,6 +46,11 @@ def onnx_installed():
     return True
 
 
+def runs_on_onnx(runtime):
+    """Whether a ``pgvision.runtime`` value means ONNX Runtime (``auto``: when installed)."""
+    return runtime == "onnx" or (runtime == "auto" and onnx_installed())
+
+
 def onnx_file_name(sha256, feature_layer, pooling):
     """``<sha256>-<12 hex>.onnx``: the Keras file's hash and what the cut depends on."""
     cut = hashlib.sha256(f"{feature_layer or ''}|{pooling}|opset{OPSET}".encode()).hexdigest()
