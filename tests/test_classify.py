@@ -148,3 +148,20 @@ def test_a_classifier_of_another_feature_size_is_refused(db, shapes):
     with pytest.raises(pgerr.DatatypeMismatch, match="was trained on 2048-d features of model "
                                                      "'mobilenet_v2', which now gives 1280-d"):
         query(db, "SELECT * FROM vision.classify(1, 'shapes_logistic')")
+
+
+def test_a_classifier_copied_to_a_node_is_checked(db):
+    """vision._put_classifier (what vision_cluster.train_classifier runs on each shard)."""
+    call = ("SELECT vision._put_classifier('copied', 'mobilenet_v2', 'pg_class', %s, '{}', "
+            "ARRAY['a', 'b'], %s, %s, '{}', '{}', '{}', now())")
+    for method, dims, weights, message in [
+        ("knn", 1280, b"x", r'argument "method" must be a method that keeps no per-node '
+                            r"training set \(not knn\), got 'knn'"),
+        ("logistic", 3, b"x", r'argument "dims" must be 1280 \(the dimensions of model '
+                              r"'mobilenet_v2' on this node\), got 3"),
+        ("logistic", 1280, b"not an npz", r'argument "weights" is not a stored logistic '
+                                          r"classifier"),
+    ]:
+        with pytest.raises(pgerr.InvalidParameterValue, match="vision._put_classifier: " + message):
+            query(db, call, (method, dims, psycopg2.Binary(weights)))
+    assert not query(db, "SELECT 1 FROM vision.classifiers WHERE name = 'copied'")

@@ -160,3 +160,21 @@ def test_bad_input_is_named(db, shop, call, error, message):
     query(db, f"SELECT vision.embed_2d('{MODEL}', 'pca', 'shop_items')")
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         query(db, f"SELECT * FROM {call}")
+
+
+def test_shard_scoring_checks_the_preferences_it_is_sent(db):
+    """vision._score_images (what vision_cluster.recommend runs on each shard)."""
+    call = ("SELECT * FROM vision._score_images('mobilenet_v2', 'pg_class', %s, NULL, %s, "
+            "NULL, %s, NULL, NULL)")
+    for k, strategy, centre, error, message in [
+        (0, "popularity", None, pgerr.InvalidParameterValue,
+         r'vision._score_images: argument "k" must be between 1 and 10000, got 0'),
+        (5, "newest", None, pgerr.InvalidParameterValue,
+         r'vision._score_images: argument "strategy" must be one of'),
+        (5, "taste model", None, pgerr.NullValueNotAllowed,
+         r'vision._score_images: argument "taste" must not be NULL'),
+        (5, "similar to likes", [0.5] * 3, pgerr.InvalidParameterValue,
+         r'vision._score_images: argument "centre" must be a 1280-d vector, got \'3-d\''),
+    ]:
+        with pytest.raises(error, match=message):
+            query(db, call, (k, strategy, centre))

@@ -203,7 +203,6 @@ def score_images(plpy, GD, model, source, k, exclude, strategy, taste, centre, p
     require_int_range(fn, "k", k, 1, 10_000)
     require_choice(fn, "strategy", strategy, STRATEGIES)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     if strategy == "taste model":
         require_not_null(fn, "taste", taste)
         payload = bytes(taste)
@@ -215,6 +214,7 @@ def score_images(plpy, GD, model, source, k, exclude, strategy, taste, centre, p
     else:
         payload = (np.asarray(popular_ids or [], dtype=np.int64),
                    np.asarray(popular_net or [], dtype=np.float64))
+    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)  # after the checks
     return best_scored(matrix, strategy, payload, exclude or (), k)
 
 
