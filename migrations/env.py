@@ -1,9 +1,13 @@
 """Alembic environment: the target is given as `-x dsn=<libpq URI>` (or $PGVISION_DSN)."""
 
 import os
+import sys
 
 from alembic import context
 from sqlalchemy import create_engine, pool
+
+# Revisions import migrations/extension.py (what a revision does to the extensions).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def target_url():

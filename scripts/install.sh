@@ -66,8 +66,11 @@ rm -rf "$here/plpython/build" "$here"/plpython/*.egg-info
 version=$("$VENV/bin/python" -c 'import pgvision; print(pgvision.__version__)')
 extdir="$("$PG_CONFIG" --sharedir)/extension"
 # pgvision_cluster (the coordinator of a sharded pgvision) shares pgvision's version.
+# sql/<ext>.sql is the whole current API: it becomes <ext>--<version>.sql (as pgvector's
+# Makefile does); sql/<ext>--<from>--<to>.sql upgrade older installations.
 for ext in pgvision pgvision_cluster; do
   sed "s/@VERSION@/$version/" "$here/sql/$ext.control.in" > "$extdir/$ext.control"
+  install -m 644 "$here/sql/$ext.sql" "$extdir/$ext--$version.sql"
   install -m 644 "$here"/sql/"$ext"--*.sql "$extdir/"
 done
 

@@ -11,7 +11,8 @@ import os
 import sys
 
 from pgvision import runtimes
-from pgvision.models import read_manifest, tensorflow_extractor
+from pgvision.extractors import tensorflow_extractor
+from pgvision.files import read_manifest
 
 
 def main():

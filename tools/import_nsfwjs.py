@@ -17,7 +17,7 @@ import sys
 import tarfile
 import tempfile
 
-from pgvision.models import sha256_file
+from pgvision.files import sha256_file
 
 PACKAGE = "nsfwjs@4.4.0"
 TARBALL_SHA256 = "585cd178f3b994337c4d10a87b080d342fc52f8b9bf0085c4d1f345a3a1c5382"

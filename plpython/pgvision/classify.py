@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from . import extract, featurestore, models
+from . import extract, extractors, featurestore, registry, spi
 from .errors import (DATATYPE_MISMATCH, DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT,
                      PgvisionError, require, require_choice, require_int_range,
                      require_not_null)
@@ -119,7 +119,7 @@ def fit(method, X, y, options, n_classes=None):
 
 def _fit_softmax(Z, y, n_classes, opts, mean, scale):
     """The seeds' "retrain the final layer": one Dense softmax layer trained with Keras."""
-    keras = models._import_keras()
+    keras = extractors.import_keras()
     keras.utils.set_random_seed(0)
     layer = keras.layers.Dense(n_classes, activation="softmax",
                                kernel_regularizer=keras.regularizers.l2(float(opts["l2"])))
@@ -265,7 +265,7 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
     """Cross-validate, fit on everything, store; returns the CV metrics as JSON."""
     fn = FN_TRAIN
     require_not_null(fn, "name", name)
-    require(fn, "name", name, models.NAME_PATTERN.match(name), "a lower-case identifier")
+    require(fn, "name", name, registry.NAME_PATTERN.match(name), "a lower-case identifier")
     require_int_range(fn, "folds", folds, 2, 20)
     exists = plpy.execute(plpy.prepare("SELECT 1 FROM vision.classifiers WHERE name = $1",
                                        ["text"]), [name])
@@ -275,7 +275,7 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
     opts, model_row, source, X, y, names, ids = _prepare_training(
         plpy, GD, fn, labels, source, model, method, options)
     if method == "softmax":  # fitted with Keras: import TensorFlow the backend's way first
-        models.import_tensorflow(plpy, GD)
+        extractors.import_tensorflow(plpy, GD)
     metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names)
     started = time.monotonic()
     clf = fit(method, X, y, opts, len(names))
@@ -309,7 +309,7 @@ def put_classifier(plpy, GD, name, model, source, method, options, labels, dims,
     require_choice(fn, "method", method, METHODS)
     require(fn, "method", method, method != "knn",
             "a method that keeps no per-node training set (not knn)")
-    model_row = models.lookup(plpy, GD, fn, model)
+    model_row = registry.lookup(plpy, GD, fn, model)
     require(fn, "dims", dims, dims == model_row["dims"],
             f"{model_row['dims']} (the dimensions of model {model!r} on this node)")
     try:
@@ -331,13 +331,12 @@ def put_classifier(plpy, GD, name, model, source, method, options, labels, dims,
         [name, model, source, method, options, labels, dims, weights, train_ids, train_targets,
          metrics, trained_at])
     GD.setdefault("pgvision.classifiers", {}).pop(name, None)
-    return plpy.execute(models.plan(plpy, GD, "node_name",
-                                    "SELECT vision.node_name() AS node"))[0]["node"]
+    return plpy.execute(spi.plan(plpy, GD, "SELECT vision.node_name() AS node"))[0]["node"]
 
 
 def _classifier(plpy, GD, fn, name):
     require_not_null(fn, "classifier", name)
-    rows = plpy.execute(models.plan(plpy, GD, "classifier", """
+    rows = plpy.execute(spi.plan(plpy, GD, """
         SELECT name, model, source::oid AS source, method, options::text AS options, labels,
                dims, trained_at::text AS version
         FROM vision.classifiers WHERE name = $1""", ["text"]), [name])
@@ -346,7 +345,7 @@ def _classifier(plpy, GD, fn, name):
                             UNDEFINED_OBJECT,
                             hint="SELECT name FROM vision.classifiers lists them.")
     row = dict(rows[0])
-    model_row = models.lookup(plpy, GD, fn, row["model"])
+    model_row = registry.lookup(plpy, GD, fn, row["model"])
     if model_row["dims"] != row["dims"]:
         raise PgvisionError(fn, f"classifier {name!r} was trained on {row['dims']}-d features of "
                             f"model {row['model']!r}, which now gives {model_row['dims']}-d",
@@ -447,7 +446,7 @@ def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
     require_choice(fn, "rank_by", rank_by, ("accuracy", "macro_f1", "roc_auc"))
     require_int_range(fn, "folds", folds, 2, 20)
     if "softmax" in methods:  # fitted with Keras: import TensorFlow the backend's way first
-        models.import_tensorflow(plpy, GD)
+        extractors.import_tensorflow(plpy, GD)
     results = []
     for method in methods:
         _, _, _, X, y, names, _ = _prepare_training(plpy, GD, fn, labels, source, model,

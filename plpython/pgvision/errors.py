@@ -1,7 +1,8 @@
 """Errors that name the SQL function, the argument and the bad value.
 
-Every check runs before any work starts. The SQL wrappers call :func:`sql_call`, which turns
-a :class:`PgvisionError` into ``plpy.error`` with a SQLSTATE, so a client sees e.g.::
+Every check runs before any work starts. The SQL wrappers call :func:`pgvision.spi.call`,
+which turns a :class:`PgvisionError` into ``plpy.error`` with a SQLSTATE, so a client sees
+e.g.::
 
     ERROR:  vision.extract_features: argument "model" names no registered model: 'nope'
     HINT:  SELECT name FROM vision.models lists the registered models.
@@ -32,45 +33,6 @@ class PgvisionError(Exception):
 
 class ImageError(ValueError):
     """Image bytes that cannot become a model input; ``str()`` is the reason."""
-
-
-def sql_call(plpy, GD, fn, *args):
-    """Run ``fn(plpy, GD, *args)`` for a SQL wrapper; a PgvisionError becomes a clean SQL error.
-
-    The first call in a backend also checks that the server's Python package is the
-    version the database's extension was created with.
-    """
-    def checked():
-        if not GD.get(_VERSION_CHECKED):
-            check_version(plpy)
-            GD[_VERSION_CHECKED] = True
-        return fn(plpy, GD, *args)
-
-    return sql_call_no_spi(plpy, checked)
-
-
-def sql_call_no_spi(plpy, fn, *args):
-    """:func:`sql_call` for functions that must not query (they run in parallel workers,
-    where PL/Python cannot start the subtransaction every SPI call needs)."""
-    try:
-        return fn(*args)
-    except PgvisionError as err:
-        extra = {"hint": err.hint} if err.hint else {}
-        plpy.error(str(err), sqlstate=err.sqlstate, **extra)
-
-
-_VERSION_CHECKED = "pgvision.version_checked"
-
-
-def check_version(plpy):
-    from . import __version__
-
-    rows = plpy.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgvision'")
-    if rows and rows[0]["extversion"] != __version__:
-        raise PgvisionError(
-            "pgvision", f"the database runs extension version {rows[0]['extversion']}, but the "
-            f"server's pgvision Python package is {__version__}", OBJECT_IN_USE,
-            hint="Upgrade the database (make migrate DSN=...) or install the matching package.")
 
 
 def require(function, argument, value, condition, expected, sqlstate=INVALID_PARAMETER):

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import models
+from . import extractors, handles, registry, spi
 from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE, UNDEFINED_OBJECT,
                      ImageError, PgvisionError, require_choice, require_int_range,
                      require_not_null)
@@ -21,13 +21,13 @@ MAX_BATCH = 1024
 
 def extract_features(plpy, GD, image, model):
     """Feature vector (list of floats) of one image's bytes."""
-    return features_of(plpy, GD, FN_EXTRACT, image, models.lookup(plpy, GD, FN_EXTRACT, model))
+    return features_of(plpy, GD, FN_EXTRACT, image, registry.lookup(plpy, GD, FN_EXTRACT, model))
 
 
 def features_of(plpy, GD, fn, image, row):
     """Features of image bytes under the registry ``row``; errors are reported as ``fn``'s."""
-    return _features(fn, image, row, models.max_pixels(plpy, GD),
-                     lambda: models.get_extractor(plpy, GD, fn, row))
+    return _features(fn, image, row, spi.max_pixels(plpy, GD),
+                     lambda: extractors.get_extractor(plpy, GD, fn, row))
 
 
 def _features(fn, image, row, pixels, get_extractor):
@@ -50,12 +50,12 @@ def extract_features_with(GD, image, model_handle, on_error="error"):
     """``vision.extract_features`` without queries, so it runs in parallel workers: the model
     comes from a handle of ``vision.model_handle``. ``on_error => 'null'`` returns NULL for
     an image that does not decode instead of failing the whole query."""
-    fn = models.FN_WITH
+    fn = handles.FN_WITH
     require_choice(fn, "on_error", on_error, ON_ERROR)
-    handle = models.parse_handle(fn, model_handle)
+    handle = handles.parse_handle(fn, model_handle)
     try:
         return _features(fn, image, handle, handle["max_image_pixels"],
-                         lambda: models.extractor_for_handle(GD, fn, handle))
+                         lambda: handles.extractor_for_handle(GD, fn, handle))
     except PgvisionError as err:
         if on_error == "null" and err.sqlstate in (INVALID_BINARY, NULL_VALUE):
             return None
@@ -152,7 +152,7 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
                                        retry_failed, parts, part)
     if max_rows is not None:
         require_int_range(fn, "max_rows", max_rows, 1, 1 << 31)
-    row = models.lookup(plpy, GD, fn, model)
+    row = registry.lookup(plpy, GD, fn, model)
     model = row["name"]
     size = (row["input_height"], row["input_width"])
     ident, image = plpy.quote_ident(id_column), plpy.quote_ident(image_column)
@@ -194,8 +194,8 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
     if not committing and max_rows is None:
         plpy.notice(f"{fn}: called inside a transaction block, so all batches commit together "
                     "at its end; CALL it on its own to commit batch by batch")
-    extractor = models.get_extractor(plpy, GD, fn, row) if total else None
-    pixels = models.max_pixels(plpy, GD)
+    extractor = extractors.get_extractor(plpy, GD, fn, row) if total else None
+    pixels = spi.max_pixels(plpy, GD)
     processed = failed = 0
     next_id = -(2 ** 63)
     started = time.monotonic()

@@ -11,8 +11,8 @@ numpy, which is ~50x faster than converting real[] into Python lists.
 import numpy as np
 
 from .errors import DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError
-from . import models
-from .models import plan
+from . import registry
+from .spi import plan
 
 _CACHE = "pgvision.matrices"
 _HEADER = 20  # ndim, flags, element type, then (length, lower bound) of the one dimension
@@ -57,8 +57,7 @@ def decode_array(data, expected_dims=None):
 
 
 def version(plpy, GD, model, source):
-    rows = plpy.execute(plan(plpy, GD, "feature_version",
-                             "SELECT version FROM vision.feature_versions "
+    rows = plpy.execute(plan(plpy, GD, "SELECT version FROM vision.feature_versions "
                              "WHERE model = $1 AND source = $2", ["text", "oid"]), [model, source])
     return rows[0]["version"] if rows else 0
 
@@ -66,9 +65,9 @@ def version(plpy, GD, model, source):
 def resolve_source(plpy, GD, function, model, source):
     """The source table's OID: ``source`` itself, or the only table with features for model."""
     if source is not None:
-        return plpy.execute(plan(plpy, GD, "regclass_oid", "SELECT $1::regclass::oid AS oid",
+        return plpy.execute(plan(plpy, GD, "SELECT $1::regclass::oid AS oid",
                                  ["regclass"]), [source])[0]["oid"]
-    rows = plpy.execute(plan(plpy, GD, "sources", "SELECT source::oid AS oid, source::text AS name "
+    rows = plpy.execute(plan(plpy, GD, "SELECT source::oid AS oid, source::text AS name "
                              "FROM vision.feature_versions WHERE model = $1 ORDER BY 2",
                              ["text"]), [model])
     if len(rows) == 1:
@@ -83,13 +82,13 @@ def resolve_source(plpy, GD, function, model, source):
 
 def model_and_source(plpy, GD, function, model, source):
     """The registry row of ``model`` and the OID of the source table its features are in."""
-    model_row = models.lookup(plpy, GD, function, model)
+    model_row = registry.lookup(plpy, GD, function, model)
     return model_row, resolve_source(plpy, GD, function, model_row["name"], source)
 
 
 def table_name(plpy, GD, relid):
     """A table's name as SQL would print it (schema-qualified when not on the search path)."""
-    return plpy.execute(plan(plpy, GD, "table_name", "SELECT $1::regclass::text AS name",
+    return plpy.execute(plan(plpy, GD, "SELECT $1::regclass::text AS name",
                              ["oid"]), [relid])[0]["name"]
 
 
@@ -106,8 +105,7 @@ def load(plpy, GD, function, model, source, dims):
     if hit is not None and hit[0] == current:
         return hit[1]
     cache.pop((model, source), None)
-    cursor = plpy.cursor(plan(plpy, GD, "matrix",
-                              "SELECT image_id, array_send(feature) AS f FROM vision.features "
+    cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, array_send(feature) AS f FROM vision.features "
                               "WHERE model = $1 AND source = $2 ORDER BY image_id",
                               ["text", "oid"]), [model, source])
     ids, vectors = [], []
@@ -130,8 +128,7 @@ def load(plpy, GD, function, model, source, dims):
 
 def fetch(plpy, GD, model, source, ids, dims):
     """Features of some images, read directly (for re-ranking a few candidates)."""
-    rows = plpy.execute(plan(plpy, GD, "fetch_some",
-                             "SELECT image_id, array_send(feature) AS f FROM vision.features "
+    rows = plpy.execute(plan(plpy, GD, "SELECT image_id, array_send(feature) AS f FROM vision.features "
                              "WHERE model = $1 AND source = $2 AND image_id = ANY($3) "
                              "ORDER BY image_id", ["text", "oid", "int8[]"]),
                         [model, source, [int(i) for i in ids]])

@@ -66,7 +66,7 @@ def find_onnx(directories, name):
 
 
 def convert(extractor, target):
-    """Write the traced TensorFlow function of an :class:`~pgvision.models.Extractor` as an
+    """Write the traced TensorFlow function of an :class:`~pgvision.extractors.Extractor` as an
     ONNX file at ``target`` (atomically: a concurrent reader never sees half a file)."""
     import tensorflow as tf
     import tf2onnx
@@ -86,7 +86,7 @@ def convert(extractor, target):
 
 
 class OnnxExtractor:
-    """Same interface as :class:`~pgvision.models.Extractor`, run by ONNX Runtime."""
+    """Same interface as :class:`~pgvision.extractors.Extractor`, run by ONNX Runtime."""
 
     runtime = "onnx"
 

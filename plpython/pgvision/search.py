@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from . import extract, featurestore, models
+from . import extract, featurestore, registry, spi
 from .errors import (DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError, require,
                      require_choice, require_int_range, require_not_null)
 
@@ -163,7 +163,7 @@ def _validate(fn, k, metric):
 def _index_row(plpy, GD, model, source):
     """The index's row with the features' current version and the ef_search setting, in one
     query (this runs on every search); None without an index."""
-    rows = plpy.execute(models.plan(plpy, GD, "index_row", """
+    rows = plpy.execute(spi.plan(plpy, GD, """
         SELECT i.metric, i.ef_search, i.pca_dims, i.dims, i.built_version, i.sha256,
                coalesce(v.version, 0) AS current_version,
                current_setting('pgvision.ef_search', true) AS ef_setting
@@ -173,7 +173,7 @@ def _index_row(plpy, GD, model, source):
     if not rows:
         return None
     row = dict(rows[0])
-    row["ef_search"] = models.parse_setting("pgvision.ef_search", row["ef_setting"],
+    row["ef_search"] = spi.parse_setting("pgvision.ef_search", row["ef_setting"],
                                             row["ef_search"])
     return row
 
@@ -184,8 +184,7 @@ def _load_index(plpy, GD, fn, model, source, row):
     hit = cache.get((model, source))
     if hit is not None and hit[0] == row["sha256"]:
         return hit[1]
-    data = plpy.execute(models.plan(plpy, GD, "index_bytes",
-                                    "SELECT index_bytes FROM vision.indexes "
+    data = plpy.execute(spi.plan(plpy, GD, "SELECT index_bytes FROM vision.indexes "
                                     "WHERE model = $1 AND source = $2", ["text", "oid"]),
                         [model, source])[0]["index_bytes"]
     data = bytes(data)
@@ -268,8 +267,7 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     require_not_null(fn, "image_id", image_id)
     _validate(fn, k, metric)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    rows = plpy.execute(models.plan(plpy, GD, "query_feature",
-                                    "SELECT array_send(feature) AS f FROM vision.features "
+    rows = plpy.execute(spi.plan(plpy, GD, "SELECT array_send(feature) AS f FROM vision.features "
                                     "WHERE model = $1 AND source = $2 AND image_id = $3",
                                     ["text", "oid", "int8"]), [model_row["name"], source, image_id])
     if not rows:
@@ -348,7 +346,7 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
     require_int_range(fn, "m", m, 2, 128)
     require_int_range(fn, "ef_construction", ef_construction, 4, 4096)
     require_int_range(fn, "ef_search", ef_search, 1, 4096)
-    model_row = models.lookup(plpy, GD, fn, model)
+    model_row = registry.lookup(plpy, GD, fn, model)
     if pca_dims is not None:
         require_int_range(fn, "pca_dims", pca_dims, 2, model_row["dims"])
     source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
@@ -373,7 +371,7 @@ def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction
     seconds = time.monotonic() - started
     data = serialize(index)
     digest = hashlib.sha256(data).hexdigest()
-    plpy.execute(models.plan(plpy, GD, "store_index", """
+    plpy.execute(spi.plan(plpy, GD, """
         INSERT INTO vision.indexes AS i (model, source, metric, m, ef_construction, ef_search,
             pca_dims, dims, n, built_version, index_bytes, sha256, build_seconds)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -396,7 +394,7 @@ def refresh_index(plpy, GD, source, model=None):
     require_not_null(fn, "source", source)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     model = model_row["name"]
-    row = plpy.execute(models.plan(plpy, GD, "index_params", """
+    row = plpy.execute(spi.plan(plpy, GD, """
         SELECT metric, m, ef_construction, ef_search, pca_dims, built_version, sha256
         FROM vision.indexes WHERE model = $1 AND source = $2""", ["text", "oid"]),
         [model, source])
@@ -408,7 +406,7 @@ def refresh_index(plpy, GD, source, model=None):
         return "fresh"
     params = (row["metric"], row["m"], row["ef_construction"], row["ef_search"], row["pca_dims"])
     index = _load_index(plpy, GD, fn, model, source, row)
-    changed = plpy.execute(models.plan(plpy, GD, "changed_since_build", """
+    changed = plpy.execute(spi.plan(plpy, GD, """
         SELECT count(*) AS n FROM vision.features f JOIN vision.indexes i USING (model, source)
         WHERE f.model = $1 AND f.source = $2 AND f.extracted_at > i.built_at""",
         ["text", "oid"]), [model, source])[0]["n"]
@@ -435,7 +433,7 @@ def refresh_neighbours(plpy, GD, source, model=None, k=10, metric="cosine"):
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     model = model_row["name"]
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
-    existing = plpy.execute(models.plan(plpy, GD, "neighbour_state", """
+    existing = plpy.execute(spi.plan(plpy, GD, """
         SELECT n.image_id, n.k, n.metric, n.neighbour_ids, n.distances,
                (f.extracted_at > n.refreshed_at) AS changed
         FROM vision.neighbours n

@@ -1,5 +1,6 @@
-"""The coordinator of a sharded pgvision (the ``pgvision_cluster`` extension): PL/Proxy runs
-pgvision functions on every shard at once, postgres_fdw gives one table to read.
+"""Sharded pgvision: the coordinator (the ``pgvision_cluster`` extension), on which PL/Proxy
+runs pgvision functions on every shard at once and postgres_fdw gives one table to read, and
+the shard side's check that it runs what the coordinator runs.
 
 Every shard is a full Postgres with pgvision and its slice of the images. The coordinator
 holds a PL/Proxy cluster named ``pgvision`` over the shards, one postgres_fdw server per
@@ -10,7 +11,10 @@ merge what comes back. Shards are addressed by libpq connection strings.
 import json
 import re
 
-from . import models
+from . import __version__, featurestore, registry, spi
+from .classify import read_labels
+from .extract import features_of
+from .recommend import preferences, validate_recommend
 from .errors import (DUPLICATE_OBJECT, INVALID_PARAMETER, OBJECT_IN_USE, UNDEFINED_OBJECT,
                      PgvisionError, require, require_int_range, require_not_null)
 
@@ -87,8 +91,6 @@ def setup(plpy, GD, shards, replace=False):
     """Create (or with ``replace``, re-create) the PL/Proxy cluster, the postgres_fdw servers
     and user mappings and the ``vision_cluster.features`` view; then refuse shards whose
     pgvision version differs from the coordinator's. Returns the number of shards."""
-    from . import __version__
-
     fn = FN_SETUP
     parsed = _validate_shards(fn, shards)
     require_not_null(fn, "replace", replace)
@@ -215,9 +217,7 @@ def fan_out(plpy, fn, sql, types, args):
 
 
 def _version_and_sha(plpy, GD, fn, model):
-    from . import __version__
-
-    return __version__, models.lookup(plpy, GD, fn, model)["sha256"]
+    return __version__, registry.lookup(plpy, GD, fn, model)["sha256"]
 
 
 def extract(plpy, GD, source, id_column="id", image_column="image", model=None, batch_size=32,
@@ -280,12 +280,10 @@ def similar(plpy, GD, image_id, source, k=10, model=None, metric="cosine"):
 
 def similar_to_image(plpy, GD, image, source, k=10, model=None, metric="cosine"):
     """Features of new image bytes on the coordinator, then the global top k."""
-    from . import __version__
-    from .extract import features_of
 
     fn = FN_SIMILAR_IMAGE
     _validate_search(fn, source, k)
-    row = models.lookup(plpy, GD, fn, model)
+    row = registry.lookup(plpy, GD, fn, model)
     feature = features_of(plpy, GD, fn, image, row)
     return _top_k(plpy, fn, __version__, row["sha256"], feature, source, k, model, metric)
 
@@ -305,7 +303,7 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
 def push_model(plpy, GD, name):
     """Copy a model of the coordinator's registry to every shard whose copy differs."""
     fn = FN_PUSH
-    models.lookup(plpy, GD, fn, name, argument="name")
+    registry.lookup(plpy, GD, fn, name, argument="name")
     rows = fan_out(plpy, fn, """
         SELECT r.node, r.status FROM vision.model_store m,
           LATERAL vision_cluster._register_model(
@@ -328,7 +326,7 @@ def _copy_features(plpy, GD, fn, version, sha, model, source, ids):
     rows = fan_out(plpy, fn, "SELECT image_id, feature FROM vision_cluster._features($1, $2, $3, "
                    "$4, $5)", ["text", "text", "text", "text", "int8[]"],
                    [version, sha, model, source, list(ids)])
-    save = models.plan(plpy, GD, "cluster_copy_feature", """
+    save = spi.plan(plpy, GD, """
         INSERT INTO vision.features (model, source, image_id, feature)
         VALUES ($1, $2::regclass, $3, $4)
         ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature,
@@ -339,8 +337,6 @@ def _copy_features(plpy, GD, fn, version, sha, model, source, ids):
 
 
 def _labelled_ids(plpy, fn, labels, options):
-    from .classify import read_labels
-
     _, rows = read_labels(plpy, fn, labels, json.loads(options or "{}"))
     return sorted({r["id"] for r in rows if r["id"] is not None})
 
@@ -423,14 +419,12 @@ def record_vote(plpy, GD, user_id, image_id, liked, source, model=None):
 def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
     """vision.recommend across shards: the user's preferences (votes and taste model, kept on
     the coordinator) go to every shard, each returns its best k, the best k of all win."""
-    from . import __version__, featurestore, recommend as single
-
     fn = FN_RECOMMEND
-    single._validate_recommend(fn, user_id, k, exclude_seen)
+    validate_recommend(fn, user_id, k, exclude_seen)
     require_not_null(fn, "source", source)
-    model_row = models.lookup(plpy, GD, fn, model)
+    model_row = registry.lookup(plpy, GD, fn, model)
     source_oid = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
-    strategy, payload, seen = single.preferences(
+    strategy, payload, seen = preferences(
         plpy, GD, user_id, model_row, source_oid,
         lambda: featurestore.load_for(plpy, GD, fn, model_row, source_oid))
     taste = payload if strategy == "taste model" else None
@@ -445,3 +439,30 @@ def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
          [int(i) for i in seen] if exclude_seen else [], strategy, taste, centre,
          [int(i) for i in popular[0]], [float(v) for v in popular[1]]])
     return [(r["image_id"], r["score"], strategy, r["node"]) for r in rows]
+
+
+# --- the shard side: refuse to serve a coordinator that runs something else ---------------
+
+FN_CHECK_NODE = "vision.check_node"
+
+
+def check_node(plpy, GD, version, model, sha256):
+    """Refuse to serve a cluster call when this node's pgvision or model differs from the
+    coordinator's; return this node's name (cluster_name, port and database)."""
+    node = plpy.execute(spi.plan(plpy, GD, "SELECT vision.node_name() AS node"))[0]["node"]
+    if version != __version__:
+        raise PgvisionError(FN_CHECK_NODE, f"node {node} runs pgvision {__version__}, the "
+                            f"coordinator {version}", OBJECT_IN_USE,
+                            hint="Install one pgvision version on every node.")
+    if model is not None:
+        if sha256 is None:
+            raise PgvisionError(FN_CHECK_NODE, f"the coordinator has no model named {model!r}",
+                                UNDEFINED_OBJECT)
+        row = registry.lookup(plpy, GD, FN_CHECK_NODE, model)
+        if row["sha256"] != sha256:
+            raise PgvisionError(FN_CHECK_NODE, f"node {node} has another model {model!r} "
+                                f"(sha256 {row['sha256'][:12]}…, coordinator {str(sha256)[:12]}…)",
+                                OBJECT_IN_USE,
+                                hint=f"SELECT vision_cluster.push_model('{model}') copies the "
+                                "coordinator's model to every shard.")
+    return node

@@ -1,0 +1,196 @@
+"""Feature extractors: a registered model loaded once per backend (ONNX Runtime, or
+TensorFlow/Keras in safe mode), cut at its feature layer, pooled, and cached in ``GD``.
+
+A loaded model is cached under its name and content hash, so a backend notices a
+re-registered model. The cached entry maps a preprocessed batch to feature vectors: a
+:class:`pgvision.runtimes.OnnxExtractor` (the model converted to ONNX once, see
+:mod:`pgvision.runtimes`) or, with ``pgvision.runtime = tensorflow``, an :class:`Extractor`.
+"""
+
+import os
+import sys
+import tempfile
+
+from . import runtimes, slots, spi
+from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
+from .files import default_model_dir, runtime_dir, sha256_file
+
+_CACHE = "pgvision.models"
+
+
+def import_tensorflow(plpy, GD):
+    """Keras, with TensorFlow imported as this backend needs it (threads, JIT off)."""
+    return import_keras(spi.thread_settings(plpy, GD))
+
+
+def import_keras(threads=None):
+    """Import TensorFlow/Keras once per process; ``threads`` applies only to that first import."""
+    if "tensorflow" in sys.modules:
+        import keras
+        return keras
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if not hasattr(sys, "argv"):  # absl reads sys.argv, which an embedded interpreter lacks
+        sys.argv = ["postgres"]
+    import tensorflow as tf
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
+    import keras
+    return keras
+
+
+def load_keras_file(function, path, threads=None):
+    """Load a ``.keras`` file in safe mode, uncompiled."""
+    keras = import_keras(threads)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # Keras raises many types; the user needs the reason
+        raise PgvisionError(function, f"cannot load model ({type(err).__name__}: {err})",
+                            EXTERNAL_ERROR) from None
+
+
+class Extractor:
+    """A Keras model cut at its feature layer, pooled, behind one traced ``tf.function``."""
+
+    runtime = "tensorflow"
+
+    def __init__(self, model, input_size, preprocessing, feature_layer=None, pooling="avg",
+                 function="vision.register_model"):
+        import keras
+        import tensorflow as tf
+
+        if feature_layer:
+            try:
+                output = model.get_layer(feature_layer).output
+            except ValueError:
+                raise PgvisionError(function, f'argument "feature_layer" names no layer of the '
+                                    f"model: {feature_layer!r}", UNDEFINED_OBJECT) from None
+        else:
+            output = model.output
+        if len(output.shape) == 4:
+            if pooling == "avg":
+                output = keras.layers.GlobalAveragePooling2D()(output)
+            elif pooling == "max":
+                output = keras.layers.GlobalMaxPooling2D()(output)
+        if len(output.shape) != 2:
+            output = keras.layers.Flatten()(output)
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        self.model = keras.Model(inputs, output)
+        self.input_size = tuple(input_size)
+        self.preprocessing = preprocessing
+        self.dims = int(output.shape[-1])
+        height, width = self.input_size
+        # A None batch dimension: one trace serves every batch size (no re-trace per shape).
+        self.traced = tf.function(lambda x: self.model(x, training=False), input_signature=[
+            tf.TensorSpec([None, height, width, 3], tf.float32)])
+        self(self._zeros(1))  # trace now, not on the first user call
+
+    def _zeros(self, n):
+        import numpy as np
+        return np.zeros((n, *self.input_size, 3), dtype=np.float32)
+
+    def __call__(self, batch):
+        """``(n, h, w, 3)`` preprocessed float32 → ``(n, dims)`` float32 numpy array."""
+        if len(batch) == 0:
+            import numpy as np
+            return np.empty((0, self.dims), dtype=np.float32)
+        return self.traced(batch).numpy()
+
+
+def check_model_file(function, row):
+    """A server-side model file must still be the one registered (same SHA-256)."""
+    path = row["model_path"]
+    if not os.path.isfile(path):
+        raise PgvisionError(function, f"model {row['name']!r}: file {path!r} is missing",
+                            EXTERNAL_ERROR, hint="Re-run make install, or re-register it.")
+    if sha256_file(path) != row["sha256"]:
+        raise PgvisionError(function, f"model {row['name']!r}: file {path!r} changed since it "
+                            "was registered (SHA-256 differs)", EXTERNAL_ERROR,
+                            hint="Register it again: SELECT vision.register_model(...)")
+
+
+def model_file(plpy, GD, function, row):
+    """Return a filesystem path holding the row's model (temp file for stored bytes)."""
+    if row["model_path"]:
+        check_model_file(function, row)
+        return row["model_path"], False
+    data = plpy.execute(spi.plan(plpy, GD,
+                                 "SELECT model_bytes FROM vision.model_store WHERE name = $1",
+                                 ["text"]), [row["name"]])[0]["model_bytes"]
+    tmp = tempfile.NamedTemporaryFile(suffix=".keras", delete=False)
+    with tmp:
+        tmp.write(data)
+    return tmp.name, True
+
+
+def get_extractor(plpy, GD, function, row):
+    """The cached extractor for a registry row, loading it on first use."""
+    hit = cached_extractor(GD, row)
+    if hit is not None:
+        return hit
+    runtime = spi.runtime_setting(plpy, GD)
+    if row["model_path"]:  # also when a converted copy is used: the registry must hold
+        check_model_file(function, row)
+    slots.hold_model_slot(function, spi.max_model_backends(plpy, GD))
+    def keras_file():  # a file model was checked above: hashing 90 MB twice costs 0.1 s
+        return (row["model_path"], False) if row["model_path"] else \
+            model_file(plpy, GD, function, row)
+
+    return load_extractor(GD, function, row, keras_file, spi.thread_settings(plpy, GD), runtime)
+
+
+def cached_extractor(GD, row):
+    """The extractor this backend holds for a registry row (or handle), if current."""
+    cache = GD.setdefault(_CACHE, {})
+    hit = cache.get(row["name"])
+    if hit is not None and hit[0] == row["sha256"]:
+        return hit[1]
+    cache.pop(row["name"], None)  # drop a stale model before loading its successor
+    return None
+
+
+def onnx_dirs():
+    """Where converted models are found: installed (make install), then this server's cache."""
+    return [default_model_dir(), runtime_dir("models")]
+
+
+def tensorflow_extractor(function, row, keras_file, threads=None):
+    """Load the Keras model (``keras_file()`` → (path, temporary)) and cut it as ``row`` (a
+    registry row or manifest entry) says."""
+    path, temporary = keras_file()
+    try:
+        model = load_keras_file(function, path, threads)
+    finally:
+        if temporary:
+            os.unlink(path)
+    return Extractor(model, (row["input_height"], row["input_width"]),
+                     row["preprocessing"], row["feature_layer"], row["pooling"], function)
+
+
+def load_extractor(GD, function, row, keras_file, threads, runtime, built=None):
+    """Load (or convert) the model on ``runtime`` and cache it in ``GD``; ``built``: a
+    TensorFlow extractor already at hand, to convert from instead of loading again."""
+    def build_tensorflow():
+        return built or tensorflow_extractor(function, row, keras_file, threads)
+
+    if not runtimes.runs_on_onnx(runtime):
+        extractor = build_tensorflow()
+    else:
+        extractor = runtimes.onnx_extractor(function, row, threads, onnx_dirs(),
+                                            runtime_dir("models"), build_tensorflow,
+                                            strict=runtime == "onnx")
+    cache = GD.setdefault(_CACHE, {})
+    cache[row["name"]] = (row["sha256"], extractor)
+    slots.record_models([f"{name} ({entry[1].runtime})" for name, entry in sorted(cache.items())])
+    return extractor
+
+
+def cached_models(GD):
+    """Names of the models this backend holds in memory."""
+    return sorted(GD.get(_CACHE, {}))
+
+
+def forget(GD, name):
+    """Drop this backend's copy of a model (it was dropped or replaced)."""
+    GD.get(_CACHE, {}).pop(name, None)

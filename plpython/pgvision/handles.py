@@ -1,0 +1,110 @@
+"""Model handles: a registered model resolved by the leader so parallel workers, which
+cannot query, extract features with it.
+
+A parallel worker cannot query (see :func:`pgvision.spi.call_no_spi`), so it cannot read the
+registry. The leader resolves the model once into a handle (JSON text): the model's content
+hash, how to use it, and the settings a worker needs. The model file is copied under the data
+directory as <sha256>.keras; a worker loads only such files and checks the hash, so a
+hand-made handle can name nothing but a model some backend has already resolved.
+"""
+
+import json
+import os
+import re
+import shutil
+
+from . import __version__, extractors, registry, runtimes, slots, spi
+from .errors import OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError, require_not_null
+from .files import default_model_dir, read_manifest, runtime_dir, sha256_file
+
+FN_HANDLE = "vision.model_handle"
+FN_WITH = "vision.extract_features_with"
+_HANDLE_KEYS = ("version", "name", "sha256", "input_height", "input_width", "preprocessing",
+                "feature_layer", "pooling", "dims", "threads", "max_model_backends",
+                "max_image_pixels", "runtime")
+
+
+def model_handle(plpy, GD, model):
+    row = registry.lookup(plpy, GD, FN_HANDLE, model)
+    target = runtime_dir("models", f"{row['sha256']}.keras")
+    if not os.path.isfile(target) or sha256_file(target) != row["sha256"]:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        path, temporary = extractors.model_file(plpy, GD, FN_HANDLE, row)
+        staging = f"{target}.{os.getpid()}.tmp"
+        try:
+            shutil.copyfile(path, staging)
+            os.replace(staging, target)  # atomic: a worker never sees half a file
+        finally:
+            if temporary:
+                os.unlink(path)
+    runtime = handle_runtime(plpy, GD, row)
+    handle = {key: row.get(key) for key in _HANDLE_KEYS}
+    handle.update(version=__version__, threads=list(spi.thread_settings(plpy, GD)),
+                  max_model_backends=spi.max_model_backends(plpy, GD),
+                  max_image_pixels=spi.max_pixels(plpy, GD), runtime=runtime)
+    return json.dumps(handle, sort_keys=True)
+
+
+def handle_runtime(plpy, GD, row):
+    """The runtime workers will use: ``onnx`` once a converted file exists, which this
+    converts the first time (loading the model here once), so workers never convert."""
+    runtime = spi.runtime_setting(plpy, GD)
+    if not runtimes.runs_on_onnx(runtime):
+        return "tensorflow"
+    name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
+    if runtimes.find_onnx(extractors.onnx_dirs(), name):
+        return "onnx"
+    return extractors.get_extractor(plpy, GD, FN_HANDLE, row).runtime
+
+
+def parse_handle(function, text):
+    """The dict behind a handle of :func:`model_handle`, checked; no queries."""
+    require_not_null(function, "model_handle", text)
+    try:
+        handle = json.loads(text)
+        ok = isinstance(handle, dict) and set(_HANDLE_KEYS) <= set(handle) and \
+            re.fullmatch(r"[0-9a-f]{64}", str(handle["sha256"])) is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise PgvisionError(function, f'argument "model_handle" is not a handle made by '
+                            f"{FN_HANDLE}(): {text[:60]!r}",
+                            hint=f"Pass (SELECT {FN_HANDLE}('model')) computed before the query.")
+    if handle["version"] != __version__:
+        raise PgvisionError(function, f'argument "model_handle" was made by pgvision '
+                            f"{handle['version']}, this server runs {__version__}", OBJECT_IN_USE,
+                            hint=f"Call {FN_HANDLE}() again.")
+    return handle
+
+
+def cached_model_file(sha256):
+    """The model file with this hash: the data directory's cache, else an installed model
+    (what a Greenplum segment, whose data directory the leader never wrote, relies on)."""
+    candidates = [runtime_dir("models", f"{sha256}.keras")]
+    candidates += [os.path.join(default_model_dir(), entry["file"])
+                   for entry in read_manifest(default_model_dir()) if entry["sha256"] == sha256]
+    for path in candidates:
+        if os.path.isfile(path) and sha256_file(path) == sha256:
+            return path
+    return None
+
+
+def extractor_for_handle(GD, function, handle):
+    """The cached extractor of a parsed handle, loading it without any query."""
+    hit = extractors.cached_extractor(GD, handle)
+    if hit is not None:
+        return hit
+
+    def keras_file():
+        path = cached_model_file(handle["sha256"])
+        if path is None:
+            raise PgvisionError(function, f"model {handle['name']!r} ({handle['sha256'][:12]}…) "
+                                "is not in this server's model cache", UNDEFINED_OBJECT,
+                                hint=f"Make the handle with {FN_HANDLE}() on this server.")
+        return path, False
+
+    if handle["runtime"] == "tensorflow":
+        keras_file()  # fail before taking a slot
+    slots.hold_model_slot(function, handle["max_model_backends"])
+    return extractors.load_extractor(GD, function, handle, keras_file, tuple(handle["threads"]),
+                           handle["runtime"])

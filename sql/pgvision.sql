@@ -1,0 +1,887 @@
+-- pgvision: CNN image features, visual search, classification and recommendations in SQL.
+--
+-- The whole current API of the extension, in sections in the order of the Python modules
+-- behind it (plpython/pgvision). `make install` installs this file as pgvision--<version>.sql;
+-- the sql/pgvision--<from>--<to>.sql scripts upgrade older installations and hold only what
+-- changed (tests/test_catalog.py proves both paths give the same catalog).
+--
+-- Every function is a thin PL/Python wrapper: `spi.call(plpy, GD, module.function, args...)`
+-- with the SQL arguments in the order and under the names of the Python function's
+-- parameters (tests/test_wrappers.py checks that they line up).
+
+\echo Use "CREATE EXTENSION pgvision CASCADE" to load this file. \quit
+
+CREATE SCHEMA vision;
+COMMENT ON SCHEMA vision IS 'pgvision: CNN image features, visual search and classification';
+
+-- Roles are per cluster, so a second database must not fail on an existing one.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vision_admin') THEN
+    CREATE ROLE vision_admin NOLOGIN;
+  END IF;
+END
+$$;
+
+-- Postgres' LLVM JIT and the LLVM inside TensorFlow crash a backend that holds both
+-- (signal 11 on the next JIT-compiled query; high function costs make JIT likely). New
+-- sessions of this database get JIT off; pgvision also turns it off in a session before
+-- loading TensorFlow.
+DO $$
+BEGIN
+  EXECUTE format('ALTER DATABASE %I SET jit = off', current_database());
+END
+$$;
+
+-- registry: models ---------------------------------------------------------------------
+
+CREATE TABLE vision.model_store (
+  name          text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+  model_bytes   bytea,
+  model_path    text,
+  sha256        text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+  input_height  integer NOT NULL CHECK (input_height > 0),
+  input_width   integer NOT NULL CHECK (input_width > 0),
+  preprocessing text NOT NULL CHECK (preprocessing IN ('inception', 'caffe', 'torch', 'raw')),
+  feature_layer text,
+  pooling       text NOT NULL DEFAULT 'avg' CHECK (pooling IN ('avg', 'max', 'none')),
+  dims          integer NOT NULL CHECK (dims > 0),
+  provenance    text NOT NULL DEFAULT '',
+  builtin       boolean NOT NULL DEFAULT false,
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  CHECK ((model_bytes IS NULL) <> (model_path IS NULL))
+);
+COMMENT ON TABLE vision.model_store IS
+  'Registered Keras models (.keras bytes or a server file). Use vision.models to list them.';
+ALTER TABLE vision.model_store ALTER COLUMN model_bytes SET STORAGE EXTERNAL;
+-- Installed (builtin) models are re-registered by CREATE EXTENSION; dump only users' models.
+SELECT pg_catalog.pg_extension_config_dump('vision.model_store', 'WHERE NOT builtin');
+
+CREATE VIEW vision.models AS
+  SELECT name, dims, input_height, input_width, preprocessing, feature_layer, pooling,
+         CASE WHEN model_bytes IS NULL THEN 'file' ELSE 'database' END AS stored_in,
+         coalesce(octet_length(model_bytes)::bigint, 0) AS stored_bytes,
+         model_path, sha256, provenance, builtin, created_at
+  FROM vision.model_store;
+COMMENT ON VIEW vision.models IS 'The registered models, without their bytes.';
+
+CREATE FUNCTION vision.version() RETURNS text
+LANGUAGE plpython3u STABLE PARALLEL SAFE AS $$
+import pgvision
+return pgvision.__version__
+$$;
+COMMENT ON FUNCTION vision.version() IS
+  'Version of the pgvision Python package the server loads (must equal the extension''s).';
+
+CREATE FUNCTION vision.register_model(
+  name          text,
+  model_bytes   bytea   DEFAULT NULL,
+  model_path    text    DEFAULT NULL,
+  preprocessing text    DEFAULT 'inception',
+  feature_layer text    DEFAULT NULL,
+  pooling       text    DEFAULT 'avg',
+  input_height  integer DEFAULT NULL,
+  input_width   integer DEFAULT NULL,
+  provenance    text    DEFAULT '',
+  replace       boolean DEFAULT false
+) RETURNS integer
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import registry, spi
+return spi.call(plpy, GD, registry.register_model, name, model_bytes, model_path,
+                preprocessing, feature_layer, pooling, input_height, input_width,
+                provenance, replace)
+$$;
+COMMENT ON FUNCTION vision.register_model IS
+  'Register a .keras model (bytes, or a server file path) after loading it in safe mode; returns its feature dimension.';
+
+CREATE FUNCTION vision.register_keras_application(
+  name        text,
+  application text,
+  weights     text    DEFAULT 'imagenet',
+  replace     boolean DEFAULT false
+) RETURNS integer
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import registry, spi
+return spi.call(plpy, GD, registry.register_keras_application, name, application, weights,
+                replace)
+$$;
+COMMENT ON FUNCTION vision.register_keras_application IS
+  'Register a keras.applications model (ImageNet weights need internet on the server; weights => NULL for random weights).';
+
+CREATE FUNCTION vision.drop_model(name text, cascade boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import registry, spi
+return spi.call(plpy, GD, registry.drop_model, name, cascade)
+$$;
+COMMENT ON FUNCTION vision.drop_model IS
+  'Unregister a model; with cascade => true also delete its features. Returns the number of feature rows deleted.';
+
+CREATE FUNCTION vision._register_builtin_models() RETURNS integer
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import registry
+return registry.register_builtin_models(plpy, GD)
+$$;
+
+-- The installed default model is usable right after CREATE EXTENSION.
+SELECT vision._register_builtin_models();
+
+-- extractors, slots and handles: models in memory --------------------------------------
+
+CREATE FUNCTION vision.loaded_models() RETURNS SETOF text
+LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED AS $$
+from pgvision import extractors
+return extractors.cached_models(GD)
+$$;
+COMMENT ON FUNCTION vision.loaded_models() IS 'Models this backend holds in memory.';
+
+CREATE FUNCTION vision.model_backends()
+RETURNS TABLE (slot integer, pid integer, rss_mb real, models text[])
+LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED AS $$
+from pgvision import slots
+return slots.model_backends()
+$$;
+COMMENT ON FUNCTION vision.model_backends IS
+  'Backends (and parallel workers) of this cluster holding a model: resident memory, and each model with its runtime.';
+
+CREATE FUNCTION vision.model_handle(model text DEFAULT 'inception_v3') RETURNS text
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
+from pgvision import handles, spi
+return spi.call(plpy, GD, handles.model_handle, model)
+$$;
+COMMENT ON FUNCTION vision.model_handle IS
+  'A registered model resolved for vision.extract_features_with (which runs in parallel workers).';
+
+-- extract: features of images ----------------------------------------------------------
+
+CREATE TABLE vision.features (
+  model        text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE,
+  source       regclass NOT NULL,
+  image_id     bigint NOT NULL,
+  feature      real[] NOT NULL,
+  extracted_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model, source, image_id)
+);
+COMMENT ON TABLE vision.features IS
+  'One feature vector per (model, source table, image id), written by vision.extract_table.';
+SELECT pg_catalog.pg_extension_config_dump('vision.features', '');
+
+CREATE TABLE vision.extract_errors (
+  model     text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE,
+  source    regclass NOT NULL,
+  image_id  bigint NOT NULL,
+  error     text NOT NULL,
+  failed_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model, source, image_id)
+);
+COMMENT ON TABLE vision.extract_errors IS
+  'Rows vision.extract_table skipped, with the reason; cleared when a retry succeeds.';
+SELECT pg_catalog.pg_extension_config_dump('vision.extract_errors', '');
+
+CREATE TABLE vision.extract_jobs (
+  job_id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  source       regclass NOT NULL,
+  model        text NOT NULL,
+  id_column    text NOT NULL,
+  image_column text NOT NULL,
+  total        bigint NOT NULL,
+  processed    bigint NOT NULL DEFAULT 0,
+  failed       bigint NOT NULL DEFAULT 0,
+  state        text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'done')),
+  pid          integer NOT NULL,
+  started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+  updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE vision.extract_jobs IS 'One row per vision.extract_table call, updated per batch.';
+
+CREATE VIEW vision.extract_progress AS
+  SELECT j.job_id, j.source, j.model,
+         CASE WHEN j.state = 'done' THEN 'done'
+              WHEN a.pid IS NULL THEN 'interrupted'   -- cancelled, failed or its backend died
+              ELSE 'running' END AS state,
+         j.processed, j.failed, j.total,
+         round(100.0 * (j.processed + j.failed) / nullif(j.total, 0), 1) AS percent,
+         round(((j.processed + j.failed)
+                / nullif(extract(epoch FROM j.updated_at - j.started_at), 0))::numeric, 2)
+           AS images_per_second,
+         j.started_at, j.updated_at
+  FROM vision.extract_jobs j
+  LEFT JOIN pg_catalog.pg_stat_activity a
+         -- still running only while the CALL that started the job is the backend's statement
+         ON a.pid = j.pid AND a.state = 'active' AND a.query_start <= j.started_at
+        AND j.state = 'running';
+COMMENT ON VIEW vision.extract_progress IS 'Progress of vision.extract_table calls, newest last.';
+
+-- PARALLEL UNSAFE, like every function here that queries: PL/Python runs each query in a
+-- subtransaction, which Postgres forbids during a parallel operation, so a parallel plan
+-- would fail with "cannot start subtransactions during a parallel operation".
+CREATE FUNCTION vision.extract_features(image bytea, model text DEFAULT 'inception_v3')
+RETURNS real[]
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
+from pgvision import extract, spi
+return spi.call(plpy, GD, extract.extract_features, image, model)
+$$;
+COMMENT ON FUNCTION vision.extract_features IS
+  'Feature vector of one image (JPEG/PNG/GIF/BMP/WebP/TIFF bytes) under a registered model.';
+
+CREATE PROCEDURE vision.extract_table(
+  source        regclass,
+  id_column     name    DEFAULT 'id',
+  image_column  name    DEFAULT 'image',
+  model         text    DEFAULT 'inception_v3',
+  batch_size    integer DEFAULT 32,
+  retry_failed  boolean DEFAULT false,
+  parts         integer DEFAULT 1,
+  part          integer DEFAULT 0,
+  INOUT job_id  bigint  DEFAULT NULL,
+  INOUT processed bigint DEFAULT NULL,
+  INOUT failed  bigint  DEFAULT NULL
+)
+LANGUAGE plpython3u AS $$
+from pgvision import extract, spi
+return spi.call(plpy, GD, extract.extract_table, source, id_column, image_column, model,
+                batch_size, retry_failed, parts, part)
+$$;
+COMMENT ON PROCEDURE vision.extract_table IS
+  'Extract features for every row of a table that has none yet, batch by batch, committing each batch; bad rows go to vision.extract_errors.';
+
+CREATE FUNCTION vision.extract_rows(
+  source       regclass,
+  id_column    name    DEFAULT 'id',
+  image_column name    DEFAULT 'image',
+  model        text    DEFAULT 'inception_v3',
+  batch_size   integer DEFAULT 32,
+  max_rows     integer DEFAULT 1000
+) RETURNS TABLE (job_id bigint, processed bigint, failed bigint, remaining bigint)
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE AS $$
+from pgvision import extract, spi
+return [spi.call(plpy, GD, extract.extract_rows, source, id_column, image_column, model,
+                 batch_size, max_rows)]
+$$;
+COMMENT ON FUNCTION vision.extract_rows IS
+  'Function form of vision.extract_table (for PL/Proxy and callers that cannot CALL): at most max_rows rows, in the caller''s transaction.';
+
+-- PARALLEL SAFE because it never queries: everything it needs is in the handle. The cost
+-- (~40 ms of CPU per image) tells the planner that splitting the scan pays.
+CREATE FUNCTION vision.extract_features_with(
+  image        bytea,
+  model_handle text,
+  on_error     text DEFAULT 'error'
+) RETURNS real[]
+LANGUAGE plpython3u STABLE PARALLEL SAFE COST 100000 AS $$
+from pgvision import extract, spi
+return spi.call_no_spi(plpy, extract.extract_features_with, GD, image, model_handle,
+                       on_error)
+$$;
+COMMENT ON FUNCTION vision.extract_features_with IS
+  'vision.extract_features for parallel queries: the model comes from vision.model_handle().';
+
+-- featurestore: versions of stored features --------------------------------------------
+
+CREATE SEQUENCE vision.feature_version_seq;
+SELECT pg_catalog.pg_extension_config_dump('vision.feature_version_seq', '');
+
+CREATE TABLE vision.feature_versions (
+  model   text NOT NULL,
+  source  regclass NOT NULL,
+  version bigint NOT NULL DEFAULT nextval('vision.feature_version_seq'),
+  PRIMARY KEY (model, source)
+);
+COMMENT ON TABLE vision.feature_versions IS
+  'One row per (model, source) that has features, with a version that changes on every change (triggers).';
+SELECT pg_catalog.pg_extension_config_dump('vision.feature_versions', '');
+
+-- Versions come from a sequence, never reused: a table emptied and refilled never looks
+-- like the one a backend cached.
+CREATE FUNCTION vision._bump_feature_versions() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    DELETE FROM vision.feature_versions;
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO vision.feature_versions AS v (model, source)
+      SELECT DISTINCT model, source FROM new_rows
+      ON CONFLICT (model, source) DO UPDATE SET version = nextval('vision.feature_version_seq');
+  END IF;
+  IF TG_OP IN ('DELETE', 'UPDATE') THEN
+    UPDATE vision.feature_versions v SET version = nextval('vision.feature_version_seq')
+      FROM (SELECT DISTINCT model, source FROM old_rows) o
+      WHERE v.model = o.model AND v.source = o.source;
+    DELETE FROM vision.feature_versions v
+      USING (SELECT DISTINCT model, source FROM old_rows) o
+      WHERE v.model = o.model AND v.source = o.source
+        AND NOT EXISTS (SELECT 1 FROM vision.features f
+                        WHERE f.model = v.model AND f.source = v.source);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER bump_on_insert AFTER INSERT ON vision.features
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+  EXECUTE FUNCTION vision._bump_feature_versions();
+
+CREATE TRIGGER bump_on_update AFTER UPDATE ON vision.features
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+  EXECUTE FUNCTION vision._bump_feature_versions();
+
+CREATE TRIGGER bump_on_delete AFTER DELETE ON vision.features
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+  EXECUTE FUNCTION vision._bump_feature_versions();
+
+CREATE TRIGGER bump_on_truncate AFTER TRUNCATE ON vision.features
+  FOR EACH STATEMENT EXECUTE FUNCTION vision._bump_feature_versions();
+
+-- A changed feature is a newly extracted one, whoever updates it.
+CREATE FUNCTION vision._touch_feature() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.extracted_at := clock_timestamp();
+  RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER touch_on_update BEFORE UPDATE OF feature ON vision.features
+  FOR EACH ROW EXECUTE FUNCTION vision._touch_feature();
+
+-- Everything pgvision keeps about a dropped table goes with it: rows of every vision table
+-- with a `source regclass` column (so later versions' tables are covered too).
+CREATE FUNCTION vision._forget_dropped_tables() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  dropped oid[];
+  keeper regclass;
+BEGIN
+  SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
+    WHERE object_type = 'table' AND schema_name <> 'vision';
+  IF dropped IS NULL THEN
+    RETURN;
+  END IF;
+  FOR keeper IN
+    SELECT a.attrelid::regclass FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'vision'::regnamespace AND c.relkind = 'r'
+      AND a.attname = 'source' AND a.atttypid = 'regclass'::regtype AND NOT a.attisdropped
+  LOOP
+    EXECUTE format('DELETE FROM %s WHERE source::oid = ANY ($1)', keeper) USING dropped;
+  END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER pgvision_forget_dropped_tables ON sql_drop
+  WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
+  EXECUTE FUNCTION vision._forget_dropped_tables();
+
+-- search: nearest neighbours -----------------------------------------------------------
+
+-- HNSW indexes (faiss), one per (model, source), stored so every backend can load them.
+CREATE TABLE vision.indexes (
+  model           text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE
+                    ON DELETE CASCADE,
+  source          regclass NOT NULL,
+  metric          text NOT NULL CHECK (metric IN ('cosine', 'l2', 'ip')),
+  m               integer NOT NULL,
+  ef_construction integer NOT NULL,
+  ef_search       integer NOT NULL,
+  pca_dims        integer,
+  dims            integer NOT NULL,
+  n               bigint NOT NULL,
+  built_version   bigint NOT NULL,
+  index_bytes     bytea NOT NULL,
+  sha256          text NOT NULL,
+  build_seconds   double precision NOT NULL,
+  built_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (model, source)
+);
+COMMENT ON TABLE vision.indexes IS 'HNSW indexes built by vision.create_index (faiss bytes).';
+ALTER TABLE vision.indexes ALTER COLUMN index_bytes SET STORAGE EXTERNAL;
+SELECT pg_catalog.pg_extension_config_dump('vision.indexes', '');
+
+CREATE VIEW vision.index_status AS
+  SELECT i.model, i.source, i.metric, i.m, i.ef_construction, i.ef_search, i.pca_dims, i.n,
+         octet_length(i.index_bytes) AS size_bytes, i.build_seconds, i.built_at,
+         i.built_version <> coalesce(v.version, 0) AS stale
+  FROM vision.indexes i
+  LEFT JOIN vision.feature_versions v USING (model, source);
+COMMENT ON VIEW vision.index_status IS
+  'Indexes and whether they are stale (search then falls back to exact until refreshed).';
+
+-- Cached neighbours: each image's k nearest, maintained by vision.refresh_neighbours.
+CREATE TABLE vision.neighbours (
+  model         text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE
+                  ON DELETE CASCADE,
+  source        regclass NOT NULL,
+  image_id      bigint NOT NULL,
+  k             integer NOT NULL,
+  metric        text NOT NULL,
+  neighbour_ids bigint[] NOT NULL,
+  distances     real[] NOT NULL,
+  refreshed_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (model, source, image_id)
+);
+COMMENT ON TABLE vision.neighbours IS 'Each image''s k nearest neighbours, nearest first.';
+SELECT pg_catalog.pg_extension_config_dump('vision.neighbours', '');
+
+CREATE FUNCTION vision.similar(
+  image_id    bigint,
+  k           integer  DEFAULT 10,
+  model       text     DEFAULT 'inception_v3',
+  metric      text     DEFAULT 'cosine',
+  source      regclass DEFAULT NULL,
+  candidates  bigint[] DEFAULT NULL,
+  approximate boolean  DEFAULT NULL
+) RETURNS TABLE (image_id bigint, distance real, rank integer)
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.similar, image_id, k, model, metric, source,
+                candidates, approximate)
+$$;
+COMMENT ON FUNCTION vision.similar IS
+  'The k stored images nearest to a stored image (itself excluded): exact, or through the HNSW index when one is fresh.';
+
+CREATE FUNCTION vision.similar_many(
+  image_ids   bigint[],
+  k           integer  DEFAULT 10,
+  model       text     DEFAULT 'inception_v3',
+  metric      text     DEFAULT 'cosine',
+  source      regclass DEFAULT NULL,
+  approximate boolean  DEFAULT NULL
+) RETURNS TABLE (query_id bigint, image_id bigint, distance real, rank integer)
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 100 AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.similar_many, image_ids, k, model, metric, source,
+                approximate)
+$$;
+COMMENT ON FUNCTION vision.similar_many IS
+  'vision.similar for many stored images in one call: rows (query_id, image_id, distance, rank).';
+
+CREATE FUNCTION vision.similar_to_image(
+  image       bytea,
+  k           integer  DEFAULT 10,
+  model       text     DEFAULT 'inception_v3',
+  metric      text     DEFAULT 'cosine',
+  source      regclass DEFAULT NULL,
+  candidates  bigint[] DEFAULT NULL,
+  approximate boolean  DEFAULT NULL
+) RETURNS TABLE (image_id bigint, distance real, rank integer)
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.similar_to_image, image, k, model, metric, source,
+                candidates, approximate)
+$$;
+COMMENT ON FUNCTION vision.similar_to_image IS
+  'The k stored images nearest to new image bytes (features extracted on the fly).';
+
+CREATE FUNCTION vision.similar_to_vector(
+  feature     real[],
+  k           integer  DEFAULT 10,
+  model       text     DEFAULT 'inception_v3',
+  metric      text     DEFAULT 'cosine',
+  source      regclass DEFAULT NULL,
+  candidates  bigint[] DEFAULT NULL,
+  approximate boolean  DEFAULT NULL
+) RETURNS TABLE (image_id bigint, distance real, rank integer)
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.similar_to_vector, feature, k, model, metric, source,
+                candidates, approximate)
+$$;
+COMMENT ON FUNCTION vision.similar_to_vector IS
+  'The k stored images nearest to a feature vector (e.g. one computed on another node).';
+
+CREATE FUNCTION vision.create_index(
+  source          regclass,
+  model           text    DEFAULT 'inception_v3',
+  metric          text    DEFAULT 'cosine',
+  m               integer DEFAULT 16,
+  ef_construction integer DEFAULT 64,
+  ef_search       integer DEFAULT 40,
+  pca_dims        integer DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.create_index, source, model, metric, m,
+                ef_construction, ef_search, pca_dims)
+$$;
+COMMENT ON FUNCTION vision.create_index IS
+  'Build (or rebuild) the HNSW index over a table''s features; returns the number of vectors.';
+
+CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'inception_v3')
+RETURNS text
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.refresh_index, source, model)
+$$;
+COMMENT ON FUNCTION vision.refresh_index IS
+  'Bring an index up to date: adds new images, rebuilds if images changed or were deleted.';
+
+CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3')
+RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+  WITH d AS (DELETE FROM vision.indexes i WHERE i.model = $2 AND i.source = $1 RETURNING 1)
+  SELECT count(*) > 0 FROM d
+$$;
+COMMENT ON FUNCTION vision.drop_index IS 'Drop a table''s index; true if there was one.';
+
+CREATE FUNCTION vision.refresh_neighbours(
+  source regclass,
+  model  text    DEFAULT 'inception_v3',
+  k      integer DEFAULT 10,
+  metric text    DEFAULT 'cosine'
+) RETURNS bigint
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.refresh_neighbours, source, model, k, metric)
+$$;
+COMMENT ON FUNCTION vision.refresh_neighbours IS
+  'Materialise every image''s k nearest neighbours into vision.neighbours, incrementally; returns rows written.';
+
+-- classify: classifiers on stored features ---------------------------------------------
+
+CREATE TABLE vision.classifiers (
+  name          text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+  model         text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE,
+  source        regclass NOT NULL,
+  method        text NOT NULL CHECK (method IN ('knn', 'softmax', 'logistic', 'sgd')),
+  options       jsonb NOT NULL,
+  labels        text[] NOT NULL,
+  dims          integer NOT NULL,
+  weights       bytea NOT NULL,          -- .npz of float arrays, read with allow_pickle=False
+  train_ids     bigint[] NOT NULL,
+  train_targets integer[] NOT NULL,
+  metrics       jsonb NOT NULL,          -- cross-validation results at training time
+  trained_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE vision.classifiers IS
+  'Trained classifiers: method, label set, weights (plain arrays) and cross-validated metrics.';
+SELECT pg_catalog.pg_extension_config_dump('vision.classifiers', '');
+
+CREATE TABLE vision.predictions (
+  classifier   text NOT NULL REFERENCES vision.classifiers (name) ON DELETE CASCADE
+                 ON UPDATE CASCADE,
+  source       regclass NOT NULL,
+  image_id     bigint NOT NULL,
+  label        text NOT NULL,
+  probability  real NOT NULL,
+  predicted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (classifier, source, image_id)
+);
+COMMENT ON TABLE vision.predictions IS 'Labels written by vision.classify_table.';
+SELECT pg_catalog.pg_extension_config_dump('vision.predictions', '');
+
+CREATE FUNCTION vision.train_classifier(
+  name    text,
+  labels  regclass,
+  source  regclass DEFAULT NULL,
+  model   text     DEFAULT 'inception_v3',
+  method  text     DEFAULT 'softmax',
+  options jsonb    DEFAULT '{}',
+  folds   integer  DEFAULT 5,
+  replace boolean  DEFAULT false
+) RETURNS jsonb
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import classify, spi
+return spi.call(plpy, GD, classify.train_classifier, name, labels, source, model,
+                method, options, folds, replace)
+$$;
+COMMENT ON FUNCTION vision.train_classifier IS
+  'Train a classifier on stored features of labelled images (k-fold CV first); returns the CV metrics.';
+
+CREATE FUNCTION vision.classify(
+  image_id   bigint,
+  classifier text,
+  top_k      integer  DEFAULT 3,
+  source     regclass DEFAULT NULL
+) RETURNS TABLE (label text, probability real)
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3 AS $$
+from pgvision import classify, spi
+return spi.call(plpy, GD, classify.classify, image_id, classifier, top_k, source)
+$$;
+COMMENT ON FUNCTION vision.classify IS 'Most likely labels of a stored image.';
+
+CREATE FUNCTION vision.classify_image(image bytea, classifier text, top_k integer DEFAULT 3)
+RETURNS TABLE (label text, probability real)
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3 AS $$
+from pgvision import classify, spi
+return spi.call(plpy, GD, classify.classify_image, image, classifier, top_k)
+$$;
+COMMENT ON FUNCTION vision.classify_image IS 'Most likely labels of new image bytes.';
+
+CREATE FUNCTION vision.classify_table(
+  classifier text,
+  source     regclass DEFAULT NULL,
+  batch_size integer  DEFAULT 1000
+) RETURNS bigint
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import classify, spi
+return spi.call(plpy, GD, classify.classify_table, classifier, source, batch_size)
+$$;
+COMMENT ON FUNCTION vision.classify_table IS
+  'Write the top label of every image without a current prediction into vision.predictions.';
+
+CREATE FUNCTION vision.compare_classifiers(
+  labels  regclass,
+  source  regclass DEFAULT NULL,
+  model   text     DEFAULT 'inception_v3',
+  methods text[]   DEFAULT NULL,
+  rank_by text     DEFAULT 'roc_auc',
+  folds   integer  DEFAULT 5
+) RETURNS TABLE (method text, accuracy real, macro_f1 real, roc_auc real, cv_seconds real,
+                 rank integer)
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import classify, spi
+return spi.call(plpy, GD, classify.compare_classifiers, labels, source, model, methods,
+                rank_by, folds)
+$$;
+COMMENT ON FUNCTION vision.compare_classifiers IS
+  'Cross-validate methods on the same labelled set; ranked by accuracy, macro_f1 or roc_auc.';
+
+CREATE FUNCTION vision.evaluate_classifier(classifier text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  SELECT c.metrics FROM vision.classifiers c WHERE c.name = $1
+$$;
+COMMENT ON FUNCTION vision.evaluate_classifier IS
+  'The cross-validated metrics stored when the classifier was trained.';
+
+CREATE FUNCTION vision._put_classifier(
+  name text, model text, source regclass, method text, options jsonb, labels text[],
+  dims integer, weights bytea, train_ids bigint[], train_targets integer[], metrics jsonb,
+  trained_at timestamptz
+) RETURNS text
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import classify, spi
+return spi.call(plpy, GD, classify.put_classifier, name, model, source, method, options,
+                labels, dims, weights, train_ids, train_targets, metrics, trained_at)
+$$;
+COMMENT ON FUNCTION vision._put_classifier IS
+  'Internal (vision_cluster): store a classifier trained on the coordinator, trained_at included.';
+
+-- recommend: votes, taste models, bandit -----------------------------------------------
+
+CREATE TABLE vision.votes (
+  user_id  text NOT NULL,
+  model    text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE,
+  source   regclass NOT NULL,
+  image_id bigint NOT NULL,
+  liked    boolean NOT NULL,
+  voted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (user_id, model, source, image_id)
+);
+COMMENT ON TABLE vision.votes IS 'Likes and dislikes, one per user and image (the last vote wins).';
+SELECT pg_catalog.pg_extension_config_dump('vision.votes', '');
+
+CREATE TABLE vision.taste_models (
+  user_id    text NOT NULL,
+  model      text NOT NULL,
+  source     regclass NOT NULL,
+  weights    bytea NOT NULL,            -- .npz: mean, scale, w, b (allow_pickle=False)
+  votes      integer NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (user_id, model, source)
+);
+COMMENT ON TABLE vision.taste_models IS 'Per-user elastic-net logistic models on features.';
+SELECT pg_catalog.pg_extension_config_dump('vision.taste_models', '');
+
+CREATE TABLE vision.bandit_state (
+  user_id text NOT NULL,
+  model   text NOT NULL,
+  source  regclass NOT NULL,
+  cluster integer NOT NULL,
+  alpha   integer NOT NULL DEFAULT 1 CHECK (alpha >= 1),
+  beta    integer NOT NULL DEFAULT 1 CHECK (beta >= 1),
+  PRIMARY KEY (user_id, model, source, cluster)
+);
+COMMENT ON TABLE vision.bandit_state IS 'Beta(alpha, beta) per user and cluster, from votes.';
+SELECT pg_catalog.pg_extension_config_dump('vision.bandit_state', '');
+
+CREATE FUNCTION vision.record_vote(
+  user_id  text,
+  image_id bigint,
+  liked    boolean,
+  model    text     DEFAULT 'inception_v3',
+  source   regclass DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import recommend, spi
+return spi.call(plpy, GD, recommend.record_vote, user_id, image_id, liked, model, source)
+$$;
+COMMENT ON FUNCTION vision.record_vote IS
+  'Store a like/dislike (idempotent per user and image); updates the bandit and the user''s taste model. True if it changed anything.';
+
+CREATE FUNCTION vision.recommend(
+  user_id      text,
+  k            integer  DEFAULT 10,
+  exclude_seen boolean  DEFAULT true,
+  model        text     DEFAULT 'inception_v3',
+  source       regclass DEFAULT NULL
+) RETURNS TABLE (image_id bigint, score real, strategy text)
+LANGUAGE plpython3u STABLE ROWS 10 AS $$
+from pgvision import recommend, spi
+return spi.call(plpy, GD, recommend.recommend, user_id, k, exclude_seen, model, source)
+$$;
+COMMENT ON FUNCTION vision.recommend IS
+  'Images ranked by the user''s predicted like-probability (or a cold-start fallback, named in strategy).';
+
+CREATE FUNCTION vision.bandit_next(
+  user_id text,
+  model   text     DEFAULT 'inception_v3',
+  source  regclass DEFAULT NULL
+) RETURNS TABLE (cluster integer, image_id bigint, draw real)
+LANGUAGE plpython3u VOLATILE ROWS 1 AS $$
+from pgvision import recommend, spi
+return spi.call(plpy, GD, recommend.bandit_next, user_id, model, source)
+$$;
+COMMENT ON FUNCTION vision.bandit_next IS
+  'Thompson sampling over clusters: an image the user has not voted on, from the cluster with the highest Beta draw.';
+
+CREATE FUNCTION vision._score_images(
+  model text, source regclass, k integer, exclude bigint[], strategy text, taste bytea,
+  centre real[], popular_ids bigint[], popular_net real[]
+) RETURNS TABLE (image_id bigint, score double precision)
+LANGUAGE plpython3u STABLE AS $$
+from pgvision import recommend, spi
+return spi.call(plpy, GD, recommend.score_images, model, source, k, exclude, strategy,
+                taste, centre, popular_ids, popular_net)
+$$;
+COMMENT ON FUNCTION vision._score_images IS
+  'Internal (vision_cluster): this node''s k best images for preferences computed on the coordinator.';
+
+-- catalog: clusters and 2-D maps -------------------------------------------------------
+
+CREATE TABLE vision.clusters (
+  model    text NOT NULL,
+  source   regclass NOT NULL,
+  image_id bigint NOT NULL,
+  cluster  integer NOT NULL,
+  PRIMARY KEY (model, source, image_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('vision.clusters', '');
+
+CREATE TABLE vision.cluster_centroids (
+  model           text NOT NULL,
+  source          regclass NOT NULL,
+  cluster         integer NOT NULL,
+  size            integer NOT NULL,
+  medoid_image_id bigint,
+  centroid        real[] NOT NULL,
+  PRIMARY KEY (model, source, cluster)
+);
+COMMENT ON TABLE vision.cluster_centroids IS 'K-means clusters: size, medoid image, centroid.';
+SELECT pg_catalog.pg_extension_config_dump('vision.cluster_centroids', '');
+
+CREATE TABLE vision.map_2d (
+  model    text NOT NULL,
+  source   regclass NOT NULL,
+  image_id bigint NOT NULL,
+  method   text NOT NULL,
+  x        real NOT NULL,
+  y        real NOT NULL,
+  PRIMARY KEY (model, source, image_id)
+);
+COMMENT ON TABLE vision.map_2d IS '2-D coordinates from vision.embed_2d.';
+SELECT pg_catalog.pg_extension_config_dump('vision.map_2d', '');
+
+CREATE FUNCTION vision.cluster(
+  model  text     DEFAULT 'inception_v3',
+  k      integer  DEFAULT 8,
+  method text     DEFAULT 'kmeans',
+  source regclass DEFAULT NULL
+) RETURNS integer
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import catalog, spi
+return spi.call(plpy, GD, catalog.cluster, model, k, method, source)
+$$;
+COMMENT ON FUNCTION vision.cluster IS
+  'K-means over a table''s features into vision.clusters and vision.cluster_centroids.';
+
+CREATE FUNCTION vision.embed_2d(
+  model  text     DEFAULT 'inception_v3',
+  method text     DEFAULT 'tsne',
+  source regclass DEFAULT NULL
+) RETURNS real
+LANGUAGE plpython3u VOLATILE AS $$
+from pgvision import catalog, spi
+return spi.call(plpy, GD, catalog.embed_2d, model, method, source)
+$$;
+COMMENT ON FUNCTION vision.embed_2d IS
+  'Project a table''s features to 2-D (t-SNE or PCA) into vision.map_2d; returns seconds taken.';
+
+CREATE FUNCTION vision.plot_map(
+  model        text     DEFAULT 'inception_v3',
+  color_by     text     DEFAULT 'cluster',
+  source       regclass DEFAULT NULL,
+  thumbnails   boolean  DEFAULT false,
+  image_column name     DEFAULT 'image',
+  id_column    name     DEFAULT 'id',
+  size         integer  DEFAULT 800
+) RETURNS bytea
+LANGUAGE plpython3u STABLE AS $$
+from pgvision import catalog, spi
+return spi.call(plpy, GD, catalog.plot_map, model, color_by, source, thumbnails,
+                image_column, id_column, size)
+$$;
+COMMENT ON FUNCTION vision.plot_map IS
+  'PNG scatter of the 2-D map, coloured by cluster or by a classifier''s predictions, optionally with thumbnails.';
+
+-- shards: what a shard serves to a pgvision_cluster coordinator ------------------------
+
+CREATE FUNCTION vision.node_name() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT format('%s/%s', coalesce(nullif(current_setting('cluster_name'), ''),
+                                  'port ' || current_setting('port')), current_database())
+$$;
+COMMENT ON FUNCTION vision.node_name() IS
+  'This node''s name in cluster messages: cluster_name (or port) / database.';
+
+CREATE FUNCTION vision.check_node(version text, model text DEFAULT NULL, sha256 text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
+from pgvision import shards, spi
+return spi.call(plpy, GD, shards.check_node, version, model, sha256)
+$$;
+COMMENT ON FUNCTION vision.check_node IS
+  'This node''s name, or an error when its pgvision version or model differs from the given ones (the coordinator''s).';
+
+-- Other nodes read features through postgres_fdw; a source OID means nothing there, so this
+-- view names the table (schema-qualified, whatever the reader's search_path).
+CREATE VIEW vision.features_export AS
+  SELECT f.model, format('%I.%I', n.nspname, c.relname) AS source, f.image_id, f.feature,
+         f.extracted_at
+  FROM vision.features f
+  JOIN pg_catalog.pg_class c ON c.oid = f.source
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+COMMENT ON VIEW vision.features_export IS
+  'vision.features with the source table''s qualified name (read by coordinators over postgres_fdw).';
+
+CREATE VIEW vision.predictions_export AS
+  SELECT p.classifier, format('%I.%I', n.nspname, c.relname) AS source, p.image_id, p.label,
+         p.probability, p.predicted_at
+  FROM vision.predictions p
+  JOIN pg_catalog.pg_class c ON c.oid = p.source
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace;
+COMMENT ON VIEW vision.predictions_export IS
+  'vision.predictions with the source table''s qualified name (read by coordinators over postgres_fdw).';
+
+-- privileges ---------------------------------------------------------------------------
+
+-- Privileges: anyone may use models; only vision_admin (and the owner) may change them.
+GRANT USAGE ON SCHEMA vision TO PUBLIC;
+GRANT SELECT ON vision.model_store, vision.models TO PUBLIC;
+GRANT INSERT, UPDATE, DELETE ON vision.model_store TO vision_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.features, vision.extract_errors TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE ON vision.extract_jobs TO PUBLIC;
+GRANT SELECT ON vision.extract_progress TO PUBLIC;
+REVOKE ALL ON FUNCTION vision.register_model, vision.register_keras_application,
+  vision.drop_model, vision._register_builtin_models() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION vision.register_model, vision.register_keras_application,
+  vision.drop_model TO vision_admin;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.feature_versions TO PUBLIC;
+GRANT USAGE ON SEQUENCE vision.feature_version_seq TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.indexes, vision.neighbours TO PUBLIC;
+GRANT SELECT ON vision.index_status TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.classifiers, vision.predictions TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.votes, vision.taste_models, vision.clusters,
+  vision.cluster_centroids, vision.bandit_state, vision.map_2d TO PUBLIC;
+GRANT SELECT ON vision.features_export TO PUBLIC;
+GRANT SELECT ON vision.predictions_export TO PUBLIC;
