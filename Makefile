@@ -4,6 +4,7 @@
 #   make start     the project-local Postgres cluster (.pg/, Unix socket only)
 #   make demo      install + start + migrate + load sample images + extract + summary
 #   make test      pytest against the local cluster (real Postgres, real TensorFlow)
+#   make test-fast the tests that need no server (seconds)
 #   make bench     benchmarks, printed as ratios to a baseline measured in the same run
 #   make migrate   alembic upgrade head against DSN (default: the local cluster)
 #   make shards    a local sharded pgvision: 1 coordinator + SHARDS shard clusters (PL/Proxy)
@@ -19,7 +20,8 @@ PYTEST_ARGS ?=
 
 export VENV PG_CONFIG
 
-.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test bench map \
+.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test test-fast \
+        bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
         bench-chart \
         shards shards-stop shards-psql clean
@@ -59,6 +61,10 @@ demo: install-dev start migrate
 
 test: install-dev start
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# The server-free tier: validation, search logic, wrappers, learners (seconds, no cluster).
+test-fast: install-dev
+	PYTHONPATH=plpython $(PYTHON) -m pytest -m fast $(PYTEST_ARGS)
 
 bench: bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale
 	@$(MAKE) --no-print-directory bench-chart

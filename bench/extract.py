@@ -24,53 +24,20 @@ rotation, colour) and saved as 640x480 JPEGs.
 """
 
 import argparse
-import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import psycopg2
-from PIL import Image, ImageEnhance, ImageOps
-from skimage import data as photos
 
-from pgvision.models import default_model_dir, read_manifest
+from pgvision.files import default_model_dir, read_manifest
+
+from common import parallel_workers, sample_images, timed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina",
-           "immunohistochemistry", "camera", "coins", "moon", "horse", "colorwheel"]
-
-
-def sample_images(n, seed=0):
-    """n distinct 640x480 JPEGs made from the scikit-image photos."""
-    rng = np.random.default_rng(seed)
-    bases = [Image.fromarray(np.asarray(getattr(photos, s)()).astype(np.uint8)).convert("RGB")
-             for s in SOURCES]
-    out = []
-    for i in range(n):
-        img = bases[i % len(bases)]
-        w, h = img.size
-        dx, dy = rng.integers(0, w // 5), rng.integers(0, h // 5)
-        img = img.crop((dx, dy, dx + w * 4 // 5, dy + h * 4 // 5)).rotate(float(rng.uniform(-15, 15)))
-        if rng.random() < 0.5:
-            img = ImageOps.mirror(img)
-        img = ImageEnhance.Color(img).enhance(float(rng.uniform(0.6, 1.4))).resize((640, 480))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
-        out.append(buf.getvalue())
-    return out
-
-
-def timed(cur, sql, params=None):
-    started = time.monotonic()
-    cur.execute(sql, params)
-    rows = cur.fetchall() if cur.description else None
-    return time.monotonic() - started, rows
-
-
 def run_baseline(args):
     """bench/standalone_extract.py in its own process; its JSON result."""
     result = subprocess.run([sys.executable, os.path.join(HERE, "standalone_extract.py"), *args],
@@ -135,7 +102,6 @@ def bench_model(dsn, entry, images, workdir):
 
     cold = {rt: cold_start(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
     db = {rt: in_db(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
-    from scale import parallel_workers  # here: scale imports this module
     parallel_s = parallel_workers(dsn, images, name, os.cpu_count(),
                                   counts=(PARALLEL_WORKERS,))[PARALLEL_WORKERS]["seconds"]
     model_args = ["--model", os.path.join(default_model_dir(), entry["file"]),
@@ -181,7 +147,7 @@ def bench_model(dsn, entry, images, workdir):
 
 def report(results):
     runtimes = " / ".join(STANDALONE_RUNTIMES)
-    print(f"\nThroughput (images/s) and ratios; in-DB runs on ONNX Runtime unless marked TF.")
+    print("\nThroughput (images/s) and ratios; in-DB runs on ONNX Runtime unless marked TF.")
     print(f"{'model':<14}{'standalone ' + runtimes:>34}{'client TF':>11}{'in-DB table':>13}"
           f"{'table TF':>10}{'per-row':>9}{'parallel':>10}")
     for r in results:

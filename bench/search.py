@@ -25,7 +25,7 @@ import numpy as np
 import psycopg2
 from PIL import Image, ImageEnhance, ImageOps
 
-from extract import SOURCES, photos
+from common import SOURCES, photos
 
 MODEL, DIMS = "inception_v3", 2048
 

@@ -17,7 +17,7 @@ import time
 
 import psycopg2
 
-from extract import sample_images
+from common import sample_images
 
 
 def connect(dsn, threads):

@@ -2,7 +2,7 @@
 """Baselines for bench/extract.py: what a user would otherwise run, with the same .keras
 model, decoding and preprocessing as pgvision, on one of three runtimes:
 
-  tensorflow  batches behind one traced tf.function (pgvision.models.Extractor)
+  tensorflow  batches behind one traced tf.function (pgvision.extractors.Extractor)
   onnx        ONNX Runtime on the ONNX file `make install` converted the model to
   litert      LiteRT (XNNPACK) on a .tflite converted from the Keras model before timing
 
@@ -86,7 +86,7 @@ class LiteRTExtractor:
 def convert_to_tflite(args, size):
     """Write the cut Keras model as .tflite at --tflite (a one-off, like make install)."""
     import tensorflow as tf
-    from pgvision.models import Extractor, load_keras_file
+    from pgvision.extractors import Extractor, load_keras_file
 
     extractor = Extractor(load_keras_file("standalone", args.model), size, "inception",
                           args.feature_layer, "avg")
@@ -103,7 +103,8 @@ def rss_mb():
 def make_extractor(args, size):
     """(extractor, seconds to import the runtime and load the model)."""
     from pgvision import runtimes
-    from pgvision.models import Extractor, load_keras_file, sha256_file
+    from pgvision.extractors import Extractor, load_keras_file
+    from pgvision.files import sha256_file
 
     started = time.monotonic()
     if args.runtime == "tensorflow":

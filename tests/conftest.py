@@ -16,6 +16,17 @@ from pytest_postgresql.janitor import DatabaseJanitor
 SOCKET_DIR = os.environ.get("PGVISION_SOCKET_DIR")
 PORT = 5432
 USER = "postgres"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def extension_dir():
+    """Where the server finds extension files (``pg_config --sharedir``/extension)."""
+    import subprocess
+
+    pg_config = os.environ.get("PG_CONFIG", "pg_config")
+    sharedir = subprocess.run([pg_config, "--sharedir"], check=True, capture_output=True,
+                              text=True).stdout.strip()
+    return os.path.join(sharedir, "extension")
 
 
 def dsn(dbname):
@@ -31,12 +42,16 @@ postgresql_server = factories.postgresql_noproc(
     host=SOCKET_DIR, port=PORT, user=USER, dbname="pgvision_test", load=[_create_extension])
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fast: needs no server (make test-fast runs these)")
+
+
 def pytest_collection_modifyitems(config, items):
-    if SOCKET_DIR:
-        return
     skip = pytest.mark.skip(reason="PGVISION_SOCKET_DIR unset: run `make test`")
     for item in items:
-        if "db" in item.fixturenames or "server" in item.fixturenames:
+        if "server" not in item.fixturenames:
+            item.add_marker(pytest.mark.fast)
+        elif not SOCKET_DIR:
             item.add_marker(skip)
 
 

@@ -12,7 +12,7 @@ from psycopg2 import errors as pgerr
 
 import pgvision
 from conftest import image_bytes, query
-from pgvision.cluster import parse_conninfo
+from pgvision.shards import parse_conninfo
 from pgvision.errors import PgvisionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,16 +217,21 @@ def single_node_copy(db, make_table):
 LABELS = [(i, ["plain", "striped", "dotted"][i % 3]) for i in IDS]
 
 
-def test_a_classifier_trained_on_the_coordinator_labels_every_shard_like_the_single_node(
-        db, make_table, cluster, products):
-    coord = cluster["coord"]
+def train_kind(coord):
+    """The classifier 'kind' trained on the coordinator over every shard; its CV metrics."""
     extract_all(coord)
     query(coord, "DROP TABLE IF EXISTS product_labels")
     query(coord, "CREATE TABLE product_labels (image_id bigint, label text)")
     query(coord, "INSERT INTO product_labels SELECT * FROM unnest(%s::bigint[], %s::text[])",
           ([i for i, _ in LABELS], [label for _, label in LABELS]))
-    metrics = query(coord, "SELECT vision_cluster.train_classifier('kind', 'product_labels', "
-                           "'products', %s, 'logistic', folds => 2, replace => true)", (FAST,))[0][0]
+    return query(coord, "SELECT vision_cluster.train_classifier('kind', 'product_labels', "
+                        "'products', %s, 'logistic', folds => 2, replace => true)", (FAST,))[0][0]
+
+
+def test_a_classifier_trained_on_the_coordinator_labels_every_shard_like_the_single_node(
+        db, make_table, cluster, products):
+    coord = cluster["coord"]
+    metrics = train_kind(coord)
     labelled = query(coord, "SELECT node, labelled FROM vision_cluster.classify_table('kind')")
     assert [n for n, _ in labelled] == ["shard0/pgvision", "shard1/pgvision"]
     assert sum(n for _, n in labelled) == len(IDS) and min(n for _, n in labelled) > 0
@@ -254,8 +259,7 @@ def test_a_classifier_trained_on_the_coordinator_labels_every_shard_like_the_sin
 
 def test_a_shard_with_another_version_of_a_classifier_is_named(cluster, products):
     coord = cluster["coord"]
-    if not query(coord, "SELECT 1 FROM vision.classifiers WHERE name = 'kind'"):
-        pytest.skip("needs the classifier of the test above")
+    train_kind(coord)
     shard1 = psycopg2.connect(shards_sh(cluster["env"], "dsn", "shard1"))  # may have restarted
     shard1.autocommit = True
     query(shard1, "UPDATE vision.classifiers SET trained_at = now() WHERE name = 'kind'")

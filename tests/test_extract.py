@@ -29,7 +29,7 @@ def test_in_db_features_equal_standalone_keras_on_the_same_pipeline(db):
     """The backend really runs the model: same numbers as Keras in this process."""
     import keras
     from pgvision import images
-    from pgvision.models import default_model_dir
+    from pgvision.files import default_model_dir
 
     data = image_bytes(7, size=(500, 375))
     in_db = np.array(features(db, data, FAST))

@@ -8,9 +8,7 @@ import sys
 import psycopg2
 
 import pgvision
-from conftest import SOCKET_DIR, query
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, SOCKET_DIR, extension_dir, query
 ALEMBIC = [sys.executable, "-m", "alembic", "-c", os.path.join(ROOT, "migrations", "alembic.ini")]
 
 
@@ -21,6 +19,7 @@ def alembic(dbname, *args):
 
 
 def head_revision_version():
+    sys.path.insert(0, os.path.join(ROOT, "migrations"))  # as env.py does for the revisions
     versions = os.path.join(ROOT, "migrations", "versions")
     heads = [f for f in sorted(os.listdir(versions)) if f.endswith(".py")]
     spec = importlib.util.spec_from_file_location("head", os.path.join(versions, heads[-1]))
@@ -30,11 +29,18 @@ def head_revision_version():
 
 
 def test_versions_have_one_source():
-    assert head_revision_version() == pgvision.__version__
-    scripts = os.listdir(os.path.join(ROOT, "sql"))
-    assert any(f.endswith(f"--{pgvision.__version__}.sql") for f in scripts)
-    with open("/usr/share/postgresql/15/extension/pgvision.control") as control:
-        assert f"default_version = '{pgvision.__version__}'" in control.read()
+    """The package's version names the head revision, the installed control files and the
+    installed full scripts, which are the head files sql/<extension>.sql."""
+    version = pgvision.__version__
+    assert head_revision_version() == version
+    for extension in ("pgvision", "pgvision_cluster"):
+        with open(os.path.join(extension_dir(), f"{extension}.control")) as control:
+            assert f"default_version = '{version}'" in control.read()
+        with open(os.path.join(extension_dir(), f"{extension}--{version}.sql")) as installed, \
+                open(os.path.join(ROOT, "sql", f"{extension}.sql")) as head:
+            assert installed.read() == head.read()
+        assert not os.path.exists(os.path.join(ROOT, "sql", f"{extension}--{version}.sql")), \
+            "the full script of the current version is made from the head file, not kept"
 
 
 def test_upgrade_downgrade_upgrade(fresh_db):
@@ -78,5 +84,8 @@ def test_a_coordinator_upgrades_pgvision_cluster_with_pgvision(fresh_db):
         alembic(fresh_db, "downgrade", "0005")
         assert query(conn, versions) == [("pgvision", "0.5.0"), ("pgvision_cluster", "0.5.0")]
         assert query(conn, "SELECT to_regproc('vision_cluster.recommend') IS NULL")[0][0]
+        alembic(fresh_db, "upgrade", "head")
+        assert query(conn, versions) == [("pgvision", pgvision.__version__),
+                                         ("pgvision_cluster", pgvision.__version__)]
     finally:
         conn.close()

@@ -14,7 +14,7 @@ import pytest
 from psycopg2 import errors as pgerr
 
 from conftest import image_bytes, keras_bytes, query, register
-from pgvision.models import default_model_dir, read_manifest
+from pgvision.files import default_model_dir, read_manifest
 
 MODEL_DIR = default_model_dir()
 CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(MODEL_DIR))), "..",

@@ -1,0 +1,107 @@
+"""The layout holds (server-free): every SQL wrapper passes its arguments in the order and
+under the names of its Python function's parameters, every module says what it holds, and
+modules use each other only through public names and top-level imports."""
+
+import ast
+import importlib
+import inspect
+import os
+import pkgutil
+import re
+
+import pytest
+
+import pgvision
+from conftest import ROOT
+
+HEADS = ("pgvision.sql", "pgvision_cluster.sql")
+STATEMENT = re.compile(r"CREATE (?:FUNCTION|PROCEDURE) ([\w.]+)\((.*?)\)(\s.*?) AS \$\$\n(.*?)\$\$;",
+                       re.S)
+CALL = re.compile(r"return \[?spi\.(call|call_no_spi)\(plpy, (?:GD, )?([\w.]+),(.*?)\)\]?\s*$",
+                  re.S)
+DIRECT = re.compile(r"return ([a-z]+)\.(\w+)\((.*?)\)\s*$", re.S)
+MODULES = sorted(m.name for m in pkgutil.iter_modules(pgvision.__path__))
+
+
+def wrappers():
+    for head in HEADS:
+        with open(os.path.join(ROOT, "sql", head)) as fh:
+            for name, params, header, body in STATEMENT.findall(fh.read()):
+                if "LANGUAGE plpython3u" in header:
+                    yield name, params, body
+
+
+def sql_inputs(params):
+    """Names of the IN arguments (INOUT/OUT ones are the procedure's results)."""
+    names = []
+    for param in re.split(r",(?![^()]*\))", params):
+        words = param.split()
+        if words and words[0].upper() not in ("INOUT", "OUT"):
+            names.append(words[0])
+    return names
+
+
+def resolve(dotted):
+    *module, attribute = dotted.split(".")
+    module = ".".join(module)
+    return getattr(importlib.import_module(module if module.startswith("pgvision")
+                                           else f"pgvision.{module}"), attribute)
+
+
+WRAPPERS = list(wrappers())
+
+
+def test_the_heads_hold_every_wrapper():
+    assert len(WRAPPERS) > 40
+
+
+@pytest.mark.parametrize("name,params,body", WRAPPERS, ids=[w[0] for w in WRAPPERS])
+def test_a_wrapper_passes_its_arguments_by_the_python_names(name, params, body):
+    if body == "import pgvision\nreturn pgvision.__version__\n":
+        return
+    match = CALL.search(body)
+    if match:
+        kind, target, args = match.groups()
+        skip = 2 if kind == "call" else 0  # call: fn(plpy, GD, ...); call_no_spi: fn(GD, ...)
+    else:
+        match = DIRECT.search(body)
+        assert match, f"{name}: the body calls no pgvision function:\n{body}"
+        target, args, skip = f"{match.group(1)}.{match.group(2)}", match.group(3), 0
+    passed = [a.strip() for a in args.split(",") if a.strip()]
+    python = list(inspect.signature(resolve(target)).parameters.values())[skip:]
+    assert passed == [p.name for p in python[:len(passed)]], \
+        f"{name} passes {passed} to {target}{[p.name for p in python]}"
+    assert all(p.default is not inspect.Parameter.empty for p in python[len(passed):]), \
+        f"{target} has parameters {name} does not pass"
+    sql = sql_inputs(params)
+    assert [a for a in passed if a not in ("plpy", "GD")] == sql, \
+        f"{name} takes {sql} but passes {passed}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_a_module_opens_with_what_it_holds(module):
+    doc = importlib.import_module(f"pgvision.{module}").__doc__
+    assert doc and doc.strip().split("\n")[0].strip(), f"pgvision.{module} has no docstring"
+
+
+def parsed(module):
+    with open(os.path.join(os.path.dirname(pgvision.__file__), f"{module}.py")) as fh:
+        return ast.parse(fh.read())
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_package_imports_are_at_the_top_of_a_module(module):
+    for node in ast.walk(parsed(module)):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom):
+                    assert inner.level == 0 and not (inner.module or "").startswith("pgvision"), \
+                        f"pgvision.{module}: {node.name} imports from the package inside a function"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_private_names_stay_in_their_module(module):
+    for node in ast.walk(parsed(module)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in MODULES and node.attr.startswith("_"):
+            pytest.fail(f"pgvision.{module} uses {node.value.id}.{node.attr}")

@@ -1,0 +1,96 @@
+"""Search logic without a server: the SQL-facing functions over stored features that a fake
+``plpy`` serves (tests/fakeplpy.py), against brute force."""
+
+import struct
+
+import numpy as np
+import pytest
+
+from fakeplpy import FakePlpy
+from pgvision import search
+from pgvision.errors import PgvisionError
+
+DIMS = 8
+ROW = dict(name="tiny", sha256="a" * 64, model_path=None, input_height=32, input_width=32,
+           preprocessing="inception", feature_layer=None, pooling="avg", dims=DIMS)
+
+
+def array_send(vector):
+    """real[] in Postgres' binary array format, as array_send returns it."""
+    head = struct.pack(">iiiii", 1, 0, 700, len(vector), 1)
+    return head + b"".join(struct.pack(">if", 4, float(v)) for v in vector)
+
+
+@pytest.fixture
+def stored():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(30, DIMS)).astype(np.float32)
+    ids = np.arange(100, 130)
+    plpy = FakePlpy()
+    plpy.on(r"FROM vision.model_store WHERE name", [ROW])
+    plpy.on(r"SELECT \$1::regclass::oid", [{"oid": 4242}])
+    plpy.on(r"SELECT version FROM vision.feature_versions", [{"version": 7}])
+    plpy.on(r"FROM vision.indexes i", [])
+    plpy.on(r"ORDER BY image_id$",
+            [{"image_id": int(i), "f": array_send(v)} for i, v in zip(ids, vectors)])
+    plpy.on(r"AND image_id = \$3", lambda args: [{"f": array_send(vectors[args[2] - 100])}])
+    return plpy, ids, vectors
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
+def test_similar_equals_brute_force(stored, metric):
+    plpy, ids, vectors = stored
+    query = vectors[5]
+    if metric == "cosine":
+        dist = 1 - vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    elif metric == "l2":
+        dist = np.linalg.norm(vectors - query, axis=1)
+    else:
+        dist = -(vectors @ query)
+    dist[5] = np.inf  # the query image itself is excluded
+    expected = ids[np.argsort(dist, kind="stable")[:4]].tolist()
+    rows = search.similar(plpy, {}, 105, k=4, model="tiny", metric=metric, source="t")
+    assert [r[0] for r in rows] == expected
+    assert [r[2] for r in rows] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r[1] for r in rows], np.sort(dist)[:4], rtol=1e-5, atol=1e-5)
+
+
+def test_the_matrix_is_read_once_while_its_version_holds(stored):
+    plpy, _, _ = stored
+    GD = {}
+    for image_id in (101, 102, 103):
+        search.similar(plpy, GD, image_id, k=3, model="tiny", source="t")
+    reads = [q for q, _ in plpy.queries if q.rstrip().endswith("ORDER BY image_id")]
+    assert len(reads) == 1
+
+
+def test_candidates_restrict_the_answer(stored):
+    plpy, _, _ = stored
+    rows = search.similar(plpy, {}, 100, k=10, model="tiny", source="t",
+                          candidates=[103, 107, 111])
+    assert sorted(r[0] for r in rows) == [103, 107, 111]
+
+
+def test_a_vector_of_the_wrong_dimension_is_named(stored):
+    plpy, _, _ = stored
+    with pytest.raises(PgvisionError, match=r'vision.similar_to_vector: argument "feature" must be '
+                                            r"8 values \(the dimension of model 'tiny'\), got "
+                                            r"'3 values'"):
+        search.similar_to_vector(plpy, {}, [1.0, 2.0, 3.0], model="tiny", source="t")
+
+
+def test_an_unknown_model_is_named_with_a_hint():
+    plpy = FakePlpy().on(r"FROM vision.model_store WHERE name", [])
+    with pytest.raises(PgvisionError, match=r"vision.similar: argument \"model\" names no "
+                                            r"registered model: 'nope'") as info:
+        search.similar(plpy, {}, 1, model="nope")
+    assert "vision.models" in info.value.hint
+
+
+def test_several_tables_need_the_source_argument():
+    plpy = FakePlpy().on(r"FROM vision.model_store WHERE name", [ROW])
+    plpy.on(r"FROM vision.feature_versions WHERE model = \$1 ORDER BY",
+            [{"oid": 1, "name": "a"}, {"oid": 2, "name": "b"}])
+    with pytest.raises(PgvisionError, match=r'vision.similar: argument "source" is needed: model '
+                                            r"'tiny' has features in several tables \(a, b\)"):
+        search.similar(plpy, {}, 1, model="tiny")
