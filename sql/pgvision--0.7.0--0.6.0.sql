@@ -1,6 +1,36 @@
--- pgvision 0.7.0 → 0.6.0: the wrappers of 0.6.0 (they call the 0.6.0 Python package).
+-- pgvision 0.7.0 → 0.6.0: the wrappers of 0.6.0 (they call the 0.6.0 Python package), and
+-- the 0.6.0 privileges without row-level security, owners or the pinned search_path. Votes
+-- of several roles for the same user and image are merged (the newest wins).
 
 \echo Use "ALTER EXTENSION pgvision UPDATE TO '0.6.0'" to load this file. \quit
+
+DROP EVENT TRIGGER pgvision_guard_drop_extension;
+DROP FUNCTION vision._guard_drop_extension();
+
+DO $$
+DECLARE
+  t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['features', 'extract_errors', 'extract_jobs', 'feature_versions',
+      'neighbours', 'predictions', 'clusters', 'cluster_centroids', 'map_2d', 'indexes',
+      'classifiers', 'votes', 'taste_models']
+  LOOP
+    EXECUTE format('DROP POLICY pgvision_read ON vision.%I', t);
+    EXECUTE format('DROP POLICY pgvision_insert ON vision.%I', t);
+    EXECUTE format('DROP POLICY pgvision_update ON vision.%I', t);
+    EXECUTE format('DROP POLICY pgvision_delete ON vision.%I', t);
+    EXECUTE format('ALTER TABLE vision.%I DISABLE ROW LEVEL SECURITY', t);
+  END LOOP;
+END
+$$;
+DROP FUNCTION vision._writing();
+DROP FUNCTION vision._admin_setting(text);
+
+CREATE OR REPLACE FUNCTION vision.version() RETURNS text
+LANGUAGE plpython3u STABLE PARALLEL SAFE AS $$
+import pgvision
+return pgvision.__version__
+$$;
 
 CREATE OR REPLACE FUNCTION vision.register_model(
   name          text,
@@ -115,6 +145,62 @@ return errors.sql_call_no_spi(plpy, extract.extract_features_with, GD, image, mo
                               on_error)
 $$;
 
+CREATE OR REPLACE FUNCTION vision._bump_feature_versions() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    DELETE FROM vision.feature_versions;
+    RETURN NULL;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') THEN
+    INSERT INTO vision.feature_versions AS v (model, source)
+      SELECT DISTINCT model, source FROM new_rows
+      ON CONFLICT (model, source) DO UPDATE SET version = nextval('vision.feature_version_seq');
+  END IF;
+  IF TG_OP IN ('DELETE', 'UPDATE') THEN
+    UPDATE vision.feature_versions v SET version = nextval('vision.feature_version_seq')
+      FROM (SELECT DISTINCT model, source FROM old_rows) o
+      WHERE v.model = o.model AND v.source = o.source;
+    DELETE FROM vision.feature_versions v
+      USING (SELECT DISTINCT model, source FROM old_rows) o
+      WHERE v.model = o.model AND v.source = o.source
+        AND NOT EXISTS (SELECT 1 FROM vision.features f
+                        WHERE f.model = v.model AND f.source = v.source);
+  END IF;
+  RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION vision._touch_feature() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.extracted_at := clock_timestamp();
+  RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION vision._forget_dropped_tables() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  dropped oid[];
+  keeper regclass;
+BEGIN
+  SELECT array_agg(objid) INTO dropped FROM pg_event_trigger_dropped_objects()
+    WHERE object_type = 'table' AND schema_name <> 'vision';
+  IF dropped IS NULL THEN
+    RETURN;
+  END IF;
+  FOR keeper IN
+    SELECT a.attrelid::regclass FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'vision'::regnamespace AND c.relkind = 'r'
+      AND a.attname = 'source' AND a.atttypid = 'regclass'::regtype AND NOT a.attisdropped
+  LOOP
+    EXECUTE format('DELETE FROM %s WHERE source::oid = ANY ($1)', keeper) USING dropped;
+  END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION vision.similar(
   image_id    bigint,
   k           integer  DEFAULT 10,
@@ -196,6 +282,13 @@ from pgvision import errors, search
 return errors.sql_call(plpy, GD, search.refresh_index, source, model)
 $$;
 
+CREATE OR REPLACE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3')
+RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+  WITH d AS (DELETE FROM vision.indexes i WHERE i.model = $2 AND i.source = $1 RETURNING 1)
+  SELECT count(*) > 0 FROM d
+$$;
+
 CREATE OR REPLACE FUNCTION vision.refresh_neighbours(
   source regclass,
   model  text    DEFAULT 'inception_v3',
@@ -264,6 +357,11 @@ LANGUAGE plpython3u VOLATILE AS $$
 from pgvision import classify, errors
 return errors.sql_call(plpy, GD, classify.compare_classifiers, labels, source, model, methods,
                        rank_by, folds)
+$$;
+
+CREATE OR REPLACE FUNCTION vision.evaluate_classifier(classifier text) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  SELECT c.metrics FROM vision.classifiers c WHERE c.name = $1
 $$;
 
 CREATE OR REPLACE FUNCTION vision._put_classifier(
@@ -357,9 +455,60 @@ return errors.sql_call(plpy, GD, recommend.plot_map, model, color_by, source, th
                        image_column, id_column, size)
 $$;
 
+CREATE OR REPLACE FUNCTION vision.node_name() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT format('%s/%s', coalesce(nullif(current_setting('cluster_name'), ''),
+                                  'port ' || current_setting('port')), current_database())
+$$;
+
 CREATE OR REPLACE FUNCTION vision.check_node(version text, model text DEFAULT NULL, sha256 text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
 from pgvision import errors, models
 return errors.sql_call(plpy, GD, models.check_node, version, model, sha256)
 $$;
+
+ALTER VIEW vision.extract_progress RESET (security_invoker);
+ALTER VIEW vision.index_status RESET (security_invoker);
+ALTER VIEW vision.features_export RESET (security_invoker);
+ALTER VIEW vision.predictions_export RESET (security_invoker);
+
+DROP VIEW vision.bandit_state;
+CREATE TABLE vision.bandit_state (
+  user_id text NOT NULL,
+  model   text NOT NULL,
+  source  regclass NOT NULL,
+  cluster integer NOT NULL,
+  alpha   integer NOT NULL DEFAULT 1 CHECK (alpha >= 1),
+  beta    integer NOT NULL DEFAULT 1 CHECK (beta >= 1),
+  PRIMARY KEY (user_id, model, source, cluster)
+);
+COMMENT ON TABLE vision.bandit_state IS 'Beta(alpha, beta) per user and cluster, from votes.';
+SELECT pg_catalog.pg_extension_config_dump('vision.bandit_state', '');
+INSERT INTO vision.bandit_state (user_id, model, source, cluster, alpha, beta)
+  SELECT v.user_id, v.model, v.source, c.cluster, 1 + count(*) FILTER (WHERE v.liked),
+         1 + count(*) FILTER (WHERE NOT v.liked)
+  FROM vision.votes v JOIN vision.clusters c USING (model, source, image_id)
+  GROUP BY v.user_id, v.model, v.source, c.cluster;
+
+DELETE FROM vision.votes v USING vision.votes w
+  WHERE (v.user_id, v.model, v.source, v.image_id) = (w.user_id, w.model, w.source, w.image_id)
+    AND (v.voted_at, v.owner) < (w.voted_at, w.owner);
+ALTER TABLE vision.votes DROP CONSTRAINT votes_pkey,
+  ADD PRIMARY KEY (user_id, model, source, image_id);
+ALTER TABLE vision.votes DROP COLUMN owner;
+DELETE FROM vision.taste_models t USING vision.taste_models u
+  WHERE (t.user_id, t.model, t.source) = (u.user_id, u.model, u.source)
+    AND (t.updated_at, t.owner) < (u.updated_at, u.owner);
+ALTER TABLE vision.taste_models DROP CONSTRAINT taste_models_pkey,
+  ADD PRIMARY KEY (user_id, model, source);
+ALTER TABLE vision.taste_models DROP COLUMN owner;
+ALTER TABLE vision.classifiers DROP COLUMN owner;
+ALTER TABLE vision.indexes DROP COLUMN owner;
+
+GRANT INSERT, UPDATE, DELETE ON vision.feature_versions TO PUBLIC;
+GRANT USAGE ON SEQUENCE vision.feature_version_seq TO PUBLIC;
+REVOKE DELETE ON vision.extract_jobs FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.bandit_state TO PUBLIC;
+REVOKE ALL ON FUNCTION vision._put_classifier FROM vision_admin;
+GRANT EXECUTE ON FUNCTION vision._put_classifier TO PUBLIC;

@@ -66,7 +66,8 @@ CREATE VIEW vision.models AS
 COMMENT ON VIEW vision.models IS 'The registered models, without their bytes.';
 
 CREATE FUNCTION vision.version() RETURNS text
-LANGUAGE plpython3u STABLE PARALLEL SAFE AS $$
+LANGUAGE plpython3u STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
 import pgvision
 return pgvision.__version__
 $$;
@@ -85,7 +86,8 @@ CREATE FUNCTION vision.register_model(
   provenance    text    DEFAULT '',
   replace       boolean DEFAULT false
 ) RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import registry, spi
 return spi.call(plpy, GD, registry.register_model, name, model_bytes, model_path,
                 preprocessing, feature_layer, pooling, input_height, input_width,
@@ -100,7 +102,8 @@ CREATE FUNCTION vision.register_keras_application(
   weights     text    DEFAULT 'imagenet',
   replace     boolean DEFAULT false
 ) RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import registry, spi
 return spi.call(plpy, GD, registry.register_keras_application, name, application, weights,
                 replace)
@@ -109,7 +112,8 @@ COMMENT ON FUNCTION vision.register_keras_application IS
   'Register a keras.applications model (ImageNet weights need internet on the server; weights => NULL for random weights).';
 
 CREATE FUNCTION vision.drop_model(name text, cascade boolean DEFAULT false) RETURNS bigint
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import registry, spi
 return spi.call(plpy, GD, registry.drop_model, name, cascade)
 $$;
@@ -117,7 +121,8 @@ COMMENT ON FUNCTION vision.drop_model IS
   'Unregister a model; with cascade => true also delete its features. Returns the number of feature rows deleted.';
 
 CREATE FUNCTION vision._register_builtin_models() RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import registry
 return registry.register_builtin_models(plpy, GD)
 $$;
@@ -128,7 +133,8 @@ SELECT vision._register_builtin_models();
 -- extractors, slots and handles: models in memory --------------------------------------
 
 CREATE FUNCTION vision.loaded_models() RETURNS SETOF text
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED AS $$
+LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import extractors
 return extractors.cached_models(GD)
 $$;
@@ -136,7 +142,8 @@ COMMENT ON FUNCTION vision.loaded_models() IS 'Models this backend holds in memo
 
 CREATE FUNCTION vision.model_backends()
 RETURNS TABLE (slot integer, pid integer, rss_mb real, models text[])
-LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED AS $$
+LANGUAGE plpython3u VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import slots
 return slots.model_backends()
 $$;
@@ -144,7 +151,8 @@ COMMENT ON FUNCTION vision.model_backends IS
   'Backends (and parallel workers) of this cluster holding a model: resident memory, and each model with its runtime.';
 
 CREATE FUNCTION vision.model_handle(model text DEFAULT 'inception_v3') RETURNS text
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import handles, spi
 return spi.call(plpy, GD, handles.model_handle, model)
 $$;
@@ -193,7 +201,7 @@ CREATE TABLE vision.extract_jobs (
 );
 COMMENT ON TABLE vision.extract_jobs IS 'One row per vision.extract_table call, updated per batch.';
 
-CREATE VIEW vision.extract_progress AS
+CREATE VIEW vision.extract_progress WITH (security_invoker = true) AS
   SELECT j.job_id, j.source, j.model,
          CASE WHEN j.state = 'done' THEN 'done'
               WHEN a.pid IS NULL THEN 'interrupted'   -- cancelled, failed or its backend died
@@ -216,7 +224,8 @@ COMMENT ON VIEW vision.extract_progress IS 'Progress of vision.extract_table cal
 -- would fail with "cannot start subtransactions during a parallel operation".
 CREATE FUNCTION vision.extract_features(image bytea, model text DEFAULT 'inception_v3')
 RETURNS real[]
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import extract, spi
 return spi.call(plpy, GD, extract.extract_features, image, model)
 $$;
@@ -252,7 +261,8 @@ CREATE FUNCTION vision.extract_rows(
   batch_size   integer DEFAULT 32,
   max_rows     integer DEFAULT 1000
 ) RETURNS TABLE (job_id bigint, processed bigint, failed bigint, remaining bigint)
-LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE AS $$
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import extract, spi
 return [spi.call(plpy, GD, extract.extract_rows, source, id_column, image_column, model,
                  batch_size, max_rows)]
@@ -267,7 +277,8 @@ CREATE FUNCTION vision.extract_features_with(
   model_handle text,
   on_error     text DEFAULT 'error'
 ) RETURNS real[]
-LANGUAGE plpython3u STABLE PARALLEL SAFE COST 100000 AS $$
+LANGUAGE plpython3u STABLE PARALLEL SAFE COST 100000
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import extract, spi
 return spi.call_no_spi(plpy, extract.extract_features_with, GD, image, model_handle,
                        on_error)
@@ -292,8 +303,10 @@ SELECT pg_catalog.pg_extension_config_dump('vision.feature_versions', '');
 
 -- Versions come from a sequence, never reused: a table emptied and refilled never looks
 -- like the one a backend cached.
+-- SECURITY DEFINER: feature versions are kept by pgvision, whoever changes features.
 CREATE FUNCTION vision._bump_feature_versions() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM vision.feature_versions;
@@ -335,7 +348,8 @@ CREATE TRIGGER bump_on_truncate AFTER TRUNCATE ON vision.features
 
 -- A changed feature is a newly extracted one, whoever updates it.
 CREATE FUNCTION vision._touch_feature() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   NEW.extracted_at := clock_timestamp();
   RETURN NEW;
@@ -347,8 +361,10 @@ CREATE TRIGGER touch_on_update BEFORE UPDATE OF feature ON vision.features
 
 -- Everything pgvision keeps about a dropped table goes with it: rows of every vision table
 -- with a `source regclass` column (so later versions' tables are covered too).
+-- SECURITY DEFINER: whoever drops a table, everything pgvision kept about it goes.
 CREATE FUNCTION vision._forget_dropped_tables() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
   dropped oid[];
   keeper regclass;
@@ -392,13 +408,14 @@ CREATE TABLE vision.indexes (
   sha256          text NOT NULL,
   build_seconds   double precision NOT NULL,
   built_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
+  owner           name NOT NULL DEFAULT CURRENT_USER,
   PRIMARY KEY (model, source)
 );
 COMMENT ON TABLE vision.indexes IS 'HNSW indexes built by vision.create_index (faiss bytes).';
 ALTER TABLE vision.indexes ALTER COLUMN index_bytes SET STORAGE EXTERNAL;
 SELECT pg_catalog.pg_extension_config_dump('vision.indexes', '');
 
-CREATE VIEW vision.index_status AS
+CREATE VIEW vision.index_status WITH (security_invoker = true) AS
   SELECT i.model, i.source, i.metric, i.m, i.ef_construction, i.ef_search, i.pca_dims, i.n,
          octet_length(i.index_bytes) AS size_bytes, i.build_seconds, i.built_at,
          i.built_version <> coalesce(v.version, 0) AS stale
@@ -432,7 +449,8 @@ CREATE FUNCTION vision.similar(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar, image_id, k, model, metric, source,
                 candidates, approximate)
@@ -448,7 +466,8 @@ CREATE FUNCTION vision.similar_many(
   source      regclass DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (query_id bigint, image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 100 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 100
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar_many, image_ids, k, model, metric, source,
                 approximate)
@@ -465,7 +484,8 @@ CREATE FUNCTION vision.similar_to_image(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar_to_image, image, k, model, metric, source,
                 candidates, approximate)
@@ -482,7 +502,8 @@ CREATE FUNCTION vision.similar_to_vector(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar_to_vector, feature, k, model, metric, source,
                 candidates, approximate)
@@ -499,7 +520,8 @@ CREATE FUNCTION vision.create_index(
   ef_search       integer DEFAULT 40,
   pca_dims        integer DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.create_index, source, model, metric, m,
                 ef_construction, ef_search, pca_dims)
@@ -509,7 +531,8 @@ COMMENT ON FUNCTION vision.create_index IS
 
 CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'inception_v3')
 RETURNS text
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.refresh_index, source, model)
 $$;
@@ -518,9 +541,10 @@ COMMENT ON FUNCTION vision.refresh_index IS
 
 CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3')
 RETURNS boolean
-LANGUAGE sql VOLATILE AS $$
-  WITH d AS (DELETE FROM vision.indexes i WHERE i.model = $2 AND i.source = $1 RETURNING 1)
-  SELECT count(*) > 0 FROM d
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import search, spi
+return spi.call(plpy, GD, search.drop_index, source, model)
 $$;
 COMMENT ON FUNCTION vision.drop_index IS 'Drop a table''s index; true if there was one.';
 
@@ -530,7 +554,8 @@ CREATE FUNCTION vision.refresh_neighbours(
   k      integer DEFAULT 10,
   metric text    DEFAULT 'cosine'
 ) RETURNS bigint
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.refresh_neighbours, source, model, k, metric)
 $$;
@@ -551,7 +576,8 @@ CREATE TABLE vision.classifiers (
   train_ids     bigint[] NOT NULL,
   train_targets integer[] NOT NULL,
   metrics       jsonb NOT NULL,          -- cross-validation results at training time
-  trained_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+  trained_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+  owner         name NOT NULL DEFAULT CURRENT_USER
 );
 COMMENT ON TABLE vision.classifiers IS
   'Trained classifiers: method, label set, weights (plain arrays) and cross-validated metrics.';
@@ -580,7 +606,8 @@ CREATE FUNCTION vision.train_classifier(
   folds   integer  DEFAULT 5,
   replace boolean  DEFAULT false
 ) RETURNS jsonb
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import classify, spi
 return spi.call(plpy, GD, classify.train_classifier, name, labels, source, model,
                 method, options, folds, replace)
@@ -594,7 +621,8 @@ CREATE FUNCTION vision.classify(
   top_k      integer  DEFAULT 3,
   source     regclass DEFAULT NULL
 ) RETURNS TABLE (label text, probability real)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import classify, spi
 return spi.call(plpy, GD, classify.classify, image_id, classifier, top_k, source)
 $$;
@@ -602,7 +630,8 @@ COMMENT ON FUNCTION vision.classify IS 'Most likely labels of a stored image.';
 
 CREATE FUNCTION vision.classify_image(image bytea, classifier text, top_k integer DEFAULT 3)
 RETURNS TABLE (label text, probability real)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3 AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 3
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import classify, spi
 return spi.call(plpy, GD, classify.classify_image, image, classifier, top_k)
 $$;
@@ -613,7 +642,8 @@ CREATE FUNCTION vision.classify_table(
   source     regclass DEFAULT NULL,
   batch_size integer  DEFAULT 1000
 ) RETURNS bigint
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import classify, spi
 return spi.call(plpy, GD, classify.classify_table, classifier, source, batch_size)
 $$;
@@ -629,7 +659,8 @@ CREATE FUNCTION vision.compare_classifiers(
   folds   integer  DEFAULT 5
 ) RETURNS TABLE (method text, accuracy real, macro_f1 real, roc_auc real, cv_seconds real,
                  rank integer)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import classify, spi
 return spi.call(plpy, GD, classify.compare_classifiers, labels, source, model, methods,
                 rank_by, folds)
@@ -638,8 +669,10 @@ COMMENT ON FUNCTION vision.compare_classifiers IS
   'Cross-validate methods on the same labelled set; ranked by accuracy, macro_f1 or roc_auc.';
 
 CREATE FUNCTION vision.evaluate_classifier(classifier text) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-  SELECT c.metrics FROM vision.classifiers c WHERE c.name = $1
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import classify, spi
+return spi.call(plpy, GD, classify.evaluate_classifier, classifier)
 $$;
 COMMENT ON FUNCTION vision.evaluate_classifier IS
   'The cross-validated metrics stored when the classifier was trained.';
@@ -649,7 +682,8 @@ CREATE FUNCTION vision._put_classifier(
   dims integer, weights bytea, train_ids bigint[], train_targets integer[], metrics jsonb,
   trained_at timestamptz
 ) RETURNS text
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import classify, spi
 return spi.call(plpy, GD, classify.put_classifier, name, model, source, method, options,
                 labels, dims, weights, train_ids, train_targets, metrics, trained_at)
@@ -666,9 +700,12 @@ CREATE TABLE vision.votes (
   image_id bigint NOT NULL,
   liked    boolean NOT NULL,
   voted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  PRIMARY KEY (user_id, model, source, image_id)
+  owner    name NOT NULL DEFAULT CURRENT_USER,
+  PRIMARY KEY (owner, user_id, model, source, image_id)
 );
 COMMENT ON TABLE vision.votes IS 'Likes and dislikes, one per user and image (the last vote wins).';
+COMMENT ON COLUMN vision.votes.owner IS
+  'The role that recorded the vote: user ids are that role''s own shoppers.';
 SELECT pg_catalog.pg_extension_config_dump('vision.votes', '');
 
 CREATE TABLE vision.taste_models (
@@ -678,22 +715,11 @@ CREATE TABLE vision.taste_models (
   weights    bytea NOT NULL,            -- .npz: mean, scale, w, b (allow_pickle=False)
   votes      integer NOT NULL,
   updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-  PRIMARY KEY (user_id, model, source)
+  owner      name NOT NULL DEFAULT CURRENT_USER,
+  PRIMARY KEY (owner, user_id, model, source)
 );
 COMMENT ON TABLE vision.taste_models IS 'Per-user elastic-net logistic models on features.';
 SELECT pg_catalog.pg_extension_config_dump('vision.taste_models', '');
-
-CREATE TABLE vision.bandit_state (
-  user_id text NOT NULL,
-  model   text NOT NULL,
-  source  regclass NOT NULL,
-  cluster integer NOT NULL,
-  alpha   integer NOT NULL DEFAULT 1 CHECK (alpha >= 1),
-  beta    integer NOT NULL DEFAULT 1 CHECK (beta >= 1),
-  PRIMARY KEY (user_id, model, source, cluster)
-);
-COMMENT ON TABLE vision.bandit_state IS 'Beta(alpha, beta) per user and cluster, from votes.';
-SELECT pg_catalog.pg_extension_config_dump('vision.bandit_state', '');
 
 CREATE FUNCTION vision.record_vote(
   user_id  text,
@@ -702,7 +728,8 @@ CREATE FUNCTION vision.record_vote(
   model    text     DEFAULT 'inception_v3',
   source   regclass DEFAULT NULL
 ) RETURNS boolean
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import recommend, spi
 return spi.call(plpy, GD, recommend.record_vote, user_id, image_id, liked, model, source)
 $$;
@@ -716,7 +743,8 @@ CREATE FUNCTION vision.recommend(
   model        text     DEFAULT 'inception_v3',
   source       regclass DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, score real, strategy text)
-LANGUAGE plpython3u STABLE ROWS 10 AS $$
+LANGUAGE plpython3u STABLE ROWS 10
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import recommend, spi
 return spi.call(plpy, GD, recommend.recommend, user_id, k, exclude_seen, model, source)
 $$;
@@ -728,7 +756,8 @@ CREATE FUNCTION vision.bandit_next(
   model   text     DEFAULT 'inception_v3',
   source  regclass DEFAULT NULL
 ) RETURNS TABLE (cluster integer, image_id bigint, draw real)
-LANGUAGE plpython3u VOLATILE ROWS 1 AS $$
+LANGUAGE plpython3u VOLATILE ROWS 1
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import recommend, spi
 return spi.call(plpy, GD, recommend.bandit_next, user_id, model, source)
 $$;
@@ -739,7 +768,8 @@ CREATE FUNCTION vision._score_images(
   model text, source regclass, k integer, exclude bigint[], strategy text, taste bytea,
   centre real[], popular_ids bigint[], popular_net real[]
 ) RETURNS TABLE (image_id bigint, score double precision)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import recommend, spi
 return spi.call(plpy, GD, recommend.score_images, model, source, k, exclude, strategy,
                 taste, centre, popular_ids, popular_net)
@@ -780,6 +810,18 @@ CREATE TABLE vision.map_2d (
   PRIMARY KEY (model, source, image_id)
 );
 COMMENT ON TABLE vision.map_2d IS '2-D coordinates from vision.embed_2d.';
+
+-- The bandit's Beta(alpha, beta) per (owner, user, cluster), counted from votes and the
+-- current clusters, so it never goes stale when images are re-clustered.
+CREATE VIEW vision.bandit_state WITH (security_invoker = true) AS
+  SELECT v.user_id, v.model, v.source, c.cluster,
+         (1 + count(*) FILTER (WHERE v.liked))::integer AS alpha,
+         (1 + count(*) FILTER (WHERE NOT v.liked))::integer AS beta,
+         v.owner
+  FROM vision.votes v
+  JOIN vision.clusters c USING (model, source, image_id)
+  GROUP BY v.owner, v.user_id, v.model, v.source, c.cluster;
+COMMENT ON VIEW vision.bandit_state IS 'Beta(alpha, beta) per user and cluster, from votes.';
 SELECT pg_catalog.pg_extension_config_dump('vision.map_2d', '');
 
 CREATE FUNCTION vision.cluster(
@@ -788,7 +830,8 @@ CREATE FUNCTION vision.cluster(
   method text     DEFAULT 'kmeans',
   source regclass DEFAULT NULL
 ) RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import catalog, spi
 return spi.call(plpy, GD, catalog.cluster, model, k, method, source)
 $$;
@@ -800,7 +843,8 @@ CREATE FUNCTION vision.embed_2d(
   method text     DEFAULT 'tsne',
   source regclass DEFAULT NULL
 ) RETURNS real
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import catalog, spi
 return spi.call(plpy, GD, catalog.embed_2d, model, method, source)
 $$;
@@ -816,7 +860,8 @@ CREATE FUNCTION vision.plot_map(
   id_column    name     DEFAULT 'id',
   size         integer  DEFAULT 800
 ) RETURNS bytea
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import catalog, spi
 return spi.call(plpy, GD, catalog.plot_map, model, color_by, source, thumbnails,
                 image_column, id_column, size)
@@ -827,7 +872,8 @@ COMMENT ON FUNCTION vision.plot_map IS
 -- shards: what a shard serves to a pgvision_cluster coordinator ------------------------
 
 CREATE FUNCTION vision.node_name() RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
   SELECT format('%s/%s', coalesce(nullif(current_setting('cluster_name'), ''),
                                   'port ' || current_setting('port')), current_database())
 $$;
@@ -836,7 +882,8 @@ COMMENT ON FUNCTION vision.node_name() IS
 
 CREATE FUNCTION vision.check_node(version text, model text DEFAULT NULL, sha256 text DEFAULT NULL)
 RETURNS text
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE AS $$
+LANGUAGE plpython3u STABLE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.check_node, version, model, sha256)
 $$;
@@ -845,7 +892,7 @@ COMMENT ON FUNCTION vision.check_node IS
 
 -- Other nodes read features through postgres_fdw; a source OID means nothing there, so this
 -- view names the table (schema-qualified, whatever the reader's search_path).
-CREATE VIEW vision.features_export AS
+CREATE VIEW vision.features_export WITH (security_invoker = true) AS
   SELECT f.model, format('%I.%I', n.nspname, c.relname) AS source, f.image_id, f.feature,
          f.extracted_at
   FROM vision.features f
@@ -854,7 +901,7 @@ CREATE VIEW vision.features_export AS
 COMMENT ON VIEW vision.features_export IS
   'vision.features with the source table''s qualified name (read by coordinators over postgres_fdw).';
 
-CREATE VIEW vision.predictions_export AS
+CREATE VIEW vision.predictions_export WITH (security_invoker = true) AS
   SELECT p.classifier, format('%I.%I', n.nspname, c.relname) AS source, p.image_id, p.label,
          p.probability, p.predicted_at
   FROM vision.predictions p
@@ -863,25 +910,130 @@ CREATE VIEW vision.predictions_export AS
 COMMENT ON VIEW vision.predictions_export IS
   'vision.predictions with the source table''s qualified name (read by coordinators over postgres_fdw).';
 
+-- security -----------------------------------------------------------------------------
+-- Whatever pgvision keeps about a table is visible only to roles that may SELECT that table;
+-- nobody writes pgvision's tables except pgvision's own functions (and vision_admin);
+-- classifiers and indexes belong to the role that made them, votes and taste models to the
+-- role that recorded them. The functions run as their caller (SECURITY INVOKER), so reading
+-- a user's table honours its privileges and row-level security.
+
+-- True only while pgvision's own code runs a write (pgvision.spi.write): the flag lives in
+-- GD, which only superuser-created plpython3u functions reach.
+CREATE FUNCTION vision._writing() RETURNS boolean
+LANGUAGE plpython3u STABLE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import spi
+return spi.writing(GD)
+$$;
+COMMENT ON FUNCTION vision._writing() IS
+  'Internal (row-level security): whether pgvision''s own code is writing now.';
+
+-- A limit as an admin set it (ALTER SYSTEM / postgresql.conf, ALTER DATABASE / ROLE ... SET),
+-- whatever the session SET: a plain session may lower a limit, never raise it.
+CREATE FUNCTION vision._admin_setting(setting text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+  SELECT CASE WHEN $1 LIKE 'pgvision.%' THEN coalesce(
+    (SELECT substr(c, strpos(c, '=') + 1)
+     FROM pg_db_role_setting s, unnest(s.setconfig) AS c
+     WHERE split_part(c, '=', 1) = $1
+       AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))
+       AND s.setrole IN (0, (SELECT oid FROM pg_roles WHERE rolname = session_user))
+     ORDER BY s.setrole <> 0 AND s.setdatabase <> 0 DESC, s.setrole <> 0 DESC
+     LIMIT 1),
+    (SELECT f.setting FROM pg_file_settings f WHERE f.name = $1 AND f.error IS NULL
+     ORDER BY f.seqno DESC LIMIT 1)) END
+$$;
+COMMENT ON FUNCTION vision._admin_setting IS
+  'Internal: a pgvision.* setting as the server, database or role configuration sets it (not the session).';
+
+DO $$
+DECLARE
+  readable constant text := 'pg_catalog.has_table_privilege(source, ''SELECT'')';
+  writable constant text :=
+    '((SELECT vision._writing()) OR pg_catalog.pg_has_role(''vision_admin'', ''MEMBER''))';
+  mine constant text := '(owner = CURRENT_USER)';
+  owned constant text :=
+    '(owner = CURRENT_USER OR pg_catalog.pg_has_role(''vision_admin'', ''MEMBER''))';
+  t text;
+  kind text;
+  reading text;
+  adding text;
+  changing text;
+BEGIN
+  FOR t, kind IN VALUES ('features', 'shared'), ('extract_errors', 'shared'),
+      ('extract_jobs', 'shared'), ('feature_versions', 'shared'), ('neighbours', 'shared'),
+      ('predictions', 'shared'), ('clusters', 'shared'), ('cluster_centroids', 'shared'),
+      ('map_2d', 'shared'), ('indexes', 'owned'), ('classifiers', 'owned'),
+      ('votes', 'private'), ('taste_models', 'private')
+  LOOP
+    reading := readable;
+    adding := readable || ' AND ' || writable;
+    changing := adding;
+    IF kind = 'owned' THEN
+      adding := adding || ' AND ' || mine;
+      changing := changing || ' AND ' || owned;
+    ELSIF kind = 'private' THEN
+      reading := reading || ' AND ' || mine;
+      adding := adding || ' AND ' || mine;
+      changing := adding;
+    END IF;
+    EXECUTE format('ALTER TABLE vision.%I ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('CREATE POLICY pgvision_read ON vision.%I FOR SELECT USING (%s)', t, reading);
+    EXECUTE format('CREATE POLICY pgvision_insert ON vision.%I FOR INSERT WITH CHECK (%s)',
+                   t, adding);
+    EXECUTE format('CREATE POLICY pgvision_update ON vision.%I FOR UPDATE USING (%s) '
+                   'WITH CHECK (%s)', t, changing, changing);
+    EXECUTE format('CREATE POLICY pgvision_delete ON vision.%I FOR DELETE USING (%s)',
+                   t, changing);
+  END LOOP;
+END
+$$;
+
+-- DROP EXTENSION pgvision without CASCADE would silently delete users' features,
+-- classifiers and votes (they live in the extension's tables): refuse it while it holds any.
+CREATE FUNCTION vision._guard_drop_extension() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  held text;
+BEGIN
+  IF current_query() !~* '\mpgvision\M' OR current_query() ~* '\mcascade\M' THEN
+    RETURN;
+  END IF;
+  SELECT string_agg(format('%s %s', n, what), ', ') INTO held FROM (
+    SELECT count(*) AS n, 'feature rows' AS what FROM vision.features
+    UNION ALL SELECT count(*), 'classifiers' FROM vision.classifiers
+    UNION ALL SELECT count(*), 'votes' FROM vision.votes
+    UNION ALL SELECT count(*), 'indexes' FROM vision.indexes) AS stored
+  WHERE n > 0;
+  IF held IS NOT NULL THEN
+    RAISE EXCEPTION 'DROP EXTENSION pgvision would delete what users stored: %', held
+      USING ERRCODE = 'dependent_objects_still_exist',
+            HINT = 'pg_dump them first; DROP EXTENSION pgvision CASCADE drops them.';
+  END IF;
+END
+$$;
+CREATE EVENT TRIGGER pgvision_guard_drop_extension ON ddl_command_start
+  WHEN TAG IN ('DROP EXTENSION')
+  EXECUTE FUNCTION vision._guard_drop_extension();
+
 -- privileges ---------------------------------------------------------------------------
 
--- Privileges: anyone may use models; only vision_admin (and the owner) may change them.
+-- Anyone may use models and call the functions; only vision_admin (and the owner) may
+-- change models. The stored tables are granted to PUBLIC, and row-level security above
+-- decides which rows a role sees and that only pgvision's functions write them. TRUNCATE
+-- (which row-level security does not cover) is granted to nobody.
 GRANT USAGE ON SCHEMA vision TO PUBLIC;
 GRANT SELECT ON vision.model_store, vision.models TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON vision.model_store TO vision_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON vision.features, vision.extract_errors TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE ON vision.extract_jobs TO PUBLIC;
-GRANT SELECT ON vision.extract_progress TO PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.features, vision.extract_errors,
+  vision.extract_jobs, vision.indexes, vision.neighbours, vision.classifiers,
+  vision.predictions, vision.votes, vision.taste_models, vision.clusters,
+  vision.cluster_centroids, vision.map_2d TO PUBLIC;
+GRANT SELECT ON vision.feature_versions, vision.extract_progress, vision.index_status,
+  vision.bandit_state, vision.features_export, vision.predictions_export TO PUBLIC;
 REVOKE ALL ON FUNCTION vision.register_model, vision.register_keras_application,
-  vision.drop_model, vision._register_builtin_models() FROM PUBLIC;
+  vision.drop_model, vision._register_builtin_models(), vision._put_classifier FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION vision.register_model, vision.register_keras_application,
-  vision.drop_model TO vision_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON vision.feature_versions TO PUBLIC;
-GRANT USAGE ON SEQUENCE vision.feature_version_seq TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON vision.indexes, vision.neighbours TO PUBLIC;
-GRANT SELECT ON vision.index_status TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON vision.classifiers, vision.predictions TO PUBLIC;
-GRANT SELECT, INSERT, UPDATE, DELETE ON vision.votes, vision.taste_models, vision.clusters,
-  vision.cluster_centroids, vision.bandit_state, vision.map_2d TO PUBLIC;
-GRANT SELECT ON vision.features_export TO PUBLIC;
-GRANT SELECT ON vision.predictions_export TO PUBLIC;
+  vision.drop_model, vision._put_classifier TO vision_admin;

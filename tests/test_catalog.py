@@ -15,20 +15,23 @@ SCHEMAS = ("vision", "vision_cluster")
 
 # Everything an extension script can create or change, by name (OIDs differ between
 # databases); ACLs and config-dump lists as sorted sets (their order is an accident of the
-# order of GRANTs).
+# order of GRANTs), a default ACL (NULL) as what it means.
 SNAPSHOT = {
     "functions": """
         SELECT n.nspname, p.proname, pg_get_function_arguments(p.oid),
                pg_get_function_result(p.oid), l.lanname, md5(p.prosrc), p.prokind,
                p.provolatile, p.proparallel, p.prosecdef, p.proisstrict, p.procost, p.prorows,
-               p.proconfig, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(p.proacl) a),
+               p.proconfig, (SELECT array_agg(a::text ORDER BY a::text)
+                             FROM unnest(coalesce(p.proacl, acldefault('f', p.proowner))) a),
                obj_description(p.oid, 'pg_proc')
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         JOIN pg_language l ON l.oid = p.prolang
         WHERE n.nspname = ANY(%(schemas)s) ORDER BY 1, 2, 3""",
     "relations": """
         SELECT n.nspname, c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity,
-               c.reloptions, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(c.relacl) a),
+               c.reloptions, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(coalesce(
+                 c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char",
+                                      c.relowner))) a),
                obj_description(c.oid, 'pg_class'),
                CASE WHEN c.relkind = 'v' THEN pg_get_viewdef(c.oid) END
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -61,7 +64,8 @@ SNAPSHOT = {
         SELECT schemaname, sequencename, data_type, start_value, increment_by
         FROM pg_sequences WHERE schemaname = ANY(%(schemas)s) ORDER BY 1, 2""",
     "schemas": """
-        SELECT nspname, (SELECT array_agg(a::text ORDER BY a::text) FROM unnest(nspacl) a),
+        SELECT nspname, (SELECT array_agg(a::text ORDER BY a::text)
+                         FROM unnest(coalesce(nspacl, acldefault('n', nspowner))) a),
                obj_description(oid, 'pg_namespace')
         FROM pg_namespace WHERE nspname = ANY(%(schemas)s) ORDER BY 1""",
     "event_triggers": """

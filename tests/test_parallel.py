@@ -2,6 +2,7 @@
 the function form of extract_table, and the cap on model-holding backends."""
 
 import json
+import os
 
 import numpy as np
 import psycopg2
@@ -65,18 +66,38 @@ def test_a_bad_image_fails_the_query_by_default_with_a_clear_error(db, sparse_ta
                   "WHERE id = 13", (handle,))
 
 
-@pytest.mark.parametrize("change, error, message", [
-    (None, pgerr.InvalidParameterValue, r'argument "model_handle" is not a handle made by '
-                                        r"vision.model_handle\(\): 'junk'"),
-    ({"version": "0.0.1"}, pgerr.ObjectInUse, r"was made by pgvision 0.0.1, this server runs"),
-    ({"sha256": "0" * 64}, pgerr.UndefinedObject, r"not in this server's model cache"),
+def signed_by_the_server(db, handle):
+    """A handle signed with the server's key, as vision.model_handle signs (the test runs as
+    root and may read the data directory; a database role cannot)."""
+    from pgvision import handles
+
+    data_directory = query(db, "SHOW data_directory")[0][0]
+    here = os.getcwd()
+    os.chdir(data_directory)
+    try:
+        return handles.sign(handle)
+    finally:
+        os.chdir(here)
+
+
+@pytest.mark.parametrize("change, signed, error, message", [
+    (None, False, pgerr.InvalidParameterValue, r'argument "model_handle" is not a handle made '
+                                               r"by vision.model_handle\(\): 'junk'"),
+    ({"max_image_pixels": 10 ** 12}, False, pgerr.InvalidParameterValue,
+     r'argument "model_handle" is not a handle made by vision.model_handle\(\)'),
+    ({"version": "0.0.1"}, True, pgerr.ObjectInUse,
+     r"was made by pgvision 0.0.1, this server runs"),
+    ({"sha256": "0" * 64}, True, pgerr.UndefinedObject, r"not in this server's model cache"),
 ])
-def test_bad_handles_are_refused(db, change, error, message):
+def test_bad_handles_are_refused(db, change, signed, error, message):
     handle = query(db, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
     if change is None:
         handle = "junk"
-    else:
-        handle = json.dumps({**json.loads(handle), **change})
+    elif signed:
+        handle = signed_by_the_server(db, {**json.loads(handle)["handle"], **change})
+    else:  # edited by hand: its signature no longer matches
+        handle = json.dumps({**json.loads(handle), "handle": {**json.loads(handle)["handle"],
+                                                              **change}})
     with pytest.raises(error, match=message):
         query(db, "SELECT vision.extract_features_with(%s, %s)",
               (psycopg2.Binary(image_bytes(1)), handle))

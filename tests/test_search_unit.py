@@ -29,6 +29,8 @@ def stored():
     plpy = FakePlpy()
     plpy.on(r"FROM vision.model_store WHERE name", [ROW])
     plpy.on(r"SELECT \$1::regclass::oid", [{"oid": 4242}])
+    plpy.on(r"SELECT \$1::regclass::text", [{"name": "public.t"}])
+    plpy.on(r"has_table_privilege\(\$1, 'SELECT'\)", [{"ok": True}])
     plpy.on(r"SELECT version FROM vision.feature_versions", [{"version": 7}])
     plpy.on(r"FROM vision.indexes i", [])
     plpy.on(r"ORDER BY image_id$",
@@ -94,3 +96,30 @@ def test_several_tables_need_the_source_argument():
     with pytest.raises(PgvisionError, match=r'vision.similar: argument "source" is needed: model '
                                             r"'tiny' has features in several tables \(a, b\)"):
         search.similar(plpy, {}, 1, model="tiny")
+
+
+def test_a_table_the_caller_may_not_read_is_refused_before_its_features_are(stored):
+    plpy, _, _ = stored
+    plpy.on(r"has_table_privilege\(\$1, 'SELECT'\)", [{"ok": False}])
+    with pytest.raises(PgvisionError, match=r"vision.similar: permission denied for table "
+                                            r"public.t: vision.similar over its images needs "
+                                            r"SELECT on it") as info:
+        search.similar(plpy, {}, 105, model="tiny", source="t")
+    assert info.value.sqlstate == "42501"
+    assert not [q for q, _ in plpy.queries if "vision.features" in q]
+
+
+def test_non_finite_query_vectors_are_named(stored):
+    plpy, _, _ = stored
+    with pytest.raises(PgvisionError, match=r'vision.similar_to_vector: argument "feature" must '
+                                            r"be finite numbers \(no NaN or Infinity\), got "
+                                            r"'nan at position 2'"):
+        search.similar_to_vector(plpy, {}, [1.0, float("nan")] + [0.0] * 6, model="tiny",
+                                 source="t")
+
+
+def test_null_candidates_are_named(stored):
+    plpy, _, _ = stored
+    with pytest.raises(PgvisionError, match=r'vision.similar: argument "candidates" must be an '
+                                            r"array of image ids without NULLs"):
+        search.similar(plpy, {}, 105, model="tiny", source="t", candidates=[None, 2])

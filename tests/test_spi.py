@@ -68,3 +68,29 @@ def test_runtime_setting():
     with pytest.raises(PgvisionError, match=r'setting "pgvision.runtime" must be one of auto, '
                                             r"onnx, tensorflow, got 'gpu'"):
         spi.runtime_setting(plpy, {})
+
+
+@pytest.mark.parametrize("session,admin,is_admin,expected", [
+    (None, None, False, 100),        # nothing set: the built-in default
+    ("50", None, False, 50),         # a session may lower a limit
+    ("500", None, False, 100),       # ... but not raise it above the default
+    ("500", "1000", False, 500),     # an admin's server/database/role value is the ceiling
+    ("5000", "1000", False, 1000),
+    ("0", "1000", False, 1000),      # 0 (no limit) is a raise too
+    ("5000", "1000", True, 5000),    # vision_admin (and superusers) may raise it
+    ("5000", "0", False, 5000),      # the admin lifted the limit
+])
+def test_a_session_may_lower_a_limit_but_not_raise_it(session, admin, is_admin, expected):
+    assert spi.capped("pgvision.x", session, admin, is_admin, 100) == expected
+
+
+def test_writes_are_flagged_only_while_they_run():
+    GD = {}
+    seen = []
+    plpy = FakePlpy().on(r"INSERT", lambda args: seen.append(spi.writing(GD)) or [])
+    spi.write(plpy, GD, "INSERT INTO vision.features VALUES (1)")
+    assert seen == [True] and not spi.writing(GD)
+    plpy.on(r"INSERT", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        spi.write(plpy, GD, "INSERT INTO vision.features VALUES (1)")
+    assert not spi.writing(GD)

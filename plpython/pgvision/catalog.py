@@ -45,35 +45,26 @@ def cluster(plpy, GD, model=None, k=8, method="kmeans", source=None):
             f"between 1 and the number of images with features ({len(matrix.ids)})")
     labels, centroids = kmeans(matrix.unit, k)
     name = model_row["name"]
-    plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.clusters WHERE model = $1 AND source = $2",
-                             ["text", "oid"]), [name, source])
-    plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.cluster_centroids WHERE model = $1 AND "
-                             "source = $2", ["text", "oid"]), [name, source])
-    plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.bandit_state WHERE model = $1 AND source = $2",
-                             ["text", "oid"]), [name, source])
-    plpy.execute(spi.plan(plpy, GD, """
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.clusters WHERE model = $1 "
+                                 "AND source = $2", ["text", "oid"]), [name, source])
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.cluster_centroids WHERE "
+                                 "model = $1 AND source = $2", ["text", "oid"]), [name, source])
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.clusters (model, source, image_id, cluster)
-        SELECT $1, $2, unnest($3::int8[]), unnest($4::int4[])""",
+        SELECT $1, $2, pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::int4[])""",
         ["text", "oid", "int8[]", "int4[]"]),
         [name, source, matrix.ids.tolist(), labels.tolist()])
     for c in range(k):
         members = np.flatnonzero(labels == c)
         gaps = np.linalg.norm(matrix.unit[members] - centroids[c], axis=1)
         medoid = int(matrix.ids[members[np.argmin(gaps)]]) if len(members) else None
-        plpy.execute(spi.plan(plpy, GD, """
+        spi.write(plpy, GD, spi.plan(plpy, GD, """
             INSERT INTO vision.cluster_centroids (model, source, cluster, size, medoid_image_id,
                                                   centroid)
             VALUES ($1, $2, $3, $4, $5, $6)""",
             ["text", "oid", "int4", "int4", "int8", "float4[]"]),
             [name, source, c, len(members), medoid, centroids[c].tolist()])
-    # Votes already cast count for the new clusters.
-    plpy.execute(spi.plan(plpy, GD, """
-        INSERT INTO vision.bandit_state (user_id, model, source, cluster, alpha, beta)
-        SELECT v.user_id, v.model, v.source, c.cluster, 1 + count(*) FILTER (WHERE v.liked),
-               1 + count(*) FILTER (WHERE NOT v.liked)
-        FROM vision.votes v JOIN vision.clusters c USING (model, source, image_id)
-        WHERE v.model = $1 AND v.source = $2
-        GROUP BY v.user_id, v.model, v.source, c.cluster""", ["text", "oid"]), [name, source])
+    # The bandit's Beta counts (view vision.bandit_state) follow the new clusters by themselves.
     return k
 
 
@@ -106,11 +97,12 @@ def embed_2d(plpy, GD, model=None, method="tsne", source=None):
     seconds = time.monotonic() - started
     plpy.notice(f"{fn}: done in {seconds:.1f} s")
     name = model_row["name"]
-    plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.map_2d WHERE model = $1 AND source = $2",
-                             ["text", "oid"]), [name, source])
-    plpy.execute(spi.plan(plpy, GD, """
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.map_2d WHERE model = $1 "
+                                 "AND source = $2", ["text", "oid"]), [name, source])
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.map_2d (model, source, image_id, method, x, y)
-        SELECT $1, $2, unnest($3::int8[]), $4, unnest($5::float4[]), unnest($6::float4[])""",
+        SELECT $1, $2, pg_catalog.unnest($3::int8[]), $4, pg_catalog.unnest($5::float4[]),
+               pg_catalog.unnest($6::float4[])""",
         ["text", "oid", "int8[]", "text", "float4[]", "float4[]"]),
         [name, source, matrix.ids.tolist(), method, xy[:, 0].tolist(), xy[:, 1].tolist()])
     return float(seconds)
@@ -183,6 +175,14 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
         from PIL import Image
 
         table = featurestore.table_name(plpy, GD, source)
+        for argument, column in (("id_column", id_column), ("image_column", image_column)):
+            require_not_null(fn, argument, column)
+            if not plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM pg_catalog.pg_attribute "
+                                         "WHERE attrelid = $1 AND attname = $2 AND attnum > 0 "
+                                         "AND NOT attisdropped", ["oid", "name"]),
+                                [source, column]):
+                raise PgvisionError(fn, f'argument "{argument}": table {table} has no column '
+                                    f"{column!r}", UNDEFINED_OBJECT)
         data = dict((r["id"], r["img"]) for r in plpy.execute(
             f"SELECT {plpy.quote_ident(id_column)}::bigint AS id, "
             f"{plpy.quote_ident(image_column)} AS img FROM {table}"))

@@ -29,6 +29,7 @@ FN_CLASSIFY_IMAGE = "vision.classify_image"
 FN_TABLE = "vision.classify_table"
 FN_COMPARE = "vision.compare_classifiers"
 FN_PUT = "vision._put_classifier"
+FN_EVALUATE = "vision.evaluate_classifier"
 DEFAULTS = {"knn": {"k": 5, "metric": "cosine"},
             "softmax": {"epochs": 200, "learning_rate": 0.01, "l2": 1e-4, "patience": 10,
                         "balance": True},
@@ -267,11 +268,13 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
     require_not_null(fn, "name", name)
     require(fn, "name", name, registry.NAME_PATTERN.match(name), "a lower-case identifier")
     require_int_range(fn, "folds", folds, 2, 20)
-    exists = plpy.execute(plpy.prepare("SELECT 1 FROM vision.classifiers WHERE name = $1",
-                                       ["text"]), [name])
+    exists = plpy.execute(spi.plan(plpy, GD, "SELECT owner FROM vision.classifiers "
+                                   "WHERE name = $1", ["text"]), [name])
     if exists and not replace:
         raise PgvisionError(fn, f'argument "name": a classifier named {name!r} exists',
                             DUPLICATE_OBJECT, hint="Pass replace => true to retrain it.")
+    if exists:
+        spi.require_owner(plpy, GD, fn, f"classifier {name!r}", exists[0]["owner"])
     opts, model_row, source, X, y, names, ids = _prepare_training(
         plpy, GD, fn, labels, source, model, method, options)
     if method == "softmax":  # fitted with Keras: import TensorFlow the backend's way first
@@ -280,7 +283,7 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
     started = time.monotonic()
     clf = fit(method, X, y, opts, len(names))
     metrics["train_seconds"] = time.monotonic() - started
-    plpy.execute(plpy.prepare("""
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.classifiers AS c (name, model, source, method, options, labels,
             dims, weights, train_ids, train_targets, metrics)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -288,7 +291,7 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
             method = EXCLUDED.method, options = EXCLUDED.options, labels = EXCLUDED.labels,
             dims = EXCLUDED.dims, weights = EXCLUDED.weights, train_ids = EXCLUDED.train_ids,
             train_targets = EXCLUDED.train_targets, metrics = EXCLUDED.metrics,
-            trained_at = now()""",
+            trained_at = pg_catalog.now()""",
         ["text", "text", "oid", "text", "jsonb", "text[]", "int4", "bytea", "int8[]", "int4[]",
          "jsonb"]),
         [name, model_row["name"], source, method, json.dumps(opts), names, model_row["dims"],
@@ -317,7 +320,7 @@ def put_classifier(plpy, GD, name, model, source, method, options, labels, dims,
     except Exception as err:  # numpy and zipfile raise several types for damaged bytes
         raise PgvisionError(fn, f'argument "weights" is not a stored {method} classifier '
                             f"({type(err).__name__}: {err})") from None
-    plpy.execute(plpy.prepare("""
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.classifiers AS c (name, model, source, method, options, labels,
             dims, weights, train_ids, train_targets, metrics, trained_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -419,18 +422,19 @@ def classify_table(plpy, GD, classifier, source=None, batch_size=1000):
         ORDER BY f.image_id""", ["text", "text", "oid", "text"]),
         [classifier, row["model"], source, row["version"]])
     ids = [r["image_id"] for r in pending]
-    save = plpy.prepare("""
+    save = spi.plan(plpy, GD, """
         INSERT INTO vision.predictions (classifier, source, image_id, label, probability)
-        SELECT $1, $2, unnest($3::int8[]), unnest($4::text[]), unnest($5::float4[])
+        SELECT $1, $2, pg_catalog.unnest($3::int8[]), pg_catalog.unnest($4::text[]),
+               pg_catalog.unnest($5::float4[])
         ON CONFLICT (classifier, source, image_id) DO UPDATE SET label = EXCLUDED.label,
-            probability = EXCLUDED.probability, predicted_at = clock_timestamp()""",
+            probability = EXCLUDED.probability, predicted_at = pg_catalog.clock_timestamp()""",
         ["text", "oid", "int8[]", "text[]", "float4[]"])
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
         found = featurestore.fetch(plpy, GD, row["model"], source, chunk, row["dims"])
         proba = clf.scores(found.vectors)
         best = proba.argmax(axis=1)
-        plpy.execute(save, [classifier, source, found.ids.tolist(),
+        spi.write(plpy, GD, save, [classifier, source, found.ids.tolist(),
                             [row["labels"][i] for i in best], proba.max(axis=1).tolist()])
         plpy.notice(f"{fn}: {min(start + batch_size, len(ids))}/{len(ids)} images labelled")
     return len(ids)
@@ -441,6 +445,8 @@ def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
     """Cross-validate several methods on the same folds; rows ranked by ``rank_by``."""
     fn = FN_COMPARE
     methods = list(methods) if methods is not None else list(METHODS)
+    require(fn, "methods", "an empty array", len(methods) > 0,
+            "NULL (every method) or an array of methods")
     for method in methods:
         require_choice(fn, "methods", method, METHODS)
     require_choice(fn, "rank_by", rank_by, ("accuracy", "macro_f1", "roc_auc"))
@@ -456,3 +462,16 @@ def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
     results.sort(key=lambda r: -r[1][rank_by])
     return [(method, m["accuracy"], m["macro_f1"], m["roc_auc"], m["cv_seconds"], rank)
             for rank, (method, m) in enumerate(results, start=1)]
+
+
+def evaluate_classifier(plpy, GD, classifier):
+    """The cross-validated metrics stored when the classifier was trained (JSON)."""
+    fn = FN_EVALUATE
+    require_not_null(fn, "classifier", classifier)
+    rows = plpy.execute(spi.plan(plpy, GD, "SELECT metrics::text AS m FROM vision.classifiers "
+                                 "WHERE name = $1", ["text"]), [classifier])
+    if not rows:
+        raise PgvisionError(fn, f'argument "classifier" names no trained classifier: '
+                            f"{classifier!r}", UNDEFINED_OBJECT,
+                            hint="SELECT name FROM vision.classifiers lists them.")
+    return rows[0]["m"]

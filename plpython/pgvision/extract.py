@@ -78,7 +78,7 @@ _TEMPLATES = {}
 
 def _column_type(plpy, relid, column):
     rows = plpy.execute(plpy.prepare(
-        "SELECT format_type(atttypid, atttypmod) AS type FROM pg_attribute "
+        "SELECT pg_catalog.format_type(atttypid, atttypmod) AS type FROM pg_catalog.pg_attribute "
         "WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
         ["oid", "name"]), [relid, column])
     return rows[0]["type"] if rows else None
@@ -94,8 +94,9 @@ def _validate_table(plpy, fn, source, id_column, image_column, batch_size, retry
     require_int_range(fn, "parts", parts, 1, 1024)
     require_int_range(fn, "part", part, 0, parts - 1)
     relid, qualified = [plpy.execute(plpy.prepare(
-        "SELECT $1::regclass::oid AS relid, $1::regclass::text AS name", ["regclass"]),
-        [source])[0][k] for k in ("relid", "name")]
+        "SELECT c.oid AS relid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid = $1", ["regclass"]), [source])[0][k] for k in ("relid", "name")]
     for argument, column, wanted in (("id_column", id_column, INTEGER_TYPES),
                                      ("image_column", image_column, ("bytea",))):
         found = _column_type(plpy, relid, column)
@@ -152,8 +153,29 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
                                        retry_failed, parts, part)
     if max_rows is not None:
         require_int_range(fn, "max_rows", max_rows, 1, 1 << 31)
+    spi.require_select(plpy, GD, fn, relid, qualified, "extracting features of its images")
     row = registry.lookup(plpy, GD, fn, model)
+    with spi.pinned_search_path(plpy) as pin:
+        return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,
+                             batch_size, retry_failed, parts, part, max_rows)
+
+
+def batch_limit(row, memory):
+    """How many images one batch may hold to stay under ``memory`` bytes: peak backend memory
+    grows ~16 MB per 299x299 image in a batch (measured with Inception-v3, 0.6.0), and with
+    the input's area for other sizes."""
+    per_image = 16 * 2**20 * row["input_height"] * row["input_width"] / (299 * 299)
+    return max(1, int(memory // per_image)) if memory > 0 else MAX_BATCH
+
+
+def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column, batch_size,
+                  retry_failed, parts, part, max_rows):
     model = row["name"]
+    limit = batch_limit(row, spi.max_batch_memory(plpy, GD))
+    if batch_size > limit:
+        plpy.notice(f'{fn}: argument "batch_size" {batch_size} is lowered to {limit} images, '
+                    "what pgvision.max_batch_memory_mb allows for this model")
+        batch_size = limit
     size = (row["input_height"], row["input_width"])
     ident, image = plpy.quote_ident(id_column), plpy.quote_ident(image_column)
     share = "" if parts == 1 else f"s.{ident} % {int(parts)} = {int(part)} AND "
@@ -164,7 +186,8 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
                 f" AND NOT EXISTS (SELECT 1 FROM vision.extract_errors e WHERE e.model = $1 "
                 f"AND e.source = $2 AND e.image_id = s.{ident})"))
     total = pending_count = plpy.execute(
-        plpy.prepare(f"SELECT count(*) AS n {pending}", ["text", "oid"]), [model, relid])[0]["n"]
+        plpy.prepare(f"SELECT pg_catalog.count(*) AS n {pending}", ["text", "oid"]),
+        [model, relid])[0]["n"]
     if max_rows is not None:
         total = min(total, max_rows)
     next_batch = plpy.prepare(
@@ -174,23 +197,27 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
         "INSERT INTO vision.features (source, image_id, model, feature) "
         "VALUES ($1, $2, $3, $4::float4[]) "
         "ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature, "
-        "extracted_at = now()", ["oid", "int8", "text", "text"])
+        "extracted_at = pg_catalog.now()", ["oid", "int8", "text", "text"])
     clear_errors = plpy.prepare(
         "DELETE FROM vision.extract_errors WHERE model = $1 AND source = $2 "
-        "AND image_id = ANY($3)", ["text", "oid", "int8[]"])
+        "AND image_id OPERATOR(pg_catalog.=) ANY($3)", ["text", "oid", "int8[]"])
     save_error = plpy.prepare(
         "INSERT INTO vision.extract_errors (source, image_id, model, error) "
         "VALUES ($1, $2, $3, $4) ON CONFLICT (model, source, image_id) "
-        "DO UPDATE SET error = EXCLUDED.error, failed_at = now()", ["oid", "int8", "text", "text"])
-    job_id = plpy.execute(plpy.prepare(
+        "DO UPDATE SET error = EXCLUDED.error, failed_at = pg_catalog.now()",
+        ["oid", "int8", "text", "text"])
+    job_id = spi.write(plpy, GD, plpy.prepare(
         "INSERT INTO vision.extract_jobs (source, model, id_column, image_column, total, pid) "
-        "VALUES ($1, $2, $3, $4, $5, pg_backend_pid()) RETURNING job_id",
+        "VALUES ($1, $2, $3, $4, $5, pg_catalog.pg_backend_pid()) RETURNING job_id",
         ["oid", "text", "text", "text", "int8"]),
         [relid, model, id_column, image_column, total])[0]["job_id"]
     update_job = plpy.prepare(
-        "UPDATE vision.extract_jobs SET processed = $2, failed = $3, updated_at = clock_timestamp(), "
-        "state = $4 WHERE job_id = $1", ["int8", "int8", "int8", "text"])
+        "UPDATE vision.extract_jobs SET processed = $2, failed = $3, "
+        "updated_at = pg_catalog.clock_timestamp(), state = $4 WHERE job_id = $1",
+        ["int8", "int8", "int8", "text"])
     committing = max_rows is None and _try_commit(plpy)
+    if committing:
+        pin.again()
     if not committing and max_rows is None:
         plpy.notice(f"{fn}: called inside a transaction block, so all batches commit together "
                     "at its end; CALL it on its own to commit batch by batch")
@@ -210,21 +237,23 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
                                        pixels)
         features = extractor(batch)
         for position, vector in zip(ok, features):
-            plpy.execute(save_feature, [relid, ids[position], model, array_text(vector)])
+            spi.write(plpy, GD, save_feature, [relid, ids[position], model, array_text(vector)])
         if ok:
-            plpy.execute(clear_errors, [model, relid, [ids[p] for p in ok]])
+            spi.write(plpy, GD, clear_errors, [model, relid, [ids[p] for p in ok]])
         for position, reason in errors.items():
-            plpy.execute(save_error, [relid, ids[position], model,
-                                      f"{fn}: image {ids[position]} is {reason}"])
+            spi.write(plpy, GD, save_error, [relid, ids[position], model,
+                                             f"{fn}: image {ids[position]} is {reason}"])
         processed += len(ok)
         failed += len(errors)
-        plpy.execute(update_job, [job_id, processed, failed, "running"])
+        spi.write(plpy, GD, update_job, [job_id, processed, failed, "running"])
         if committing:
             plpy.commit()
+            pin.again()
         rate = (processed + failed) / max(time.monotonic() - started, 1e-9)
         plpy.notice(f"{fn}: {processed + failed}/{total} rows of {qualified} "
                     f"({failed} skipped), {rate:.1f} img/s")
-    plpy.execute(update_job, [job_id, processed, failed, "done"])
+    spi.write(plpy, GD, update_job, [job_id, processed, failed, "done"])
     if committing:
         plpy.commit()
+        pin.again()
     return job_id, processed, failed, pending_count

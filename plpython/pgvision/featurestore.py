@@ -4,14 +4,14 @@ Triggers on ``vision.features`` bump ``vision.feature_versions(model, source, ve
 every insert, update, delete or truncate, so a backend re-reads a feature matrix only when
 it changed; checking costs one primary-key lookup.
 
-Rows are read as ``array_send(feature)`` (Postgres' binary array format) and decoded with
+Rows are read as ``pg_catalog.array_send(feature)`` (Postgres' binary array format) and decoded with
 numpy, which is ~50x faster than converting real[] into Python lists.
 """
 
 import numpy as np
 
 from .errors import DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError
-from . import registry
+from . import registry, spi
 from .spi import plan
 
 _CACHE = "pgvision.matrices"
@@ -65,8 +65,11 @@ def version(plpy, GD, model, source):
 def resolve_source(plpy, GD, function, model, source):
     """The source table's OID: ``source`` itself, or the only table with features for model."""
     if source is not None:
-        return plpy.execute(plan(plpy, GD, "SELECT $1::regclass::oid AS oid",
-                                 ["regclass"]), [source])[0]["oid"]
+        oid = plpy.execute(plan(plpy, GD, "SELECT $1::regclass::oid AS oid",
+                                ["regclass"]), [source])[0]["oid"]
+        spi.require_select(plpy, GD, function, oid, table_name(plpy, GD, oid),
+                           f"{function} over its images")
+        return oid
     rows = plpy.execute(plan(plpy, GD, "SELECT source::oid AS oid, source::text AS name "
                              "FROM vision.feature_versions WHERE model = $1 ORDER BY 2",
                              ["text"]), [model])
@@ -77,7 +80,8 @@ def resolve_source(plpy, GD, function, model, source):
                             UNDEFINED_OBJECT, hint="CALL vision.extract_table(...) first.")
     names = ", ".join(r["name"] for r in rows)
     raise PgvisionError(function, f'argument "source" is needed: model {model!r} has features '
-                        f"in several tables ({names})")
+                        f"in several tables ({names})",
+                        hint=f"Name the table, e.g. source => '{rows[0]['name']}'.")
 
 
 def model_and_source(plpy, GD, function, model, source):
@@ -105,7 +109,7 @@ def load(plpy, GD, function, model, source, dims):
     if hit is not None and hit[0] == current:
         return hit[1]
     cache.pop((model, source), None)
-    cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, array_send(feature) AS f FROM vision.features "
+    cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f FROM vision.features "
                               "WHERE model = $1 AND source = $2 ORDER BY image_id",
                               ["text", "oid"]), [model, source])
     ids, vectors = [], []
@@ -128,8 +132,8 @@ def load(plpy, GD, function, model, source, dims):
 
 def fetch(plpy, GD, model, source, ids, dims):
     """Features of some images, read directly (for re-ranking a few candidates)."""
-    rows = plpy.execute(plan(plpy, GD, "SELECT image_id, array_send(feature) AS f FROM vision.features "
-                             "WHERE model = $1 AND source = $2 AND image_id = ANY($3) "
+    rows = plpy.execute(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f FROM vision.features "
+                             "WHERE model = $1 AND source = $2 AND image_id OPERATOR(pg_catalog.=) ANY($3) "
                              "ORDER BY image_id", ["text", "oid", "int8[]"]),
                         [model, source, [int(i) for i in ids]])
     return FeatureMatrix(np.array([r["image_id"] for r in rows], dtype=np.int64),

@@ -5,12 +5,18 @@ A parallel worker cannot query (see :func:`pgvision.spi.call_no_spi`), so it can
 registry. The leader resolves the model once into a handle (JSON text): the model's content
 hash, how to use it, and the settings a worker needs. The model file is copied under the data
 directory as <sha256>.keras; a worker loads only such files and checks the hash, so a
-hand-made handle can name nothing but a model some backend has already resolved.
+hand-made handle can name nothing but a model some backend has already resolved. A handle also
+carries the limits the leader's session runs under, so it is signed with a key only the
+server can read (``<data directory>/pgvision/handle.key``): a hand-made or edited handle is
+refused rather than trusted to raise them.
 """
 
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import shutil
 
 from . import __version__, extractors, registry, runtimes, slots, spi
@@ -42,7 +48,34 @@ def model_handle(plpy, GD, model):
     handle.update(version=__version__, threads=list(spi.thread_settings(plpy, GD)),
                   max_model_backends=spi.max_model_backends(plpy, GD),
                   max_image_pixels=spi.max_pixels(plpy, GD), runtime=runtime)
-    return json.dumps(handle, sort_keys=True)
+    return sign(handle)
+
+
+def _key():
+    """This server's handle-signing key, made once (0600, under the data directory)."""
+    path = runtime_dir("handle.key")
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        staging = f"{path}.{os.getpid()}.tmp"
+        with open(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(secrets.token_hex(32))
+        try:
+            os.link(staging, path)  # the first writer wins; everyone reads the same key
+        except FileExistsError:
+            pass
+        os.unlink(staging)
+    with open(path, encoding="ascii") as fh:
+        return fh.read().strip().encode()
+
+
+def _signature(body):
+    return hmac.new(_key(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(handle):
+    """Handle text: the sorted JSON of ``handle`` with its HMAC-SHA256 under this server's key."""
+    body = json.dumps(handle, sort_keys=True)
+    return json.dumps({"handle": handle, "signature": _signature(body)}, sort_keys=True)
 
 
 def handle_runtime(plpy, GD, row):
@@ -61,10 +94,13 @@ def parse_handle(function, text):
     """The dict behind a handle of :func:`model_handle`, checked; no queries."""
     require_not_null(function, "model_handle", text)
     try:
-        handle = json.loads(text)
+        signed = json.loads(text)
+        handle = signed["handle"]
         ok = isinstance(handle, dict) and set(_HANDLE_KEYS) <= set(handle) and \
-            re.fullmatch(r"[0-9a-f]{64}", str(handle["sha256"])) is not None
-    except ValueError:
+            re.fullmatch(r"[0-9a-f]{64}", str(handle["sha256"])) is not None and \
+            hmac.compare_digest(str(signed["signature"]),
+                                _signature(json.dumps(handle, sort_keys=True)))
+    except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
         raise PgvisionError(function, f'argument "model_handle" is not a handle made by '

@@ -1,7 +1,8 @@
 """Recommendations from a user's likes and dislikes: votes, per-user taste models, and
 Thompson-sampling exploration over the catalog's clusters.
 
-- Votes live in ``vision.votes`` (one per user and image, last vote wins).
+- Votes live in ``vision.votes``, one per (owning role, user, image): the last vote wins, and
+  a role's user ids are its own shoppers (another role neither sees nor votes for them).
 - A user's taste model is an elastic-net logistic model (scikit-learn ``SGDClassifier``,
   log loss) trained with ``partial_fit`` over the user's votes after each vote, stored as
   plain arrays. With no votes, or votes of one kind only, ``recommend`` falls back to
@@ -58,6 +59,7 @@ def record_vote(plpy, GD, user_id, image_id, liked, model=None, source=None):
     fn = FN_VOTE
     for argument, value in (("user_id", user_id), ("image_id", image_id), ("liked", liked)):
         require_not_null(fn, argument, value)
+    require_user_id(fn, user_id)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     has = plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM vision.features WHERE model = $1 AND "
                                    "source = $2 AND image_id = $3", ["text", "oid", "int8"]),
@@ -65,41 +67,34 @@ def record_vote(plpy, GD, user_id, image_id, liked, model=None, source=None):
     if not has:
         raise PgvisionError(fn, f'argument "image_id": image {image_id} has no features for '
                             f"model {model_row['name']!r}", UNDEFINED_OBJECT)
-    # Serialise votes on the same (user, image) so the bandit counts each change once.
+    # Serialise votes on the same (owner, user, image) so a change is counted once.
     previous = plpy.execute(spi.plan(plpy, GD, """
-        SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2 || '/' || $3::text
-                                                      || '/' || $4::text, 0)),
-               (SELECT liked FROM vision.votes WHERE user_id = $1 AND model = $2
-                AND source = $3 AND image_id = $4) AS previous""",
+        SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(
+                 pg_catalog.concat_ws('/', CURRENT_USER, $1, $2, $3::oid, $4), 0)),
+               (SELECT liked FROM vision.votes WHERE owner = CURRENT_USER AND user_id = $1
+                AND model = $2 AND source = $3 AND image_id = $4) AS previous""",
         ["text", "text", "oid", "int8"]),
         [user_id, model_row["name"], source, image_id])[0]["previous"]
     if previous == liked:
         return False
-    plpy.execute(spi.plan(plpy, GD, """
+    # The owner is the calling role (column default): its shoppers are its own.
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.votes AS v (user_id, model, source, image_id, liked)
         VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (user_id, model, source, image_id) DO UPDATE
-          SET liked = EXCLUDED.liked, voted_at = clock_timestamp()""",
+        ON CONFLICT (owner, user_id, model, source, image_id) DO UPDATE
+          SET liked = EXCLUDED.liked, voted_at = pg_catalog.clock_timestamp()""",
         ["text", "text", "oid", "int8", "bool"]),
         [user_id, model_row["name"], source, image_id, liked])
-    # Bandit: one success or failure for the image's cluster (moved, if the vote changed).
-    plpy.execute(spi.plan(plpy, GD, """
-        INSERT INTO vision.bandit_state AS b (user_id, model, source, cluster, alpha, beta)
-        SELECT $1, c.model, c.source, c.cluster, 1 + $5::int, 1 + (NOT $5)::int
-        FROM vision.clusters c WHERE c.model = $2 AND c.source = $3 AND c.image_id = $4
-        ON CONFLICT (user_id, model, source, cluster) DO UPDATE
-          SET alpha = b.alpha + $5::int - coalesce($6::int, 0),
-              beta = b.beta + (NOT $5)::int - coalesce((NOT $6)::int, 0)""",
-        ["text", "text", "oid", "int8", "bool", "bool"]),
-        [user_id, model_row["name"], source, image_id, liked, previous])
+    # The bandit's Beta counts (view vision.bandit_state) follow the votes by themselves.
     _retrain_taste(plpy, GD, fn, user_id, model_row, source)
     return True
 
 
 def _votes(plpy, GD, user_id, model, source):
-    rows = plpy.execute(spi.plan(plpy, GD, "SELECT image_id, liked FROM vision.votes WHERE user_id = $1 "
-                                    "AND model = $2 AND source = $3 ORDER BY image_id",
-                                    ["text", "text", "oid"]), [user_id, model, source])
+    rows = plpy.execute(spi.plan(plpy, GD, "SELECT image_id, liked FROM vision.votes "
+                                 "WHERE owner = CURRENT_USER AND user_id = $1 AND model = $2 "
+                                 "AND source = $3 ORDER BY image_id",
+                                 ["text", "text", "oid"]), [user_id, model, source])
     return (np.array([r["image_id"] for r in rows], dtype=np.int64),
             np.array([r["liked"] for r in rows], dtype=bool))
 
@@ -113,11 +108,11 @@ def _retrain_taste(plpy, GD, fn, user_id, model_row, source):
     taste = fit_taste(matrix.vectors[matrix.positions(ids[keep])], liked[keep])
     buf = io.BytesIO()
     np.savez(buf, mean=taste[0], scale=taste[1], w=taste[2], b=np.array([taste[3]]))
-    plpy.execute(spi.plan(plpy, GD, """
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.taste_models AS t (user_id, model, source, weights, votes)
         VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (user_id, model, source) DO UPDATE SET weights = EXCLUDED.weights,
-            votes = EXCLUDED.votes, updated_at = clock_timestamp()""",
+        ON CONFLICT (owner, user_id, model, source) DO UPDATE SET weights = EXCLUDED.weights,
+            votes = EXCLUDED.votes, updated_at = pg_catalog.clock_timestamp()""",
         ["text", "text", "oid", "bytea", "int4"]),
         [user_id, model_row["name"], source, buf.getvalue(), int(keep.sum())])
 
@@ -134,8 +129,17 @@ def recommend(plpy, GD, user_id, k=10, exclude_seen=True, model=None, source=Non
             for i, score in best_scored(matrix, strategy, payload, seen if exclude_seen else (), k)]
 
 
+MAX_USER_ID = 256
+
+
+def require_user_id(fn, user_id):
+    require(fn, "user_id", f"{len(user_id)} characters", len(user_id) <= MAX_USER_ID,
+            f"at most {MAX_USER_ID} characters")
+
+
 def validate_recommend(fn, user_id, k, exclude_seen):
     require_not_null(fn, "user_id", user_id)
+    require_user_id(fn, user_id)
     require_int_range(fn, "k", k, 1, 10_000)
     require_not_null(fn, "exclude_seen", exclude_seen)
 
@@ -148,16 +152,18 @@ def preferences(plpy, GD, user_id, model_row, source, voted_matrix):
     a shard needs to score its own images (vision_cluster.recommend)."""
     ids, liked = _votes(plpy, GD, user_id, model_row["name"], source)
     taste = plpy.execute(spi.plan(plpy, GD, "SELECT weights FROM vision.taste_models "
-                                     "WHERE user_id = $1 AND model = $2 AND source = $3",
-                                     ["text", "text", "oid"]), [user_id, model_row["name"], source])
+                                  "WHERE owner = CURRENT_USER AND user_id = $1 AND model = $2 "
+                                  "AND source = $3", ["text", "text", "oid"]),
+                         [user_id, model_row["name"], source])
     if taste and liked.any() and (~liked).any():
         return "taste model", bytes(taste[0]["weights"]), ids
     if liked.any():
         matrix = voted_matrix()
         return "similar to likes", matrix.unit[matrix.positions(ids[liked])].mean(axis=0), ids
     popular = plpy.execute(spi.plan(plpy, GD, """
-        SELECT image_id, sum(CASE WHEN liked THEN 1 ELSE -1 END) AS s
-        FROM vision.votes WHERE model = $1 AND source = $2 GROUP BY image_id ORDER BY 1""",
+        SELECT image_id, pg_catalog.sum(CASE WHEN liked THEN 1 ELSE -1 END) AS s
+        FROM vision.votes WHERE owner = CURRENT_USER AND model = $1 AND source = $2
+        GROUP BY image_id ORDER BY 1""",
         ["text", "oid"]), [model_row["name"], source])
     return "popularity", (np.array([r["image_id"] for r in popular], dtype=np.int64),
                           np.array([r["s"] for r in popular], dtype=np.float64)), ids
@@ -218,18 +224,20 @@ def bandit_next(plpy, GD, user_id, model=None, source=None, seed=None):
     """Thompson sampling over clusters: (cluster, image_id, draw) of an unseen image."""
     fn = FN_BANDIT
     require_not_null(fn, "user_id", user_id)
+    require_user_id(fn, user_id)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     name = model_row["name"]
     arms = plpy.execute(spi.plan(plpy, GD, """
         SELECT c.cluster, coalesce(b.alpha, 1) AS alpha, coalesce(b.beta, 1) AS beta,
                (SELECT array_agg(cl.image_id ORDER BY cl.image_id) FROM vision.clusters cl
                 WHERE cl.model = c.model AND cl.source = c.source AND cl.cluster = c.cluster
-                  AND NOT EXISTS (SELECT 1 FROM vision.votes v WHERE v.user_id = $1
+                  AND NOT EXISTS (SELECT 1 FROM vision.votes v WHERE v.owner = CURRENT_USER
+                                  AND v.user_id = $1
                                   AND v.model = cl.model AND v.source = cl.source
                                   AND v.image_id = cl.image_id)) AS unseen
         FROM vision.cluster_centroids c
-        LEFT JOIN vision.bandit_state b ON b.user_id = $1 AND b.model = c.model
-             AND b.source = c.source AND b.cluster = c.cluster
+        LEFT JOIN vision.bandit_state b ON b.owner = CURRENT_USER AND b.user_id = $1
+             AND b.model = c.model AND b.source = c.source AND b.cluster = c.cluster
         WHERE c.model = $2 AND c.source = $3 ORDER BY c.cluster""",
         ["text", "text", "oid"]), [user_id, name, source])
     if not arms:

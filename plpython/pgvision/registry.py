@@ -130,7 +130,7 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
             input_height = EXCLUDED.input_height, input_width = EXCLUDED.input_width,
             preprocessing = EXCLUDED.preprocessing, feature_layer = EXCLUDED.feature_layer,
             pooling = EXCLUDED.pooling, dims = EXCLUDED.dims, provenance = EXCLUDED.provenance,
-            builtin = false, created_at = now()""",
+            builtin = false, created_at = pg_catalog.now()""",
         ["text", "bytea", "text", "text", "int4", "int4", "text", "text", "text", "int4",
          "text"]),
         [name, model_bytes, model_path, digest, int(height), int(width), preprocessing,
@@ -190,15 +190,16 @@ def drop_model(plpy, GD, name, cascade=False):
     fn = FN_DROP
     lookup(plpy, GD, fn, name, argument="name")
     require_not_null(fn, "cascade", cascade)
-    count = plpy.execute(spi.plan(plpy, GD, "SELECT count(*) AS n FROM vision.features "
-                                  "WHERE model = $1", ["text"]), [name])[0]["n"]
+    count = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n "
+                                  "FROM vision.features WHERE model = $1", ["text"]),
+                         [name])[0]["n"]
     if count and not cascade:
         raise PgvisionError(fn, f"model {name!r} has {count} stored feature rows", OBJECT_IN_USE,
                             hint="Pass cascade => true to delete them with the model.")
-    plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.features WHERE model = $1",
-                          ["text"]), [name])
-    plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.extract_errors WHERE model = $1",
-                          ["text"]), [name])
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.features WHERE model = $1",
+                                 ["text"]), [name])
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.extract_errors WHERE model = $1",
+                                 ["text"]), [name])
     plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.model_store WHERE name = $1",
                           ["text"]), [name])
     extractors.forget(GD, name)

@@ -155,9 +155,12 @@ def faiss_distance(scores, metric):
 
 # --- SQL-facing -------------------------------------------------------------------------
 
-def _validate(fn, k, metric):
+def _validate(fn, k, metric, candidates=None):
     require_int_range(fn, "k", k, 1, MAX_K)
     require_choice(fn, "metric", metric, METRICS)
+    if candidates is not None:
+        require(fn, "candidates", "NULL element", None not in candidates,
+                "an array of image ids without NULLs")
 
 
 def _index_row(plpy, GD, model, source):
@@ -166,7 +169,7 @@ def _index_row(plpy, GD, model, source):
     rows = plpy.execute(spi.plan(plpy, GD, """
         SELECT i.metric, i.ef_search, i.pca_dims, i.dims, i.built_version, i.sha256,
                coalesce(v.version, 0) AS current_version,
-               current_setting('pgvision.ef_search', true) AS ef_setting
+               pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting
         FROM vision.indexes i
         LEFT JOIN vision.feature_versions v USING (model, source)
         WHERE i.model = $1 AND i.source = $2""", ["text", "oid"]), [model, source])
@@ -265,11 +268,12 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     """Images most like a stored image (itself excluded): rows (image_id, distance, rank)."""
     fn = FN_SIMILAR
     require_not_null(fn, "image_id", image_id)
-    _validate(fn, k, metric)
+    _validate(fn, k, metric, candidates)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    rows = plpy.execute(spi.plan(plpy, GD, "SELECT array_send(feature) AS f FROM vision.features "
-                                    "WHERE model = $1 AND source = $2 AND image_id = $3",
-                                    ["text", "oid", "int8"]), [model_row["name"], source, image_id])
+    rows = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.array_send(feature) AS f "
+                                 "FROM vision.features "
+                                 "WHERE model = $1 AND source = $2 AND image_id = $3",
+                                 ["text", "oid", "int8"]), [model_row["name"], source, image_id])
     if not rows:
         name = featurestore.table_name(plpy, GD, source)
         raise PgvisionError(fn, f'argument "image_id": image {image_id} of {name} has no '
@@ -314,7 +318,7 @@ def similar_to_image(plpy, GD, image, k=10, model=None, metric="cosine", source=
                      candidates=None, approximate=None):
     """Stored images most like new image bytes (features extracted on the fly)."""
     fn = FN_SIMILAR_IMAGE
-    _validate(fn, k, metric)
+    _validate(fn, k, metric, candidates)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     query = np.asarray(extract.features_of(plpy, GD, fn, image, model_row), dtype=np.float32)
     return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, None, candidates,
@@ -327,12 +331,15 @@ def similar_to_vector(plpy, GD, feature, k=10, model=None, metric="cosine", sour
     sharded cluster, a client): rows (image_id, distance, rank)."""
     fn = FN_SIMILAR_VECTOR
     require_not_null(fn, "feature", feature)
-    _validate(fn, k, metric)
+    _validate(fn, k, metric, candidates)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     require(fn, "feature", f"{len(feature)} values", len(feature) == model_row["dims"],
             f"{model_row['dims']} values (the dimension of model {model_row['name']!r})")
     require(fn, "feature", "NULL element", None not in feature, "an array without NULLs")
     query = np.asarray(feature, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(query))
+    require(fn, "feature", f"{query[bad[0]]} at position {bad[0] + 1}" if len(bad) else None,
+            not len(bad), "finite numbers (no NaN or Infinity)")
     return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, None, candidates,
                           approximate))
 
@@ -357,6 +364,12 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
 def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction, ef_search,
                      pca_dims, base=None, added=None):
     model = model_row["name"]
+    existing = plpy.execute(spi.plan(plpy, GD, "SELECT owner FROM vision.indexes "
+                                     "WHERE model = $1 AND source = $2", ["text", "oid"]),
+                            [model, source])
+    if existing:
+        spi.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
+                          f"{featurestore.table_name(plpy, GD, source)}", existing[0]["owner"])
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     built_version = featurestore.version(plpy, GD, model, source)
     require(fn, "source", source, len(matrix.ids) > (pca_dims or 0), "a table with more stored "
@@ -371,7 +384,7 @@ def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction
     seconds = time.monotonic() - started
     data = serialize(index)
     digest = hashlib.sha256(data).hexdigest()
-    plpy.execute(spi.plan(plpy, GD, """
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.indexes AS i (model, source, metric, m, ef_construction, ef_search,
             pca_dims, dims, n, built_version, index_bytes, sha256, build_seconds)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -379,7 +392,8 @@ def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction
             ef_construction = EXCLUDED.ef_construction, ef_search = EXCLUDED.ef_search,
             pca_dims = EXCLUDED.pca_dims, dims = EXCLUDED.dims, n = EXCLUDED.n,
             built_version = EXCLUDED.built_version, index_bytes = EXCLUDED.index_bytes,
-            sha256 = EXCLUDED.sha256, build_seconds = EXCLUDED.build_seconds, built_at = now()""",
+            sha256 = EXCLUDED.sha256, build_seconds = EXCLUDED.build_seconds,
+            built_at = pg_catalog.now()""",
         ["text", "oid", "text", "int4", "int4", "int4", "int4", "int4", "int8", "int8", "bytea",
          "text", "float8"]),
         [model, source, metric, m, ef_construction, ef_search, pca_dims, model_row["dims"],
@@ -407,7 +421,7 @@ def refresh_index(plpy, GD, source, model=None):
     params = (row["metric"], row["m"], row["ef_construction"], row["ef_search"], row["pca_dims"])
     index = _load_index(plpy, GD, fn, model, source, row)
     changed = plpy.execute(spi.plan(plpy, GD, """
-        SELECT count(*) AS n FROM vision.features f JOIN vision.indexes i USING (model, source)
+        SELECT pg_catalog.count(*) AS n FROM vision.features f JOIN vision.indexes i USING (model, source)
         WHERE f.model = $1 AND f.source = $2 AND f.extracted_at > i.built_at""",
         ["text", "oid"]), [model, source])[0]["n"]
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
@@ -448,22 +462,23 @@ def refresh_neighbours(plpy, GD, source, model=None, k=10, metric="cosine"):
     redo = fresh | {i for i, r in old.items()
                     if i in present and lost.intersection(r["neighbour_ids"])}
     delete = plpy.prepare("DELETE FROM vision.neighbours WHERE model = $1 AND source = $2 "
-                          "AND image_id = ANY($3)", ["text", "oid", "int8[]"])
-    plpy.execute(delete, [model, source, sorted(lost | redo)])
+                          "AND image_id OPERATOR(pg_catalog.=) ANY($3)", ["text", "oid", "int8[]"])
+    spi.write(plpy, GD, delete, [model, source, sorted(lost | redo)])
     upsert = plpy.prepare("""
         INSERT INTO vision.neighbours (model, source, image_id, k, metric, neighbour_ids,
                                        distances)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (model, source, image_id) DO UPDATE SET neighbour_ids = EXCLUDED.neighbour_ids,
             distances = EXCLUDED.distances, k = EXCLUDED.k, metric = EXCLUDED.metric,
-            refreshed_at = now()""",
+            refreshed_at = pg_catalog.now()""",
         ["text", "oid", "int8", "int4", "text", "int8[]", "float4[]"])
     new_ids = np.array(sorted(fresh), dtype=np.int64)
     new_rows = matrix.positions(new_ids) if len(new_ids) else np.empty(0, np.int64)
     for image_id in sorted(redo):
         position = matrix.positions([image_id])[0]
         found, dist = exact(matrix, matrix.vectors[position], metric, k, exclude=image_id)
-        plpy.execute(upsert, [model, source, image_id, k, metric, found.tolist(), dist.tolist()])
+        spi.write(plpy, GD, upsert, [model, source, image_id, k, metric, found.tolist(),
+                                     dist.tolist()])
     merged = 0
     if len(new_ids):
         for image_id, r in old.items():
@@ -475,7 +490,29 @@ def refresh_neighbours(plpy, GD, source, model=None, k=10, metric="cosine"):
             dist = np.concatenate([np.array(r["distances"], np.float32), dist_new])
             found, dist = top_k(ids, dist, k)
             if found.tolist() != list(r["neighbour_ids"]):
-                plpy.execute(upsert, [model, source, image_id, k, metric, found.tolist(),
+                spi.write(plpy, GD, upsert, [model, source, image_id, k, metric, found.tolist(),
                                       dist.tolist()])
                 merged += 1
     return len(redo) + merged
+
+
+FN_DROP_INDEX = "vision.drop_index"
+
+
+def drop_index(plpy, GD, source, model=None):
+    """Drop a table's index (its owner or vision_admin); true if there was one."""
+    fn = FN_DROP_INDEX
+    require_not_null(fn, "source", source)
+    model_row = registry.lookup(plpy, GD, fn, model)
+    source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+    existing = plpy.execute(spi.plan(plpy, GD, "SELECT owner FROM vision.indexes "
+                                     "WHERE model = $1 AND source = $2", ["text", "oid"]),
+                            [model_row["name"], source])
+    if not existing:
+        return False
+    spi.require_owner(plpy, GD, fn, f"the index of model {model_row['name']!r} on "
+                      f"{featurestore.table_name(plpy, GD, source)}", existing[0]["owner"])
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.indexes WHERE model = $1 "
+                                 "AND source = $2", ["text", "oid"]), [model_row["name"], source])
+    GD.get(_INDEX_CACHE, {}).pop((model_row["name"], source), None)
+    return True

@@ -330,9 +330,9 @@ def _copy_features(plpy, GD, fn, version, sha, model, source, ids):
         INSERT INTO vision.features (model, source, image_id, feature)
         VALUES ($1, $2::regclass, $3, $4)
         ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature,
-            extracted_at = now()""", ["text", "text", "int8", "float4[]"])
+            extracted_at = pg_catalog.now()""", ["text", "text", "int8", "float4[]"])
     for r in rows:
-        plpy.execute(save, [model, source, r["image_id"], r["feature"]])
+        spi.write(plpy, GD, save, [model, source, r["image_id"], r["feature"]])
     return {r["image_id"] for r in rows}
 
 

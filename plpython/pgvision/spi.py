@@ -6,12 +6,14 @@ Every SQL function of the extension is ``spi.call(plpy, GD, module.function, arg
 """
 
 from . import __version__, runtimes
-from .errors import OBJECT_IN_USE, PgvisionError
+from .errors import INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, PgvisionError
 from .images import DEFAULT_MAX_PIXELS
 from .slots import default_max_model_backends
 
 _PLANS = "pgvision.plans"
 _VERSION_CHECKED = "pgvision.version_checked"
+_WRITING = "pgvision.writing"
+SEARCH_PATH = "pg_catalog, pg_temp"
 
 
 def call(plpy, GD, fn, *args):
@@ -46,6 +48,50 @@ def check_version(plpy):
             "pgvision", f"the database runs extension version {rows[0]['extversion']}, but the "
             f"server's pgvision Python package is {__version__}", OBJECT_IN_USE,
             hint="Upgrade the database (make migrate DSN=...) or install the matching package.")
+
+
+def write(plpy, GD, plan, args=()):
+    """Run a statement that writes pgvision's tables.
+
+    Row-level security refuses writes to them (to anyone but vision_admin) except while this
+    runs: ``vision._writing()``, which the policies call, reads a flag only pgvision's own
+    code sets, in ``GD``, which only superuser-created plpython3u functions can reach. The
+    flag is up for this one statement, which runs no user code (the tables' triggers and
+    policies are pgvision's own), so a user's view or function that pgvision reads never
+    writes with it."""
+    GD[_WRITING] = GD.get(_WRITING, 0) + 1
+    try:
+        return plpy.execute(plan, list(args))
+    finally:
+        GD[_WRITING] -= 1
+
+
+def writing(GD):
+    """Whether pgvision's own code is running a write now (see :func:`write`)."""
+    return GD.get(_WRITING, 0) > 0
+
+
+class pinned_search_path:
+    """``with pinned_search_path(plpy):`` runs with ``search_path = pg_catalog, pg_temp`` and
+    restores the caller's after, for the procedure that commits (a procedure with a SET
+    clause cannot): each ``again()`` after a COMMIT pins it once more."""
+
+    def __init__(self, plpy):
+        self.plpy = plpy
+
+    def __enter__(self):
+        self.saved = self.plpy.execute(
+            "SELECT pg_catalog.current_setting('search_path') AS p")[0]["p"]
+        self.again()
+        return self
+
+    def again(self):
+        self.plpy.execute(f"SELECT pg_catalog.set_config('search_path', '{SEARCH_PATH}', true)")
+
+    def __exit__(self, *exc):
+        self.plpy.execute(self.plpy.prepare(
+            "SELECT pg_catalog.set_config('search_path', $1, true)", ["text"]), [self.saved])
+        return False
 
 
 def plan(plpy, GD, query, types=()):
@@ -83,14 +129,66 @@ def parse_setting(name, value, default):
                             f"got {value!r}") from None
 
 
+# --- limits that protect the server ----------------------------------------------------
+# PL/Python cannot declare a setting that only superusers may change, so a limit is read as
+# an admin set it (server configuration, ALTER SYSTEM, ALTER DATABASE / ROLE ... SET; read by
+# the SECURITY DEFINER vision._admin_setting) and a session's own value (SET, PGOPTIONS)
+# counts only where it is lower, unless the role is a member of vision_admin.
+
+LIMITS = {
+    "pgvision.max_image_pixels": DEFAULT_MAX_PIXELS,
+    "pgvision.max_model_backends": None,  # default_max_model_backends(): the machine's memory
+    "pgvision.max_batch_memory_mb": 1024,
+}
+
+
+def limit(plpy, GD, name):
+    """The value of limit ``name`` for this session: never above the admin's unless the role
+    is a vision_admin member. 0 means no limit."""
+    row = plpy.execute(plan(plpy, GD, """
+        SELECT pg_catalog.current_setting($1, true) AS session, vision._admin_setting($1) AS admin,
+               pg_catalog.pg_has_role('vision_admin', 'MEMBER') AS is_admin""", ["text"]),
+        [name])[0]
+    default = LIMITS[name] if LIMITS[name] is not None else default_max_model_backends()
+    return capped(name, row["session"], row["admin"], row["is_admin"], default)
+
+
+def capped(name, session, admin, is_admin, default):
+    """:func:`limit` from the values as read (text or NULL): the session's value where it is
+    lower than the admin's (or the caller is an admin), else the admin's (0: no limit)."""
+    ceiling = parse_setting(name, admin, default)
+    wanted = parse_setting(name, session, ceiling)
+    if is_admin:
+        return wanted
+    if ceiling == 0:
+        return wanted
+    return ceiling if wanted == 0 else min(wanted, ceiling)
+
+
 def max_pixels(plpy, GD):
     """``pgvision.max_image_pixels``: the decompression-bomb guard."""
-    return setting(plpy, GD, "pgvision.max_image_pixels", DEFAULT_MAX_PIXELS)
+    return limit(plpy, GD, "pgvision.max_image_pixels")
 
 
 def max_model_backends(plpy, GD):
     """``pgvision.max_model_backends``: how many processes may hold a model (0: no limit)."""
-    return setting(plpy, GD, "pgvision.max_model_backends", default_max_model_backends())
+    return limit(plpy, GD, "pgvision.max_model_backends")
+
+
+def max_batch_memory(plpy, GD):
+    """``pgvision.max_batch_memory_mb``: what one extraction batch may take, in bytes."""
+    return limit(plpy, GD, "pgvision.max_batch_memory_mb") << 20
+
+
+def require_select(plpy, GD, function, relid, name, purpose):
+    """Refuse unless the caller may SELECT the table (whatever pgvision stores about a table
+    is only for those who may read it)."""
+    allowed = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.has_table_privilege($1, 'SELECT') "
+                                "AS ok", ["oid"]), [relid])[0]["ok"]
+    if not allowed:
+        raise PgvisionError(function, f"permission denied for table {name}: {purpose} needs "
+                            "SELECT on it", INSUFFICIENT_PRIVILEGE,
+                            hint=f"GRANT SELECT ON {name} TO ... (its owner decides).")
 
 
 def runtime_setting(plpy, GD):
@@ -108,3 +206,13 @@ def thread_settings(plpy, GD):
     plpy.execute(plan(plpy, GD, "SELECT pg_catalog.set_config('jit', 'off', false)"))
     return (setting(plpy, GD, "pgvision.intra_op_threads", 0),
             setting(plpy, GD, "pgvision.inter_op_threads", 0))
+
+
+def require_owner(plpy, GD, function, what, owner):
+    """Refuse unless the caller owns ``what`` (e.g. "classifier 'kind'") or is vision_admin:
+    only they replace or drop it."""
+    row = plpy.execute(plan(plpy, GD, "SELECT CURRENT_USER AS me, pg_catalog.pg_has_role("
+                            "'vision_admin', 'MEMBER') AS admin"))[0]
+    if owner != row["me"] and not row["admin"]:
+        raise PgvisionError(function, f"{what} belongs to role {owner}: only its owner (or "
+                            "vision_admin) may replace or drop it", INSUFFICIENT_PRIVILEGE)
