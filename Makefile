@@ -23,7 +23,7 @@ export VENV PG_CONFIG
 .PHONY: install install-dev start stop status dsn psql migrate downgrade demo test test-fast \
         bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-        bench-chart \
+        bench-chart bench-security \
         shards shards-stop shards-psql clean
 
 install:
@@ -66,7 +66,8 @@ test: install-dev start
 test-fast: install-dev
 	PYTHONPATH=plpython $(PYTHON) -m pytest -m fast $(PYTEST_ARGS)
 
-bench: bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale
+bench: bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
+       bench-security
 	@$(MAKE) --no-print-directory bench-chart
 
 # One PNG of all ratios and cold starts from the JSON the benchmarks wrote (out/bench.png).
@@ -90,6 +91,9 @@ bench-sessions: install-dev start migrate
 
 bench-scale: install-dev start migrate
 	@$(PYTHON) bench/scale.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-security: install-dev start migrate
+	@$(PYTHON) bench/security.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 # A coordinator and SHARDS (2) shard clusters on Unix sockets, pgvision_cluster set up.
 SHARDS ?= 2

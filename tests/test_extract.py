@@ -224,12 +224,12 @@ def test_extract_table_inside_a_transaction_block_commits_once(db, make_table, c
 @pytest.mark.parametrize("call,error,message", [
     ("CALL vision.extract_table('no_such_table')", pgerr.UndefinedTable, "no_such_table"),
     ("CALL vision.extract_table('argcheck', id_column => 'nope')", pgerr.UndefinedObject,
-     "vision.extract_table: argument \"id_column\": table argcheck has no column 'nope'"),
+     "vision.extract_table: argument \"id_column\": table public.argcheck has no column 'nope'"),
     ("CALL vision.extract_table('argcheck', id_column => 'label')", pgerr.DatatypeMismatch,
-     "argument \"id_column\": column 'label' of argcheck is text, expected smallint or integer "
+     "argument \"id_column\": column 'label' of public.argcheck is text, expected smallint or integer "
      "or bigint"),
     ("CALL vision.extract_table('argcheck', image_column => 'label')", pgerr.DatatypeMismatch,
-     "column 'label' of argcheck is text, expected bytea"),
+     "column 'label' of public.argcheck is text, expected bytea"),
     ("CALL vision.extract_table('argcheck', batch_size => 0)", pgerr.InvalidParameterValue,
      'argument "batch_size" must be between 1 and 1024, got 0'),
     ("CALL vision.extract_table('argcheck', model => 'nope')", pgerr.UndefinedObject,

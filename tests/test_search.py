@@ -113,7 +113,7 @@ def test_a_new_feature_is_found_by_a_backend_that_cached_the_matrix(db, catalog)
     ("vision.similar(1, metric => 'hamming', model => 'mobilenet_v2')",
      pgerr.InvalidParameterValue, "argument \"metric\" must be one of 'cosine', 'l2', 'ip'"),
     ("vision.similar(999999, model => 'mobilenet_v2', source => 'catalog_src')",
-     pgerr.UndefinedObject, 'argument "image_id": image 999999 of catalog_src has no features '
+     pgerr.UndefinedObject, 'argument "image_id": image 999999 of public.catalog_src has no features '
                             "for model 'mobilenet_v2'"),
     ("vision.similar(1, model => 'nope')", pgerr.UndefinedObject,
      "argument \"model\" names no registered model: 'nope'"),
@@ -148,7 +148,8 @@ def test_several_sources_need_the_source_argument(db, catalog, make_table):
     query(db, f"CALL vision.extract_table('other_src', model => '{MODEL}')")
     with pytest.raises(pgerr.InvalidParameterValue, match=r'argument "source" is needed: model '
                                                           r"'mobilenet_v2' has features in "
-                                                          r"several tables \(catalog_src, other_src"):
+                                                          r"several tables \(public.catalog_src, "
+                                                          r"public.other_src"):
         similar(db, 1)
     assert len(similar(db, 1, 3, source="catalog_src")) == 3
 

@@ -84,19 +84,25 @@ def _column_type(plpy, relid, column):
     return rows[0]["type"] if rows else None
 
 
-def _validate_table(plpy, fn, source, id_column, image_column, batch_size, retry_failed, parts,
-                    part):
-    """Resolve and check the arguments; return (relid, quoted table name)."""
+def _check_arguments(fn, source, id_column, image_column, batch_size, retry_failed, parts, part,
+                     max_rows=None):
+    """The checks that need no query."""
     for argument, value in (("source", source), ("id_column", id_column),
                             ("image_column", image_column), ("retry_failed", retry_failed)):
         require_not_null(fn, argument, value)
     require_int_range(fn, "batch_size", batch_size, 1, MAX_BATCH)
     require_int_range(fn, "parts", parts, 1, 1024)
     require_int_range(fn, "part", part, 0, parts - 1)
+    if max_rows is not None:
+        require_int_range(fn, "max_rows", max_rows, 1, 1 << 31)
+
+
+def _validate_table(plpy, fn, relid, id_column, image_column):
+    """Resolve the table and check its columns; return (relid, qualified table name)."""
     relid, qualified = [plpy.execute(plpy.prepare(
         "SELECT c.oid AS relid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name "
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.oid = $1", ["regclass"]), [source])[0][k] for k in ("relid", "name")]
+        "WHERE c.oid = $1", ["oid"]), [relid])[0][k] for k in ("relid", "name")]
     for argument, column, wanted in (("id_column", id_column, INTEGER_TYPES),
                                      ("image_column", image_column, ("bytea",))):
         found = _column_type(plpy, relid, column)
@@ -120,8 +126,19 @@ def _try_commit(plpy):
 
 def extract_table(plpy, GD, source, id_column="id", image_column="image", model=None,
                   batch_size=32, retry_failed=False, parts=1, part=0):
-    return _extract(plpy, GD, FN_TABLE, source, id_column, image_column, model, batch_size,
-                    retry_failed, parts, part)[:3]
+    _check_arguments(FN_TABLE, source, id_column, image_column, batch_size, retry_failed, parts,
+                     part)
+    # A procedure that commits cannot carry a SET clause: it pins its search_path itself,
+    # once the table's name (which PL/Python passes as text) is resolved as the caller wrote it.
+    relid = _relid(plpy, source)
+    with spi.pinned_search_path(plpy) as pin:
+        return _extract(plpy, GD, FN_TABLE, pin, relid, id_column, image_column, model,
+                        batch_size, retry_failed, parts, part)[:3]
+
+
+def _relid(plpy, source):
+    return plpy.execute(plpy.prepare("SELECT $1::pg_catalog.oid AS relid",
+                                     ["pg_catalog.regclass"]), [source])[0]["relid"]
 
 
 def extract_rows(plpy, GD, source, id_column="id", image_column="image", model=None,
@@ -130,13 +147,16 @@ def extract_rows(plpy, GD, source, id_column="id", image_column="image", model=N
     (PL/Proxy, some drivers): at most ``max_rows`` rows, all in the caller's transaction.
     Returns ``(job_id, processed, failed, remaining)``; call again while remaining > 0."""
     require_not_null(FN_ROWS, "max_rows", max_rows)
-    job_id, processed, failed, pending = _extract(
-        plpy, GD, FN_ROWS, source, id_column, image_column, model, batch_size, False, 1, 0,
-        max_rows)
+    _check_arguments(FN_ROWS, source, id_column, image_column, batch_size, False, 1, 0, max_rows)
+    relid = _relid(plpy, source)
+    with spi.pinned_search_path(plpy) as pin:
+        job_id, processed, failed, pending = _extract(
+            plpy, GD, FN_ROWS, pin, relid, id_column, image_column, model, batch_size, False,
+            1, 0, max_rows)
     return job_id, processed, failed, pending - processed - failed
 
 
-def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, retry_failed,
+def _extract(plpy, GD, fn, pin, relid, id_column, image_column, model, batch_size, retry_failed,
              parts, part, max_rows=None):
     """Extract features for every row of ``source`` that has none yet for ``model``.
 
@@ -149,15 +169,11 @@ def _extract(plpy, GD, fn, source, id_column, image_column, model, batch_size, r
     ``max_rows`` stops after that many rows (``vision.extract_rows``, which cannot commit).
     Returns ``(job_id, processed, failed, rows pending at the start)``.
     """
-    relid, qualified = _validate_table(plpy, fn, source, id_column, image_column, batch_size,
-                                       retry_failed, parts, part)
-    if max_rows is not None:
-        require_int_range(fn, "max_rows", max_rows, 1, 1 << 31)
+    relid, qualified = _validate_table(plpy, fn, relid, id_column, image_column)
     spi.require_select(plpy, GD, fn, relid, qualified, "extracting features of its images")
     row = registry.lookup(plpy, GD, fn, model)
-    with spi.pinned_search_path(plpy) as pin:
-        return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,
-                             batch_size, retry_failed, parts, part, max_rows)
+    return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,
+                         batch_size, retry_failed, parts, part, max_rows)
 
 
 def batch_limit(row, memory):

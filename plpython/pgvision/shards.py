@@ -141,7 +141,7 @@ def distribute_table(plpy, GD, name, id_column="id"):
     fn = FN_DISTRIBUTE
     require_not_null(fn, "name", name)
     require_not_null(fn, "id_column", id_column)
-    parts = plpy.execute(f"SELECT parse_ident({_literal(plpy, name)}) AS p")[0]["p"]
+    parts = plpy.execute(f"SELECT pg_catalog.parse_ident({_literal(plpy, name)}) AS p")[0]["p"]
     require(fn, "name", name, len(parts) in (1, 2), "a table name, optionally schema-qualified")
     schema, table = (["public"] + parts)[-2:]
     shards = plpy.execute(f"SELECT srvname FROM pg_catalog.pg_foreign_server WHERE srvname LIKE "
@@ -157,7 +157,7 @@ def distribute_table(plpy, GD, name, id_column="id"):
                      f"FROM SERVER {FDW_PREFIX}0 INTO {staging}")
         columns = plpy.execute(
             "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = "
-            f"to_regclass({_literal(plpy, staging + '.' + qi(table))}) AND attnum > 0")
+            f"pg_catalog.to_regclass({_literal(plpy, staging + '.' + qi(table))}) AND attnum > 0")
         if not columns:
             raise PgvisionError(fn, f'argument "name": shard 0 has no table {schema}.{table}',
                                 INVALID_PARAMETER, hint="Create it on every shard first.")

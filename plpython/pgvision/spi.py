@@ -42,7 +42,8 @@ def call_no_spi(plpy, fn, *args):
 
 
 def check_version(plpy):
-    rows = plpy.execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgvision'")
+    rows = plpy.execute("SELECT extversion FROM pg_catalog.pg_extension "
+                        "WHERE extname OPERATOR(pg_catalog.=) 'pgvision'::pg_catalog.name")
     if rows and rows[0]["extversion"] != __version__:
         raise PgvisionError(
             "pgvision", f"the database runs extension version {rows[0]['extversion']}, but the "
