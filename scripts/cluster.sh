@@ -50,6 +50,17 @@ cluster_name = '${PGNAME:-pgvision}'
 jit = off  # LLVM JIT and TensorFlow's LLVM crash a backend holding both
 EOF
   fi
+  # pg_cron runs vision.keep_current's schedules: its jobs connect over the Unix socket as the
+  # role that scheduled them (trust, like every local connection here).
+  if ! grep -q "^shared_preload_libraries = 'pg_cron'" "$data/postgresql.conf"; then
+    cat >> "$data/postgresql.conf" <<EOF
+shared_preload_libraries = 'pg_cron'
+cron.database_name = '$PGDB'
+cron.host = '$run'
+EOF
+    # a cluster made by an older checkout loads pg_cron once restarted (started below)
+    if running; then as_owner "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi
+  fi
   if running; then return 0; fi
   site=$(ls -d "$VENV"/lib/python3*/site-packages 2>/dev/null | head -n1)
   [ -n "$site" ] || { echo "cluster.sh: no venv at $VENV; run make install" >&2; exit 1; }

@@ -19,7 +19,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # 1. Debian packages ----------------------------------------------------------------------
-packages=(postgresql-15 postgresql-plpython3-15 postgresql-contrib postgresql-15-plproxy python3-venv)
+packages=(postgresql-15 postgresql-plpython3-15 postgresql-contrib postgresql-15-plproxy
+          postgresql-15-cron python3-venv)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do

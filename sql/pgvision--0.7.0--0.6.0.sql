@@ -24,6 +24,13 @@ BEGIN
 END
 $$;
 DROP FUNCTION vision._writing();
+DROP PROCEDURE vision.maintain(regclass, jsonb);
+DROP FUNCTION vision.keep_current(regclass, interval);
+DROP FUNCTION vision.stop_keeping_current(regclass);
+DROP FUNCTION vision.compare_classifiers(regclass, regclass, text, text[], text, integer, jsonb);
+DROP FUNCTION vision._track_changes(regclass, name, name);
+DROP FUNCTION vision._image_changed() CASCADE;  -- with the triggers on users' tables
+DROP FUNCTION vision._forget_images(regclass, bigint[]);
 DROP FUNCTION vision._admin_setting(text);
 
 CREATE OR REPLACE FUNCTION vision.version() RETURNS text
@@ -512,3 +519,5 @@ REVOKE DELETE ON vision.extract_jobs FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON vision.bandit_state TO PUBLIC;
 REVOKE ALL ON FUNCTION vision._put_classifier FROM vision_admin;
 GRANT EXECUTE ON FUNCTION vision._put_classifier TO PUBLIC;
+COMMENT ON FUNCTION vision.compare_classifiers IS
+  'Cross-validate methods on the same labelled set; ranked by accuracy, macro_f1 or roc_auc.';

@@ -389,6 +389,100 @@ CREATE EVENT TRIGGER pgvision_forget_dropped_tables ON sql_drop
   WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED')
   EXECUTE FUNCTION vision._forget_dropped_tables();
 
+-- Change tracking on source tables (installed by vision.extract_table): a changed, deleted or
+-- truncated image takes its features and everything derived from them along, in the same
+-- transaction, so no result is ever computed from bytes a row no longer holds.
+
+-- Everything pgvision keeps about some images of a table (ids NULL: all of them); cached
+-- neighbour lists that name them go too (vision.refresh_neighbours makes them again).
+CREATE FUNCTION vision._forget_images(source regclass, ids bigint[]) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  DELETE FROM vision.features f WHERE f.source = $1 AND ($2 IS NULL OR f.image_id = ANY ($2));
+  DELETE FROM vision.extract_errors e
+    WHERE e.source = $1 AND ($2 IS NULL OR e.image_id = ANY ($2));
+  DELETE FROM vision.predictions p WHERE p.source = $1 AND ($2 IS NULL OR p.image_id = ANY ($2));
+  DELETE FROM vision.map_2d m WHERE m.source = $1 AND ($2 IS NULL OR m.image_id = ANY ($2));
+  DELETE FROM vision.clusters c WHERE c.source = $1 AND ($2 IS NULL OR c.image_id = ANY ($2));
+  DELETE FROM vision.neighbours n
+    WHERE n.source = $1 AND ($2 IS NULL OR n.image_id = ANY ($2) OR n.neighbour_ids && $2);
+END
+$$;
+COMMENT ON FUNCTION vision._forget_images IS
+  'Internal (change tracking): delete what pgvision derived from some images of a table.';
+
+CREATE FUNCTION vision._image_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  ids bigint[];
+  old_id bigint;
+BEGIN
+  IF TG_OP = 'TRUNCATE' THEN
+    PERFORM vision._forget_images(TG_RELID, NULL);
+  ELSIF TG_LEVEL = 'STATEMENT' THEN  -- DELETE: the ids in the transition table
+    EXECUTE format('SELECT array_agg(o.%I::bigint) FROM old_rows o', TG_ARGV[0]) INTO ids;
+    IF ids IS NOT NULL THEN
+      PERFORM vision._forget_images(TG_RELID, ids);
+    END IF;
+  ELSE  -- UPDATE of one row's image or id (the trigger's WHEN clause said it changed)
+    EXECUTE format('SELECT ($1).%I::bigint', TG_ARGV[0]) INTO old_id USING OLD;
+    PERFORM vision._forget_images(TG_RELID, ARRAY[old_id]);
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION vision._image_changed() IS
+  'Internal (change tracking): the trigger function vision.extract_table installs on a table.';
+
+-- Installs the triggers once per (table, id column, image column); refuses a direct call (it
+-- runs as the extension's owner): only pgvision's own code, writing, may install them.
+CREATE FUNCTION vision._track_changes(source regclass, id_column name, image_column name)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  tag text := substr(md5(id_column || '/' || image_column), 1, 8);
+  kind "char";
+BEGIN
+  IF NOT (SELECT vision._writing()) THEN
+    RAISE EXCEPTION 'vision._track_changes: only vision.extract_table installs change tracking'
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = source;
+  IF kind NOT IN ('r', 'p') THEN
+    RETURN false;  -- views and foreign tables have no such triggers
+  END IF;
+  IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = source
+             AND t.tgname = 'pgvision_changed_' || tag) THEN
+    RETURN true;
+  END IF;
+  EXECUTE format('CREATE TRIGGER %I AFTER UPDATE OF %I ON %s FOR EACH ROW '
+                 'WHEN (OLD.%I IS DISTINCT FROM NEW.%I) '
+                 'EXECUTE FUNCTION vision._image_changed(%L, %L)',
+                 'pgvision_changed_' || tag, image_column, source, image_column, image_column,
+                 id_column, image_column);
+  EXECUTE format('CREATE TRIGGER %I AFTER UPDATE OF %I ON %s FOR EACH ROW '
+                 'WHEN (OLD.%I IS DISTINCT FROM NEW.%I) '
+                 'EXECUTE FUNCTION vision._image_changed(%L, %L)',
+                 'pgvision_renumbered_' || tag, id_column, source, id_column, id_column,
+                 id_column, image_column);
+  IF NOT EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = source
+                 AND t.tgname = 'pgvision_deleted') THEN
+    EXECUTE format('CREATE TRIGGER pgvision_deleted AFTER DELETE ON %s '
+                   'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION vision._image_changed(%L, %L)',
+                   source, id_column, image_column);
+    EXECUTE format('CREATE TRIGGER pgvision_truncated AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION vision._image_changed()', source);
+  END IF;
+  RETURN true;
+END
+$$;
+COMMENT ON FUNCTION vision._track_changes IS
+  'Internal: install the change-tracking triggers on a source table (called by vision.extract_table).';
+
 -- search: nearest neighbours -----------------------------------------------------------
 
 -- HNSW indexes (faiss), one per (model, source), stored so every backend can load them.
@@ -656,14 +750,15 @@ CREATE FUNCTION vision.compare_classifiers(
   model   text     DEFAULT 'inception_v3',
   methods text[]   DEFAULT NULL,
   rank_by text     DEFAULT 'roc_auc',
-  folds   integer  DEFAULT 5
+  folds   integer  DEFAULT 5,
+  options jsonb    DEFAULT '{}'
 ) RETURNS TABLE (method text, accuracy real, macro_f1 real, roc_auc real, cv_seconds real,
                  rank integer)
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import classify, spi
 return spi.call(plpy, GD, classify.compare_classifiers, labels, source, model, methods,
-                rank_by, folds)
+                rank_by, folds, options)
 $$;
 COMMENT ON FUNCTION vision.compare_classifiers IS
   'Cross-validate methods on the same labelled set; ranked by accuracy, macro_f1 or roc_auc.';
@@ -869,6 +964,36 @@ $$;
 COMMENT ON FUNCTION vision.plot_map IS
   'PNG scatter of the 2-D map, coloured by cluster or by a classifier''s predictions, optionally with thumbnails.';
 
+-- upkeep: keeping a table current --------------------------------------------------------
+
+-- A procedure, like vision.extract_table, so that extraction commits batch by batch.
+CREATE PROCEDURE vision.maintain(source regclass, INOUT report jsonb DEFAULT NULL)
+LANGUAGE plpython3u AS $$
+from pgvision import spi, upkeep
+return [spi.call(plpy, GD, upkeep.maintain, source)]
+$$;
+COMMENT ON PROCEDURE vision.maintain IS
+  'Bring a table fully up to date: features of new and changed rows, stale indexes, cached neighbours, labels of classifiers that labelled it; returns a report.';
+
+CREATE FUNCTION vision.keep_current(source regclass, every interval DEFAULT '1 minute')
+RETURNS bigint
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import spi, upkeep
+return spi.call(plpy, GD, upkeep.keep_current, source, every)
+$$;
+COMMENT ON FUNCTION vision.keep_current IS
+  'Schedule CALL vision.maintain(source) with pg_cron, every minute by default, as the calling role; returns the cron job id.';
+
+CREATE FUNCTION vision.stop_keeping_current(source regclass) RETURNS boolean
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import spi, upkeep
+return spi.call(plpy, GD, upkeep.stop_keeping_current, source)
+$$;
+COMMENT ON FUNCTION vision.stop_keeping_current IS
+  'Remove the calling role''s pg_cron schedule of vision.maintain for a table; true if there was one.';
+
 -- shards: what a shard serves to a pgvision_cluster coordinator ------------------------
 
 CREATE FUNCTION vision.node_name() RETURNS text
@@ -1034,6 +1159,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON vision.features, vision.extract_errors,
 GRANT SELECT ON vision.feature_versions, vision.extract_progress, vision.index_status,
   vision.bandit_state, vision.features_export, vision.predictions_export TO PUBLIC;
 REVOKE ALL ON FUNCTION vision.register_model, vision.register_keras_application,
-  vision.drop_model, vision._register_builtin_models(), vision._put_classifier FROM PUBLIC;
+  vision.drop_model, vision._register_builtin_models(), vision._put_classifier,
+  vision._forget_images FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION vision.register_model, vision.register_keras_application,
   vision.drop_model, vision._put_classifier TO vision_admin;

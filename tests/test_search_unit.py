@@ -101,6 +101,7 @@ def test_several_tables_need_the_source_argument():
 def test_a_table_the_caller_may_not_read_is_refused_before_its_features_are(stored):
     plpy, _, _ = stored
     plpy.on(r"has_table_privilege\(\$1, 'SELECT'\)", [{"ok": False}])
+    plpy.on(r"regclass::text", [{"name": "public.t"}])
     with pytest.raises(PgvisionError, match=r"vision.similar: permission denied for table "
                                             r"public.t: vision.similar over its images needs "
                                             r"SELECT on it") as info:

@@ -256,8 +256,11 @@ def _prepare_training(plpy, GD, fn, labels, source, model, method, options):
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     X, y, names, ids = _labelled(plpy, GD, fn, labels, source, model_row, opts)
     if method == "knn":
-        require(fn, "options.k", opts.get("k", 5), opts.get("k", 5) < len(y),
-                f"smaller than the labelled set ({len(y)} images)")
+        if "k" in opts:
+            require(fn, "options.k", opts["k"], opts["k"] < len(y),
+                    f"smaller than the labelled set ({len(y)} images)")
+        else:  # the default k, within what a small labelled set allows
+            opts["k"] = min(DEFAULTS["knn"]["k"], len(y) - 1)
     return opts, model_row, source, X, y, names, ids
 
 
@@ -441,9 +444,14 @@ def classify_table(plpy, GD, classifier, source=None, batch_size=1000):
 
 
 def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
-                        rank_by="roc_auc", folds=5):
-    """Cross-validate several methods on the same folds; rows ranked by ``rank_by``."""
+                        rank_by="roc_auc", folds=5, options=None):
+    """Cross-validate several methods on the same folds; rows ranked by ``rank_by``.
+
+    ``options`` takes what ``train_classifier`` takes: ``id_column`` / ``label_column`` for
+    the labels table, and each method's options under its name, e.g.
+    ``{"knn": {"k": 3}, "logistic": {"C": 0.5}}``."""
     fn = FN_COMPARE
+    shared, per_method = _compare_options(fn, options)
     methods = list(methods) if methods is not None else list(METHODS)
     require(fn, "methods", "an empty array", len(methods) > 0,
             "NULL (every method) or an array of methods")
@@ -455,13 +463,30 @@ def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
         extractors.import_tensorflow(plpy, GD)
     results = []
     for method in methods:
-        _, _, _, X, y, names, _ = _prepare_training(plpy, GD, fn, labels, source, model,
-                                                    method, None)
-        metrics = cross_validate(method, X, y, {}, folds_for(y, folds), names)
+        method_options = json.dumps({**shared, **per_method.get(method, {})})
+        opts, _, _, X, y, names, _ = _prepare_training(plpy, GD, fn, labels, source, model,
+                                                       method, method_options)
+        metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names)
         results.append((method, metrics))
     results.sort(key=lambda r: -r[1][rank_by])
     return [(method, m["accuracy"], m["macro_f1"], m["roc_auc"], m["cv_seconds"], rank)
             for rank, (method, m) in enumerate(results, start=1)]
+
+
+def _compare_options(fn, options):
+    """(options for every method, {method: its own options}) of compare_classifiers."""
+    opts = json.loads(options) if options else {}
+    require(fn, "options", options, isinstance(opts, dict), "a JSON object")
+    unknown = set(opts) - set(METHODS) - {"id_column", "label_column"}
+    if unknown:
+        raise PgvisionError(fn, f'argument "options": {sorted(unknown)} are neither a method '
+                            "nor id_column / label_column",
+                            hint='Give a method\'s options under its name: {"knn": {"k": 3}}')
+    for method in METHODS:
+        require(fn, f"options.{method}", opts.get(method, {}),
+                isinstance(opts.get(method, {}), dict), "a JSON object")
+    shared = {k: v for k, v in opts.items() if k in ("id_column", "label_column")}
+    return shared, {m: opts[m] for m in METHODS if m in opts}
 
 
 def evaluate_classifier(plpy, GD, classifier):

@@ -130,13 +130,14 @@ def extract_table(plpy, GD, source, id_column="id", image_column="image", model=
                      part)
     # A procedure that commits cannot carry a SET clause: it pins its search_path itself,
     # once the table's name (which PL/Python passes as text) is resolved as the caller wrote it.
-    relid = _relid(plpy, source)
+    relid = relid_of(plpy, source)
     with spi.pinned_search_path(plpy) as pin:
-        return _extract(plpy, GD, FN_TABLE, pin, relid, id_column, image_column, model,
+        return extract_pending(plpy, GD, FN_TABLE, pin, relid, id_column, image_column, model,
                         batch_size, retry_failed, parts, part)[:3]
 
 
-def _relid(plpy, source):
+def relid_of(plpy, source):
+    """The OID of a table named as the caller wrote it (resolve before pinning search_path)."""
     return plpy.execute(plpy.prepare("SELECT $1::pg_catalog.oid AS relid",
                                      ["pg_catalog.regclass"]), [source])[0]["relid"]
 
@@ -148,15 +149,15 @@ def extract_rows(plpy, GD, source, id_column="id", image_column="image", model=N
     Returns ``(job_id, processed, failed, remaining)``; call again while remaining > 0."""
     require_not_null(FN_ROWS, "max_rows", max_rows)
     _check_arguments(FN_ROWS, source, id_column, image_column, batch_size, False, 1, 0, max_rows)
-    relid = _relid(plpy, source)
+    relid = relid_of(plpy, source)
     with spi.pinned_search_path(plpy) as pin:
-        job_id, processed, failed, pending = _extract(
+        job_id, processed, failed, pending = extract_pending(
             plpy, GD, FN_ROWS, pin, relid, id_column, image_column, model, batch_size, False,
             1, 0, max_rows)
     return job_id, processed, failed, pending - processed - failed
 
 
-def _extract(plpy, GD, fn, pin, relid, id_column, image_column, model, batch_size, retry_failed,
+def extract_pending(plpy, GD, fn, pin, relid, id_column, image_column, model, batch_size, retry_failed,
              parts, part, max_rows=None):
     """Extract features for every row of ``source`` that has none yet for ``model``.
 
@@ -164,13 +165,14 @@ def _extract(plpy, GD, fn, pin, relid, id_column, image_column, model, batch_siz
     (when CALLed outside a transaction block), so a cancel loses at most the batch in flight
     and a second CALL resumes where the first stopped. A row whose bytes do not decode is
     recorded in ``vision.extract_errors`` and skipped (retried only with ``retry_failed``).
-    ``parts``/``part`` split the table by ``id % parts`` so that several sessions (a job
-    runner, or PL/Proxy shards) each take one part at the same time.
+    Several sessions extracting the same table share its rows (advisory locks on the ids of
+    each batch); ``parts``/``part`` still split the table by ``id % parts`` where a job
+    runner (or PL/Proxy shards) wants fixed parts.
     ``max_rows`` stops after that many rows (``vision.extract_rows``, which cannot commit).
     Returns ``(job_id, processed, failed, rows pending at the start)``.
     """
     relid, qualified = _validate_table(plpy, fn, relid, id_column, image_column)
-    spi.require_select(plpy, GD, fn, relid, qualified, "extracting features of its images")
+    spi.require_select(plpy, GD, fn, relid, "extracting features of its images")
     row = registry.lookup(plpy, GD, fn, model)
     return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,
                          batch_size, retry_failed, parts, part, max_rows)
@@ -201,14 +203,29 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
                ("" if retry_failed else
                 f" AND NOT EXISTS (SELECT 1 FROM vision.extract_errors e WHERE e.model = $1 "
                 f"AND e.source = $2 AND e.image_id = s.{ident})"))
+    # Changed, deleted and truncated images take their features along from now on.
+    spi.write(plpy, GD, spi.plan(plpy, GD, "SELECT vision._track_changes($1, $2, $3)",
+                                 ["oid", "name", "name"]), [relid, id_column, image_column])
     total = pending_count = plpy.execute(
         plpy.prepare(f"SELECT pg_catalog.count(*) AS n {pending}", ["text", "oid"]),
         [model, relid])[0]["n"]
     if max_rows is not None:
         total = min(total, max_rows)
-    next_batch = plpy.prepare(
-        f"SELECT s.{ident}::bigint AS id, s.{image} AS image {pending} AND s.{ident} >= $3 "
+    candidates = plpy.prepare(
+        f"SELECT s.{ident}::bigint AS id {pending} AND s.{ident} >= $3 "
         f"ORDER BY s.{ident} LIMIT $4", ["text", "oid", "int8", "int4"])
+    # Sessions extracting the same table share its rows: each claims the ids of its next batch
+    # with transaction-level advisory locks, which its commit (or a rollback, on cancel or
+    # crash) releases, when the rows have features; ids another session holds are its own.
+    claim = plpy.prepare(
+        "SELECT u.id FROM pg_catalog.unnest($1::int8[]) AS u (id) "
+        "WHERE pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtextextended("
+        "$2 OPERATOR(pg_catalog.||) u.id::text, 0)) LIMIT $3", ["int8[]", "text", "int4"])
+    next_batch = plpy.prepare(
+        f"SELECT s.{ident}::bigint AS id, s.{image} AS image {pending} "
+        f"AND s.{ident} OPERATOR(pg_catalog.=) ANY($3) ORDER BY s.{ident}",
+        ["text", "oid", "int8[]"])
+    lock_prefix = f"pgvision/{model}/{relid}/"
     save_feature = plpy.prepare(
         "INSERT INTO vision.features (source, image_id, model, feature) "
         "VALUES ($1, $2, $3, $4::float4[]) "
@@ -229,7 +246,8 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
         [relid, model, id_column, image_column, total])[0]["job_id"]
     update_job = plpy.prepare(
         "UPDATE vision.extract_jobs SET processed = $2, failed = $3, "
-        "updated_at = pg_catalog.clock_timestamp(), state = $4 WHERE job_id = $1",
+        "updated_at = pg_catalog.clock_timestamp(), state = $4, "
+        "total = CASE WHEN $4 = 'done' THEN $2 + $3 ELSE total END WHERE job_id = $1",
         ["int8", "int8", "int8", "text"])
     committing = max_rows is None and _try_commit(plpy)
     if committing:
@@ -243,12 +261,16 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
     next_id = -(2 ** 63)
     started = time.monotonic()
     while processed + failed < total:
-        rows = plpy.execute(next_batch, [model, relid, next_id,
-                                         min(batch_size, total - processed - failed)])
-        if not rows:
+        want = min(batch_size, total - processed - failed)
+        ids = [r["id"] for r in plpy.execute(candidates, [model, relid, next_id, 4 * want])]
+        if not ids:
             break
+        mine = [r["id"] for r in plpy.execute(claim, [ids, lock_prefix, want])]
+        next_id = (mine[-1] if len(mine) == want else ids[-1]) + 1
+        rows = plpy.execute(next_batch, [model, relid, mine]) if mine else []
+        if not rows:  # another session holds (or just finished) all of them
+            continue
         ids = [r["id"] for r in rows]
-        next_id = ids[-1] + 1
         batch, ok, errors = load_batch([r["image"] for r in rows], size, row["preprocessing"],
                                        pixels)
         features = extractor(batch)

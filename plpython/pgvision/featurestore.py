@@ -67,8 +67,7 @@ def resolve_source(plpy, GD, function, model, source):
     if source is not None:
         oid = plpy.execute(plan(plpy, GD, "SELECT $1::regclass::oid AS oid",
                                 ["regclass"]), [source])[0]["oid"]
-        spi.require_select(plpy, GD, function, oid, table_name(plpy, GD, oid),
-                           f"{function} over its images")
+        spi.require_select(plpy, GD, function, oid, f"{function} over its images")
         return oid
     rows = plpy.execute(plan(plpy, GD, "SELECT source::oid AS oid, source::text AS name "
                              "FROM vision.feature_versions WHERE model = $1 ORDER BY 2",

@@ -425,6 +425,7 @@ def refresh_index(plpy, GD, source, model=None):
         WHERE f.model = $1 AND f.source = $2 AND f.extracted_at > i.built_at""",
         ["text", "oid"]), [model, source])[0]["n"]
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    reason = "the stored index could not be read"
     if index is not None:
         indexed = index_ids(index)
         added = np.setdiff1d(matrix.ids, indexed)
@@ -433,6 +434,9 @@ def refresh_index(plpy, GD, source, model=None):
             _build_and_store(plpy, GD, fn, model_row, source, *params,
                              base=index, added=added)
             return f"added {len(added)}"
+        reason = (f"{len(gone)} indexed image(s) deleted and {changed - len(added)} changed "
+                  "since the build (faiss HNSW cannot remove vectors)")
+    plpy.notice(f"{fn}: rebuilding the index of model {model!r}: {reason}")
     _build_and_store(plpy, GD, fn, model_row, source, *params)
     return "rebuilt"
 

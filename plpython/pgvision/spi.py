@@ -181,12 +181,14 @@ def max_batch_memory(plpy, GD):
     return limit(plpy, GD, "pgvision.max_batch_memory_mb") << 20
 
 
-def require_select(plpy, GD, function, relid, name, purpose):
+def require_select(plpy, GD, function, relid, purpose):
     """Refuse unless the caller may SELECT the table (whatever pgvision stores about a table
     is only for those who may read it)."""
-    allowed = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.has_table_privilege($1, 'SELECT') "
-                                "AS ok", ["oid"]), [relid])[0]["ok"]
-    if not allowed:
+    row = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.has_table_privilege($1, 'SELECT') AS ok",
+                            ["oid"]), [relid])[0]
+    if not row["ok"]:
+        name = plpy.execute(plan(plpy, GD, "SELECT $1::pg_catalog.regclass::text AS name",
+                                 ["oid"]), [relid])[0]["name"]
         raise PgvisionError(function, f"permission denied for table {name}: {purpose} needs "
                             "SELECT on it", INSUFFICIENT_PRIVILEGE,
                             hint=f"GRANT SELECT ON {name} TO ... (its owner decides).")
