@@ -23,7 +23,7 @@ export VENV PG_CONFIG
 .PHONY: install install-dev start stop status dsn psql migrate downgrade demo test test-fast \
         bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-        bench-chart bench-security \
+        bench-chart bench-security bench-upkeep \
         shards shards-stop shards-psql clean
 
 install:
@@ -67,7 +67,7 @@ test-fast: install-dev
 	PYTHONPATH=plpython $(PYTHON) -m pytest -m fast $(PYTEST_ARGS)
 
 bench: bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-       bench-security
+       bench-security bench-upkeep
 	@$(MAKE) --no-print-directory bench-chart
 
 # One PNG of all ratios and cold starts from the JSON the benchmarks wrote (out/bench.png).
@@ -94,6 +94,9 @@ bench-scale: install-dev start migrate
 
 bench-security: install-dev start migrate
 	@$(PYTHON) bench/security.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-upkeep: install-dev start migrate
+	@$(PYTHON) bench/upkeep.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 # A coordinator and SHARDS (2) shard clusters on Unix sockets, pgvision_cluster set up.
 SHARDS ?= 2

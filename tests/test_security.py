@@ -378,7 +378,7 @@ def test_a_batch_is_split_to_stay_under_the_memory_bound(db, shared):
     query(owner, f"INSERT INTO {TABLE} VALUES (8, %s)", (psycopg2.Binary(image_bytes(8)),))
     query(db, "DELETE FROM vision.features WHERE source = %s::regclass AND image_id = 8",
           (TABLE,))
-    query(owner, "SET pgvision.max_batch_memory_mb = 20")  # ~9 MB per 224x224 image: 2
+    query(owner, "SET pgvision.max_batch_memory_mb = 40")  # ~16 MB per 224x224 image: 2
     owner.notices.clear()
     query(owner, f"CALL vision.extract_table('{TABLE}', model => '{FAST}', batch_size => 64)")
     assert any('argument "batch_size" 64 is lowered to 2 images' in n for n in owner.notices)
@@ -387,7 +387,7 @@ def test_a_batch_is_split_to_stay_under_the_memory_bound(db, shared):
     query(db, "DELETE FROM vision.features WHERE source = %s::regclass AND image_id = 8",
           (TABLE,))
     query(owner, f"CALL vision.extract_table('{TABLE}', model => '{FAST}', batch_size => 1024)")
-    assert any('argument "batch_size" 1024 is lowered to 114 images' in n
+    assert any('argument "batch_size" 1024 is lowered to 65 images' in n
                for n in owner.notices)
 
 

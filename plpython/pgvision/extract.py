@@ -180,9 +180,10 @@ def extract_pending(plpy, GD, fn, pin, relid, id_column, image_column, model, ba
 
 def batch_limit(row, memory):
     """How many images one batch may hold to stay under ``memory`` bytes: peak backend memory
-    grows ~16 MB per 299x299 image in a batch (measured with Inception-v3, 0.6.0), and with
-    the input's area for other sizes."""
-    per_image = 16 * 2**20 * row["input_height"] * row["input_width"] / (299 * 299)
+    grows ~28 MB per 299x299 image in a batch (measured with Inception-v3 on ONNX Runtime,
+    bench/security.py: 772 MB at 16 images, 2,096 MB at 64), and with the input's area for
+    other sizes."""
+    per_image = 28 * 2**20 * row["input_height"] * row["input_width"] / (299 * 299)
     return max(1, int(memory // per_image)) if memory > 0 else MAX_BATCH
 
 
