@@ -1,10 +1,13 @@
--- pgvision_cluster 0.6.0 → 0.7.0: wrappers call pgvision.shards (was pgvision.cluster).
+-- pgvision_cluster 0.6.0 → 0.7.0: wrappers call pgvision.shards (was pgvision.cluster); all
+-- but train_classifier, record_vote and recommend (which resolve a text table name first,
+-- then pin it themselves) run with search_path = pg_catalog, pg_temp.
 
 \echo Use "ALTER EXTENSION pgvision_cluster UPDATE TO '0.7.0'" to load this file. \quit
 
 CREATE OR REPLACE FUNCTION vision_cluster.setup(shards text[], replace boolean DEFAULT false)
 RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 import pgvision.shards  # not "from pgvision import shards": the argument is named shards
 from pgvision import spi
 return spi.call(plpy, GD, pgvision.shards.setup, shards, replace)
@@ -12,7 +15,8 @@ $$;
 
 CREATE OR REPLACE FUNCTION vision_cluster.distribute_table(name text, id_column text DEFAULT 'id')
 RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.distribute_table, name, id_column)
 $$;
@@ -25,7 +29,8 @@ CREATE OR REPLACE FUNCTION vision_cluster.extract(
   batch_size   integer DEFAULT 32,
   max_rows     integer DEFAULT 1000
 ) RETURNS TABLE (node text, processed bigint, failed bigint, remaining bigint)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.extract, source, id_column, image_column, model,
                 batch_size, max_rows)
@@ -38,7 +43,8 @@ CREATE OR REPLACE FUNCTION vision_cluster.similar_to_vector(
   model   text    DEFAULT 'inception_v3',
   metric  text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.similar_to_vector, feature, source, k, model, metric)
 $$;
@@ -50,7 +56,8 @@ CREATE OR REPLACE FUNCTION vision_cluster.similar(
   model    text    DEFAULT 'inception_v3',
   metric   text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.similar, image_id, source, k, model, metric)
 $$;
@@ -62,13 +69,15 @@ CREATE OR REPLACE FUNCTION vision_cluster.similar_to_image(
   model  text    DEFAULT 'inception_v3',
   metric text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.similar_to_image, image, source, k, model, metric)
 $$;
 
 CREATE OR REPLACE FUNCTION vision_cluster.push_model(name text) RETURNS TABLE (node text, status text)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.push_model, name)
 $$;
@@ -81,7 +90,8 @@ CREATE OR REPLACE FUNCTION vision_cluster.create_index(
   ef_construction integer DEFAULT 64,
   ef_search       integer DEFAULT 40
 ) RETURNS TABLE (node text, vectors bigint)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.create_index, source, model, metric, m,
                 ef_construction, ef_search)
@@ -105,7 +115,8 @@ $$;
 
 CREATE OR REPLACE FUNCTION vision_cluster.classify_table(classifier text, batch_size integer DEFAULT 1000)
 RETURNS TABLE (node text, labelled bigint)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.classify_table, classifier, batch_size)
 $$;

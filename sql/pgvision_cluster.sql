@@ -7,6 +7,9 @@
 -- shard, so a shard with another pgvision version or another model refuses to answer.
 -- The fan-out functions (_name) are PL/Proxy; the public ones are thin PL/Python wrappers
 -- (pgvision.shards) that merge and, when a fan-out fails, name the shards that are down.
+-- They run with search_path = pg_catalog, pg_temp, except the three that resolve a text
+-- table name on the coordinator (train_classifier, record_vote, recommend): those resolve
+-- it as the caller wrote it, then pin search_path themselves.
 
 \echo Use "CREATE EXTENSION pgvision_cluster CASCADE" to load this file. \quit
 CREATE SCHEMA vision_cluster;
@@ -17,7 +20,8 @@ GRANT USAGE ON SCHEMA vision_cluster TO PUBLIC;
 
 CREATE FUNCTION vision_cluster.setup(shards text[], replace boolean DEFAULT false)
 RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 import pgvision.shards  # not "from pgvision import shards": the argument is named shards
 from pgvision import spi
 return spi.call(plpy, GD, pgvision.shards.setup, shards, replace)
@@ -28,7 +32,8 @@ COMMENT ON FUNCTION vision_cluster.setup IS
 
 CREATE FUNCTION vision_cluster.distribute_table(name text, id_column text DEFAULT 'id')
 RETURNS integer
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.distribute_table, name, id_column)
 $$;
@@ -76,7 +81,8 @@ CREATE FUNCTION vision_cluster.extract(
   batch_size   integer DEFAULT 32,
   max_rows     integer DEFAULT 1000
 ) RETURNS TABLE (node text, processed bigint, failed bigint, remaining bigint)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.extract, source, id_column, image_column, model,
                 batch_size, max_rows)
@@ -118,7 +124,8 @@ CREATE FUNCTION vision_cluster.similar_to_vector(
   model   text    DEFAULT 'inception_v3',
   metric  text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.similar_to_vector, feature, source, k, model, metric)
 $$;
@@ -133,7 +140,8 @@ CREATE FUNCTION vision_cluster.similar(
   model    text    DEFAULT 'inception_v3',
   metric   text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.similar, image_id, source, k, model, metric)
 $$;
@@ -148,7 +156,8 @@ CREATE FUNCTION vision_cluster.similar_to_image(
   model  text    DEFAULT 'inception_v3',
   metric text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
-LANGUAGE plpython3u STABLE AS $$
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.similar_to_image, image, source, k, model, metric)
 $$;
@@ -175,7 +184,8 @@ LANGUAGE plproxy AS $$
 $$;
 
 CREATE FUNCTION vision_cluster.push_model(name text) RETURNS TABLE (node text, status text)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.push_model, name)
 $$;
@@ -202,7 +212,8 @@ CREATE FUNCTION vision_cluster.create_index(
   ef_construction integer DEFAULT 64,
   ef_search       integer DEFAULT 40
 ) RETURNS TABLE (node text, vectors bigint)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.create_index, source, model, metric, m,
                 ef_construction, ef_search)
@@ -279,7 +290,8 @@ $$;
 
 CREATE FUNCTION vision_cluster.classify_table(classifier text, batch_size integer DEFAULT 1000)
 RETURNS TABLE (node text, labelled bigint)
-LANGUAGE plpython3u VOLATILE AS $$
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import shards, spi
 return spi.call(plpy, GD, shards.classify_table, classifier, batch_size)
 $$;

@@ -320,7 +320,7 @@ def test_cluster_classification_and_votes_check_their_arguments(cluster, product
          r'vision_cluster.classify_table: argument "classifier" names no classifier of the '
          r"coordinator: 'nope'"),
         ("record_vote('ann', 999, true, 'products', %s)", pgerr.UndefinedObject,
-         r'vision_cluster.record_vote: argument "image_id": image 999 of products has no '
+         r'vision_cluster.record_vote: argument "image_id": image 999 of public.products has no '
          r"features for model 'mobilenet_v2' on any shard"),
         ("recommend('ann', 'products', 0, model => %s)", pgerr.InvalidParameterValue,
          r'vision_cluster.recommend: argument "k" must be between 1 and 10000, got 0'),

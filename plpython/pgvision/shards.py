@@ -216,6 +216,23 @@ def fan_out(plpy, fn, sql, types, args):
                             "own work (each shard's part runs in its own transaction).") from None
 
 
+def qualified_table(plpy, function, name, argument="source"):
+    """A coordinator table named as the caller wrote it, schema-qualified (the functions that
+    resolve a text table name here cannot carry a SET search_path clause: they resolve it
+    first, then pin search_path themselves)."""
+    rows = plpy.execute(plpy.prepare(
+        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name "
+        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+        "WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)", ["pg_catalog.text"]),
+        [name])
+    if not rows:
+        raise PgvisionError(function, f'argument "{argument}" names no table of the '
+                            f"coordinator: {name!r}", UNDEFINED_OBJECT,
+                            hint="SELECT vision_cluster.distribute_table(...) makes one.")
+    return rows[0]["name"]
+
+
 def _version_and_sha(plpy, GD, fn, model):
     return __version__, registry.lookup(plpy, GD, fn, model)["sha256"]
 
@@ -356,21 +373,24 @@ def train_classifier(plpy, GD, name, labels, source, model=None, method="logisti
             "SELECT 1 FROM vision.classifiers WHERE name = $1", ["text"]), [name]):
         raise PgvisionError(fn, f'argument "name": a classifier named {name!r} exists',
                             DUPLICATE_OBJECT, hint="Pass replace => true to retrain it.")
-    version, sha = _version_and_sha(plpy, GD, fn, model)
-    # Errors of the training itself name vision.train_classifier, which runs it here.
-    _copy_features(plpy, GD, fn, version, sha, model, source,
-                   _labelled_ids(plpy, fn, labels, options))
-    metrics = plpy.execute(plpy.prepare(
-        "SELECT vision.train_classifier($1, $2, $3::regclass, $4, $5, $6, $7, $8) AS m",
-        ["text", "regclass", "text", "text", "text", "jsonb", "int4", "bool"]),
-        [name, labels, source, model, method, options, folds, replace])[0]["m"]
-    fan_out(plpy, fn, """
-        SELECT vision_cluster._put_classifier($1, $2, c.name, c.model, $3, c.method, c.options,
-                 c.labels, c.dims, c.weights, c.train_ids, c.train_targets, c.metrics,
-                 c.trained_at)
-        FROM vision.classifiers c WHERE c.name = $4""", ["text", "text", "text", "text"],
-        [version, sha, source, name])
-    return metrics
+    labels = qualified_table(plpy, fn, labels, "labels")
+    source = qualified_table(plpy, fn, source)  # as the caller wrote it
+    with spi.pinned_search_path(plpy):
+        version, sha = _version_and_sha(plpy, GD, fn, model)
+        # Errors of the training itself name vision.train_classifier, which runs it here.
+        _copy_features(plpy, GD, fn, version, sha, model, source,
+                       _labelled_ids(plpy, fn, labels, options))
+        metrics = plpy.execute(plpy.prepare(
+            "SELECT vision.train_classifier($1, $2, $3::regclass, $4, $5, $6, $7, $8) AS m",
+            ["text", "regclass", "text", "text", "text", "jsonb", "int4", "bool"]),
+            [name, labels, source, model, method, options, folds, replace])[0]["m"]
+        fan_out(plpy, fn, """
+            SELECT vision_cluster._put_classifier($1, $2, c.name, c.model, $3, c.method, c.options,
+                     c.labels, c.dims, c.weights, c.train_ids, c.train_targets, c.metrics,
+                     c.trained_at)
+            FROM vision.classifiers c WHERE c.name = $4""", ["text", "text", "text", "text"],
+            [version, sha, source, name])
+        return metrics
 
 
 def classify_table(plpy, GD, classifier, batch_size=1000):
@@ -405,15 +425,17 @@ def record_vote(plpy, GD, user_id, image_id, liked, source, model=None):
     for argument, value in (("user_id", user_id), ("image_id", image_id), ("liked", liked),
                             ("source", source)):
         require_not_null(fn, argument, value)
-    version, sha = _version_and_sha(plpy, GD, fn, model)
-    if not _copy_features(plpy, GD, fn, version, sha, model, source, [image_id]):
-        raise PgvisionError(fn, f'argument "image_id": image {image_id} of {source} has no '
-                            f"features for model {model!r} on any shard", UNDEFINED_OBJECT,
-                            hint="SELECT * FROM vision_cluster.extract(...) extracts them.")
-    return plpy.execute(plpy.prepare(
-        "SELECT vision.record_vote($1, $2, $3, $4, $5::regclass) AS changed",
-        ["text", "int8", "bool", "text", "text"]),
-        [user_id, image_id, liked, model, source])[0]["changed"]
+    source = qualified_table(plpy, fn, source)  # as the caller wrote it
+    with spi.pinned_search_path(plpy):
+        version, sha = _version_and_sha(plpy, GD, fn, model)
+        if not _copy_features(plpy, GD, fn, version, sha, model, source, [image_id]):
+            raise PgvisionError(fn, f'argument "image_id": image {image_id} of {source} has no '
+                                f"features for model {model!r} on any shard", UNDEFINED_OBJECT,
+                                hint="SELECT * FROM vision_cluster.extract(...) extracts them.")
+        return plpy.execute(plpy.prepare(
+            "SELECT vision.record_vote($1, $2, $3, $4, $5::regclass) AS changed",
+            ["text", "int8", "bool", "text", "text"]),
+            [user_id, image_id, liked, model, source])[0]["changed"]
 
 
 def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
@@ -422,23 +444,25 @@ def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
     fn = FN_RECOMMEND
     validate_recommend(fn, user_id, k, exclude_seen)
     require_not_null(fn, "source", source)
-    model_row = registry.lookup(plpy, GD, fn, model)
-    source_oid = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
-    strategy, payload, seen = preferences(
-        plpy, GD, user_id, model_row, source_oid,
-        lambda: featurestore.load_for(plpy, GD, fn, model_row, source_oid))
-    taste = payload if strategy == "taste model" else None
-    centre = payload.tolist() if strategy == "similar to likes" else None
-    popular = payload if strategy == "popularity" else ([], [])
-    rows = fan_out(plpy, fn, """
-        SELECT image_id, score, node FROM vision_cluster._recommend($1, $2, $3, $4, $5, $6, $7,
-                 $8, $9, $10, $11) ORDER BY score DESC, image_id LIMIT $5""",
-        ["text", "text", "text", "text", "int4", "int8[]", "text", "bytea", "float4[]",
-         "int8[]", "float4[]"],
-        [__version__, model_row["sha256"], model, source, k,
-         [int(i) for i in seen] if exclude_seen else [], strategy, taste, centre,
-         [int(i) for i in popular[0]], [float(v) for v in popular[1]]])
-    return [(r["image_id"], r["score"], strategy, r["node"]) for r in rows]
+    source = qualified_table(plpy, fn, source)  # as the caller wrote it
+    with spi.pinned_search_path(plpy):
+        model_row = registry.lookup(plpy, GD, fn, model)
+        source_oid = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
+        strategy, payload, seen = preferences(
+            plpy, GD, user_id, model_row, source_oid,
+            lambda: featurestore.load_for(plpy, GD, fn, model_row, source_oid))
+        taste = payload if strategy == "taste model" else None
+        centre = payload.tolist() if strategy == "similar to likes" else None
+        popular = payload if strategy == "popularity" else ([], [])
+        rows = fan_out(plpy, fn, """
+            SELECT image_id, score, node FROM vision_cluster._recommend($1, $2, $3, $4, $5, $6, $7,
+                     $8, $9, $10, $11) ORDER BY score DESC, image_id LIMIT $5""",
+            ["text", "text", "text", "text", "int4", "int8[]", "text", "bytea", "float4[]",
+             "int8[]", "float4[]"],
+            [__version__, model_row["sha256"], model, source, k,
+             [int(i) for i in seen] if exclude_seen else [], strategy, taste, centre,
+             [int(i) for i in popular[0]], [float(v) for v in popular[1]]])
+        return [(r["image_id"], r["score"], strategy, r["node"]) for r in rows]
 
 
 # --- the shard side: refuse to serve a coordinator that runs something else ---------------
