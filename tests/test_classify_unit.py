@@ -39,3 +39,67 @@ def test_linear_classifiers_round_trip_without_pickle():
 def test_folds_never_exceed_the_smallest_class():
     assert folds_for(np.array([0] * 10 + [1] * 3), 5) == 3
     assert folds_for(np.array([0] * 10 + [1] * 1), 5) == 2
+
+
+def baseline_accuracy(X_train, y_train, X_test, y_test):
+    """What a careful data scientist writes by hand for CNN-like features."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import Normalizer
+
+    model = make_pipeline(Normalizer(), LogisticRegressionCV(max_iter=3000))
+    return (model.fit(X_train, y_train).predict(X_test) == y_test).mean()
+
+
+def digits_split():
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    train, test = order[:300], order[300:900]
+    return X[train].astype(np.float32), y[train], X[test].astype(np.float32), y[test]
+
+
+@pytest.mark.parametrize("method", ["logistic", "softmax", "sgd"])
+def test_linear_methods_match_the_hand_written_baseline_on_digits(method):
+    X_train, y_train, X_test, y_test = digits_split()
+    baseline = baseline_accuracy(X_train, y_train, X_test, y_test)
+    proba = fit(method, X_train, y_train, {}, 10).scores(X_test)
+    accuracy = (proba.argmax(1) == y_test).mean()
+    assert accuracy >= 0.98 * baseline, (accuracy, baseline)
+    # calibrated: the Brier score of a confident, right model is small
+    brier = ((proba - np.eye(10)[y_test]) ** 2).sum(axis=1).mean()
+    assert brier < 0.15, brier
+
+
+def test_dimensions_that_barely_vary_in_training_cannot_blow_up():
+    """0.6.0 divided every dimension by its training standard deviation: a dimension that is
+    nearly constant in a few training rows (a CNN channel a crop never fires) then dominated
+    every other image (probabilities of 1.0 for the wrong class)."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 1, (3, 32))
+    y_train, y_test = np.repeat(np.arange(3), 4), np.repeat(np.arange(3), 20)
+    X_train = np.hstack([centres[y_train] + rng.normal(0, 0.3, (12, 32)),
+                         rng.normal(0, 1e-4, (12, 200))])       # quiet in training
+    X_test = np.hstack([centres[y_test] + rng.normal(0, 0.3, (60, 32)),
+                        np.abs(rng.normal(0, 0.2, (60, 200)))])  # they fire here
+    for method in ("logistic", "softmax", "sgd"):
+        proba = fit(method, X_train, y_train, {}, 3).scores(X_test)
+        wrong = proba.argmax(1) != y_test
+        assert wrong.mean() <= 0.05, method  # 0.6.0: 0.75 wrong, at probability 1.0
+        assert not wrong.any() or proba[wrong].max() < 0.9, method  # no confident mistakes
+
+
+def test_stored_classifiers_of_0_6_0_still_predict_as_before():
+    """A classifier stored before 0.7.0 has no l2 flag: it scores raw features."""
+    X, y = blobs()
+    old = Linear(X.mean(0), X.std(0), np.ones((16, 3), np.float32), np.zeros(3, np.float32),
+                 l2=False)
+    arrays = old.arrays()
+    del arrays["l2"]
+    import io as _io
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    again = from_bytes("logistic", buf.getvalue(), {}, None)
+    assert again.l2 is False and np.allclose(again.scores(X), old.scores(X))
