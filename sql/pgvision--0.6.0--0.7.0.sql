@@ -594,6 +594,8 @@ BEGIN
   IF kind NOT IN ('r', 'p') THEN
     RETURN false;  -- views and foreign tables have no such triggers
   END IF;
+  -- one session at a time per table: two first extractions must not both create them
+  PERFORM pg_advisory_xact_lock(hashtextextended('pgvision track ' || source::oid, 0));
   IF EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = source
              AND t.tgname = 'pgvision_changed_' || tag) THEN
     RETURN true;
