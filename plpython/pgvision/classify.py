@@ -180,9 +180,10 @@ def folds_for(y, requested):
     return max(2, min(requested, smallest))
 
 
-def cross_validate(method, X, y, options, n_folds, labels):
+def cross_validate(method, X, y, options, n_folds, labels, progress=None):
     """Out-of-fold probabilities → accuracy, macro-F1, per-class precision/recall, confusion
-    matrix, ROC AUC (one-vs-rest, macro), and the majority-class baseline."""
+    matrix, ROC AUC (one-vs-rest, macro), and the majority-class baseline. ``progress(text)``
+    hears after each fold."""
     from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
                                  precision_recall_fscore_support, roc_auc_score)
     from sklearn.model_selection import StratifiedKFold
@@ -190,8 +191,12 @@ def cross_validate(method, X, y, options, n_folds, labels):
     n_classes = len(labels)
     proba = np.zeros((len(y), n_classes))
     started = time.monotonic()
-    for train, test in StratifiedKFold(n_folds, shuffle=True, random_state=0).split(X, y):
+    folds = StratifiedKFold(n_folds, shuffle=True, random_state=0).split(X, y)
+    for done, (train, test) in enumerate(folds, start=1):
         proba[test] = fit(method, X[train], y[train], options, n_classes).scores(X[test])
+        if progress:
+            progress(f"{method}: fold {done}/{n_folds} cross-validated "
+                     f"({time.monotonic() - started:.1f} s)")
     predicted = proba.argmax(axis=1)
     precision, recall, _, support = precision_recall_fscore_support(
         y, predicted, labels=range(n_classes), zero_division=0)
@@ -325,7 +330,9 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
         spi.require_owner(plpy, GD, fn, f"classifier {name!r}", exists[0]["owner"])
     opts, model_row, source, X, y, names, ids = _prepare_training(
         plpy, GD, fn, labels, source, model, method, options)
-    metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names)
+    metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names,
+                             lambda text: plpy.notice(f"{fn}: {text}"))
+    plpy.notice(f"{fn}: fitting {method} on all {len(y)} labelled images")
     started = time.monotonic()
     clf = fit(method, X, y, opts, len(names))
     metrics["train_seconds"] = time.monotonic() - started
@@ -507,7 +514,8 @@ def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
         method_options = json.dumps({**shared, **per_method.get(method, {})})
         opts, _, _, X, y, names, _ = _prepare_training(plpy, GD, fn, labels, source, model,
                                                        method, method_options)
-        metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names)
+        metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names,
+                                 lambda text: plpy.notice(f"{fn}: {text}"))
         results.append((method, metrics))
     results.sort(key=lambda r: -r[1][rank_by])
     return [(method, m["accuracy"], m["macro_f1"], m["roc_auc"], m["cv_seconds"], rank)
