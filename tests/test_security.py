@@ -238,6 +238,8 @@ DENIED = r"permission denied for table public.sec_products: .* needs SELECT on i
     f"SELECT vision.drop_index('{TABLE}', '{FAST}')",
     f"CALL vision.extract_table('{TABLE}', model => '{FAST}')",
     f"SELECT * FROM vision.extract_rows('{TABLE}', model => '{FAST}')",
+    f"CALL vision.maintain('{TABLE}')",
+    f"SELECT vision.keep_current('{TABLE}')",
 ])
 def test_a_role_without_select_on_the_table_is_refused(db, shared, call):
     before = snapshot(db)

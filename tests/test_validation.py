@@ -4,7 +4,8 @@ names the function, the argument and the value (server-free: tests/fakeplpy.py).
 import pytest
 
 from fakeplpy import FakePlpy
-from pgvision import catalog, classify, extract, handles, recommend, registry, search, shards
+from pgvision import (catalog, classify, extract, handles, recommend, registry, search, shards,
+                      upkeep)
 from pgvision.errors import NULL_VALUE, PgvisionError
 
 
@@ -147,6 +148,14 @@ CASES = [
      'argument "color_by" must not be NULL'),
     ("vision.plot_map", lambda p, g: catalog.plot_map(p, g, size=10),
      'argument "size" must be between 200 and 4000, got 10'),
+    ("vision.maintain", lambda p, g: upkeep.maintain(p, g, None),
+     'argument "source" must not be NULL'),
+    ("vision.keep_current", lambda p, g: upkeep.keep_current(p, g, None),
+     'argument "source" must not be NULL'),
+    ("vision.keep_current", lambda p, g: upkeep.keep_current(p, g, "t", None),
+     'argument "every" must not be NULL'),
+    ("vision.stop_keeping_current", lambda p, g: upkeep.stop_keeping_current(p, g, None),
+     'argument "source" must not be NULL'),
     ("vision_cluster.setup", lambda p, g: shards.setup(p, g, None),
      'argument "shards" must not be NULL'),
     ("vision_cluster.setup", lambda p, g: shards.setup(p, g, ["dbname=a", "dbname=b", "dbname=c"]),
