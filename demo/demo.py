@@ -159,7 +159,7 @@ def main():
     cur.execute("SELECT image_id, score, strategy FROM vision.recommend('demo_user', 3, "
                 "source => 'demo_images')")
     for image_id, score, strategy in cur.fetchall():
-        print(f"   {labels[image_id]:<32} like-probability {score:.2f} ({strategy})")
+        print(f"   {labels[image_id]:<32} score {score:.2f} ({strategy})")
     cur.execute("SELECT vision.cluster(k => 6, source => 'demo_images')")
     cur.execute("SELECT cluster, image_id FROM vision.bandit_next('demo_user', "
                 "source => 'demo_images')")

@@ -29,6 +29,8 @@ def test_demo_runs_end_to_end(db, db_name, tmp_path):
     assert "12/12 photos find one of their own variants first" in text
     assert "held-out cropped q40 copies labelled correctly" in text
     assert "(taste model)" in text and "bandit_next: explore cluster" in text
+    picks = text.split("6. Recommendations")[1].split("bandit_next")[0].split("\n")[1:4]
+    assert sum(p.split()[0] in ("chelsea", "coffee") for p in picks) >= 2, picks  # liked
     for picture in (out, tmp_path / "demo_map.png"):
         with Image.open(picture) as img:
             assert img.format == "PNG" and img.width >= 300
