@@ -15,12 +15,11 @@ import argparse
 import io
 import json
 import os
-import time
 
 import numpy as np
 import psycopg2
 
-from common import connect, sample_images
+from common import connect, sample_images, timed
 
 MODEL, DIMS = "mobilenet_v2", 1280
 
@@ -47,10 +46,8 @@ def make_table(cur, table, images, tracked):
         cur.execute(f"DELETE FROM {table}")
 
 
-def timed(cur, sql, params=None):
-    started = time.perf_counter()
-    cur.execute(sql, params)
-    return time.perf_counter() - started
+def seconds(cur, sql, params=None):
+    return timed(cur, sql, params)[0]
 
 
 def writes(dsn, n):
@@ -62,16 +59,16 @@ def writes(dsn, n):
         table = "bench_tracked" if tracked else "bench_untracked"
         make_table(cur, table, images, tracked)
         rows = [(i, i, psycopg2.Binary(data)) for i, data in enumerate(images, start=1)]
-        t = {"insert": timed(cur, f"INSERT INTO {table} SELECT * FROM unnest(%s::bigint[], "
+        t = {"insert": seconds(cur, f"INSERT INTO {table} SELECT * FROM unnest(%s::bigint[], "
                                   "%s::int[], %s::bytea[])", tuple(map(list, zip(*rows))))}
         fake_features(cur, table, range(1, n + 1))
-        t["update image"] = timed(cur, f"UPDATE {table} t SET image = u.image FROM unnest("
+        t["update image"] = seconds(cur, f"UPDATE {table} t SET image = u.image FROM unnest("
                                        "%s::bigint[], %s::bytea[]) AS u (id, image) "
                                        "WHERE t.id = u.id",
                                   (list(range(1, n + 1)), [psycopg2.Binary(d) for d in fresh]))
         fake_features(cur, table, range(1, n + 1))
-        t["update price"] = timed(cur, f"UPDATE {table} SET price = price + 1")
-        t["delete"] = timed(cur, f"DELETE FROM {table}")
+        t["update price"] = seconds(cur, f"UPDATE {table} SET price = price + 1")
+        t["delete"] = seconds(cur, f"DELETE FROM {table}")
         out[tracked] = t
         cur.execute(f"DROP TABLE {table}")
     cur.connection.close()
@@ -92,14 +89,14 @@ def maintain(dsn, n):
     changed = max(1, n // 100)
     cur.execute(f"UPDATE {table} SET image = (%s::bytea[])[1 + id %% 64] WHERE id <= %s",
                 ([psycopg2.Binary(d) for d in sample_images(64, seed=2)], changed))
-    seconds = timed(cur, f"CALL vision.maintain('{table}')")
-    report = cur.fetchone()[0]
+    maintain_s, rows = timed(cur, f"CALL vision.maintain('{table}')")
+    report = rows[0][0]
     cur.execute(f"UPDATE {table} SET image = image || '\\x00'::bytea WHERE id <= %s", (changed,))
     cur.execute("DELETE FROM vision.indexes WHERE source = %s::regclass", (table,))
-    extract_only = timed(cur, f"CALL vision.maintain('{table}')")
+    extract_only, _ = timed(cur, f"CALL vision.maintain('{table}')")
     cur.execute(f"DROP TABLE {table}")
     cur.connection.close()
-    return {"rows": n, "changed": changed, "maintain_s": seconds, "report": report,
+    return {"rows": n, "changed": changed, "maintain_s": maintain_s, "report": report,
             "extraction_only_s": extract_only}
 
 

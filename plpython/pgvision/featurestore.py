@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError
 from . import registry, spi
-from .spi import plan
+from .spi import plan, table_name  # noqa: F401  (other modules call featurestore.table_name)
 
 _CACHE = "pgvision.matrices"
 _HEADER = 20  # ndim, flags, element type, then (length, lower bound) of the one dimension
@@ -87,12 +87,6 @@ def model_and_source(plpy, GD, function, model, source):
     """The registry row of ``model`` and the OID of the source table its features are in."""
     model_row = registry.lookup(plpy, GD, function, model)
     return model_row, resolve_source(plpy, GD, function, model_row["name"], source)
-
-
-def table_name(plpy, GD, relid):
-    """A table's name as SQL would print it (schema-qualified when not on the search path)."""
-    return plpy.execute(plan(plpy, GD, "SELECT $1::regclass::text AS name",
-                             ["oid"]), [relid])[0]["name"]
 
 
 def load_for(plpy, GD, function, model_row, source):

@@ -361,15 +361,22 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
                             ef_search, pca_dims)
 
 
-def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction, ef_search,
-                     pca_dims, base=None, added=None):
-    model = model_row["name"]
+def _require_index_owner(plpy, GD, fn, model, source):
+    """Refuse unless the caller owns the index of (model, source), if there is one (or is
+    vision_admin); whether there is one."""
     existing = plpy.execute(spi.plan(plpy, GD, "SELECT owner FROM vision.indexes "
                                      "WHERE model = $1 AND source = $2", ["text", "oid"]),
                             [model, source])
     if existing:
         spi.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
                           f"{featurestore.table_name(plpy, GD, source)}", existing[0]["owner"])
+    return bool(existing)
+
+
+def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction, ef_search,
+                     pca_dims, base=None, added=None):
+    model = model_row["name"]
+    _require_index_owner(plpy, GD, fn, model, source)
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     built_version = featurestore.version(plpy, GD, model, source)
     require(fn, "source", source, len(matrix.ids) > (pca_dims or 0), "a table with more stored "
@@ -509,13 +516,8 @@ def drop_index(plpy, GD, source, model=None):
     require_not_null(fn, "source", source)
     model_row = registry.lookup(plpy, GD, fn, model)
     source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
-    existing = plpy.execute(spi.plan(plpy, GD, "SELECT owner FROM vision.indexes "
-                                     "WHERE model = $1 AND source = $2", ["text", "oid"]),
-                            [model_row["name"], source])
-    if not existing:
+    if not _require_index_owner(plpy, GD, fn, model_row["name"], source):
         return False
-    spi.require_owner(plpy, GD, fn, f"the index of model {model_row['name']!r} on "
-                      f"{featurestore.table_name(plpy, GD, source)}", existing[0]["owner"])
     spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.indexes WHERE model = $1 "
                                  "AND source = $2", ["text", "oid"]), [model_row["name"], source])
     GD.get(_INDEX_CACHE, {}).pop((model_row["name"], source), None)

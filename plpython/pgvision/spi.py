@@ -159,9 +159,7 @@ def capped(name, session, admin, is_admin, default):
     lower than the admin's (or the caller is an admin), else the admin's (0: no limit)."""
     ceiling = parse_setting(name, admin, default)
     wanted = parse_setting(name, session, ceiling)
-    if is_admin:
-        return wanted
-    if ceiling == 0:
+    if is_admin or ceiling == 0:
         return wanted
     return ceiling if wanted == 0 else min(wanted, ceiling)
 
@@ -187,11 +185,16 @@ def require_select(plpy, GD, function, relid, purpose):
     row = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.has_table_privilege($1, 'SELECT') AS ok",
                             ["oid"]), [relid])[0]
     if not row["ok"]:
-        name = plpy.execute(plan(plpy, GD, "SELECT $1::pg_catalog.regclass::text AS name",
-                                 ["oid"]), [relid])[0]["name"]
+        name = table_name(plpy, GD, relid)
         raise PgvisionError(function, f"permission denied for table {name}: {purpose} needs "
                             "SELECT on it", INSUFFICIENT_PRIVILEGE,
                             hint=f"GRANT SELECT ON {name} TO ... (its owner decides).")
+
+
+def table_name(plpy, GD, relid):
+    """A table's name as SQL prints it (schema-qualified under a pinned search_path)."""
+    return plpy.execute(plan(plpy, GD, "SELECT $1::pg_catalog.regclass::text AS name",
+                             ["oid"]), [relid])[0]["name"]
 
 
 def runtime_setting(plpy, GD):

@@ -129,8 +129,7 @@ def stop_keeping_current(plpy, GD, source):
     fn = FN_STOP
     require_not_null(fn, "source", source)
     _require_pg_cron(plpy, GD, fn)
-    relid = plpy.execute(spi.plan(plpy, GD, "SELECT $1::pg_catalog.regclass::oid AS r",
-                                  ["text"]), [source])[0]["r"]
+    relid = extract.relid_of(plpy, source)
     rows = plpy.execute(spi.plan(plpy, GD, "SELECT cron.unschedule(jobid) AS gone FROM cron.job "
                                  "WHERE jobname = $1 AND username = CURRENT_USER", ["text"]),
                         [_job_name(plpy, GD, relid)])
