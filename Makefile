@@ -23,7 +23,7 @@ export VENV PG_CONFIG
 .PHONY: install install-dev start stop status dsn psql migrate downgrade demo test test-fast \
         bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-        bench-chart bench-security bench-upkeep \
+        bench-chart bench-security bench-upkeep bench-serving \
         shards shards-stop shards-psql clean
 
 install:
@@ -67,7 +67,7 @@ test-fast: install-dev
 	PYTHONPATH=plpython $(PYTHON) -m pytest -m fast $(PYTEST_ARGS)
 
 bench: bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-       bench-security bench-upkeep
+       bench-security bench-upkeep bench-serving
 	@$(MAKE) --no-print-directory bench-chart
 
 # One PNG of all ratios and cold starts from the JSON the benchmarks wrote (out/bench.png).
@@ -91,6 +91,9 @@ bench-sessions: install-dev start migrate
 
 bench-scale: install-dev start migrate
 	@$(PYTHON) bench/scale.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-serving: install-dev start migrate
+	@$(PYTHON) bench/serving.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 bench-security: install-dev start migrate
 	@$(PYTHON) bench/security.py --dsn '$(DSN)' $(BENCH_ARGS)

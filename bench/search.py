@@ -155,7 +155,7 @@ def bench_dataset(cur, label, vectors, queries, efs, pca_dims):
         size = cur.fetchone()[0]
         from pgvision.search import ann, build_index
         started = time.monotonic()
-        standalone = build_index(np.arange(1, n + 1), vectors, "cosine", 16, 64, pca)
+        standalone = build_index(vectors, "cosine", 16, 64, pca)
         build_alone = time.monotonic() - started
         faiss.omp_set_num_threads(1)  # queries: one core each side
         for ef in efs:
@@ -173,8 +173,8 @@ def bench_dataset(cur, label, vectors, queries, efs, pca_dims):
             batch_qps = len(queries) / (time.monotonic() - started)
             hits_alone, started = 0, time.monotonic()
             for q in queries:
-                found, _ = ann(standalone, vectors[q - 1], "cosine", 40 if pca else 10, ef, q)
-                hits_alone += len(set(found[:10].tolist()) & set(truth[q]))
+                found = ann(standalone, vectors[q - 1], "cosine", 41 if pca else 11, ef)[0] + 1
+                hits_alone += len(set(found[found != q][:10].tolist()) & set(truth[q]))
             alone_qps = len(queries) / (time.monotonic() - started)
             out[f"{tag}_ef{ef}"] = {"recall_at_10": hits / (10 * len(queries)),
                                     "standalone_recall_at_10": hits_alone / (10 * len(queries)),

@@ -301,6 +301,38 @@ COMMENT ON TABLE vision.feature_versions IS
   'One row per (model, source) that has features, with a version that changes on every change (triggers).';
 SELECT pg_catalog.pg_extension_config_dump('vision.feature_versions', '');
 
+-- Shared snapshots: every backend of the server maps one file per (model, source) (see
+-- pgvision.store), recorded here with the transaction snapshot it was read under; changes
+-- since are logged in vision.feature_changes, so a backend reads only what changed.
+CREATE SEQUENCE vision.feature_snapshot_seq;
+SELECT pg_catalog.pg_extension_config_dump('vision.feature_snapshot_seq', '');
+
+CREATE TABLE vision.feature_snapshots (
+  model      text NOT NULL,
+  source     regclass NOT NULL,
+  generation bigint NOT NULL DEFAULT nextval('vision.feature_snapshot_seq'),
+  snap       pg_snapshot NOT NULL,
+  n          bigint NOT NULL,
+  dims       integer NOT NULL,
+  sha256     text NOT NULL,
+  size_bytes bigint NOT NULL,
+  built_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (model, source)
+);
+COMMENT ON TABLE vision.feature_snapshots IS
+  'The shared snapshot file of each (model, source): its checksum and the transaction snapshot it holds.';
+SELECT pg_catalog.pg_extension_config_dump('vision.feature_snapshots', '');
+
+CREATE TABLE vision.feature_changes (
+  model    text NOT NULL,
+  source   regclass NOT NULL,
+  image_id bigint NOT NULL,
+  xid      xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX feature_changes_since ON vision.feature_changes (model, source, xid);
+COMMENT ON TABLE vision.feature_changes IS
+  'Images whose features changed, by transaction; pruned once every snapshot holds them.';
+
 -- Versions come from a sequence, never reused: a table emptied and refilled never looks
 -- like the one a backend cached.
 -- SECURITY DEFINER: feature versions are kept by pgvision, whoever changes features.
@@ -310,22 +342,39 @@ SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     DELETE FROM vision.feature_versions;
+    DELETE FROM vision.feature_snapshots;
+    DELETE FROM vision.feature_changes;
     RETURN NULL;
   END IF;
   IF TG_OP IN ('INSERT', 'UPDATE') THEN
     INSERT INTO vision.feature_versions AS v (model, source)
       SELECT DISTINCT model, source FROM new_rows
       ON CONFLICT (model, source) DO UPDATE SET version = nextval('vision.feature_version_seq');
+    INSERT INTO vision.feature_changes (model, source, image_id)
+      SELECT model, source, image_id FROM new_rows;
   END IF;
   IF TG_OP IN ('DELETE', 'UPDATE') THEN
     UPDATE vision.feature_versions v SET version = nextval('vision.feature_version_seq')
       FROM (SELECT DISTINCT model, source FROM old_rows) o
       WHERE v.model = o.model AND v.source = o.source;
+    IF TG_OP = 'DELETE' THEN
+      INSERT INTO vision.feature_changes (model, source, image_id)
+        SELECT model, source, image_id FROM old_rows;
+    END IF;
     DELETE FROM vision.feature_versions v
       USING (SELECT DISTINCT model, source FROM old_rows) o
       WHERE v.model = o.model AND v.source = o.source
         AND NOT EXISTS (SELECT 1 FROM vision.features f
                         WHERE f.model = v.model AND f.source = v.source);
+    -- no features left: no snapshot to keep either
+    DELETE FROM vision.feature_snapshots s
+      WHERE NOT EXISTS (SELECT 1 FROM vision.feature_versions v
+                        WHERE v.model = s.model AND v.source = s.source);
+    DELETE FROM vision.feature_changes c
+      USING (SELECT DISTINCT model, source FROM old_rows) o
+      WHERE c.model = o.model AND c.source = o.source
+        AND NOT EXISTS (SELECT 1 FROM vision.feature_versions v
+                        WHERE v.model = o.model AND v.source = o.source);
   END IF;
   RETURN NULL;
 END
@@ -487,7 +536,12 @@ COMMENT ON FUNCTION vision._track_changes IS
 
 -- search: nearest neighbours -----------------------------------------------------------
 
--- HNSW indexes (faiss), one per (model, source), stored so every backend can load them.
+-- HNSW indexes (faiss), one per (model, source). The index file is stored in chunks (no
+-- size ceiling) and mapped read-only by every backend; images changed since its snapshot
+-- are searched exactly until vision.refresh_index folds them in.
+CREATE SEQUENCE vision.index_generation_seq;
+SELECT pg_catalog.pg_extension_config_dump('vision.index_generation_seq', '');
+
 CREATE TABLE vision.indexes (
   model           text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE
                     ON DELETE CASCADE,
@@ -497,28 +551,61 @@ CREATE TABLE vision.indexes (
   ef_construction integer NOT NULL,
   ef_search       integer NOT NULL,
   pca_dims        integer,
+  storage         text NOT NULL DEFAULT 'float32'
+                    CHECK (storage IN ('float32', 'float16', 'int8')),
   dims            integer NOT NULL,
   n               bigint NOT NULL,
-  built_version   bigint NOT NULL,
-  index_bytes     bytea NOT NULL,
+  entries         bigint NOT NULL,
+  generation      bigint NOT NULL DEFAULT nextval('vision.index_generation_seq'),
+  snap            pg_snapshot NOT NULL,
+  entry_ids       bytea NOT NULL,
+  dead            bytea NOT NULL,
   sha256          text NOT NULL,
+  size_bytes      bigint NOT NULL,
   build_seconds   double precision NOT NULL,
   built_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
   owner           name NOT NULL DEFAULT CURRENT_USER,
   PRIMARY KEY (model, source)
 );
-COMMENT ON TABLE vision.indexes IS 'HNSW indexes built by vision.create_index (faiss bytes).';
-ALTER TABLE vision.indexes ALTER COLUMN index_bytes SET STORAGE EXTERNAL;
+COMMENT ON TABLE vision.indexes IS
+  'HNSW indexes built by vision.create_index: parameters, entries'' image ids and the checksum of the faiss file.';
 SELECT pg_catalog.pg_extension_config_dump('vision.indexes', '');
+
+CREATE TABLE vision.index_chunks (
+  model  text NOT NULL,
+  source regclass NOT NULL,
+  part   integer NOT NULL,
+  data   bytea NOT NULL,
+  PRIMARY KEY (model, source, part),
+  FOREIGN KEY (model, source) REFERENCES vision.indexes (model, source)
+    ON UPDATE CASCADE ON DELETE CASCADE
+);
+COMMENT ON TABLE vision.index_chunks IS
+  'The bytes of each index file, in parts of 64 MiB (a missing or damaged file is written again from them).';
+ALTER TABLE vision.index_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+SELECT pg_catalog.pg_extension_config_dump('vision.index_chunks', '');
 
 CREATE VIEW vision.index_status WITH (security_invoker = true) AS
   SELECT i.model, i.source, i.metric, i.m, i.ef_construction, i.ef_search, i.pca_dims, i.n,
-         octet_length(i.index_bytes) AS size_bytes, i.build_seconds, i.built_at,
-         i.built_version <> coalesce(v.version, 0) AS stale
+         i.size_bytes, i.build_seconds, i.built_at, c.pending > 0 AS stale, i.storage,
+         i.entries - i.n AS dead_entries, c.pending AS pending_changes
   FROM vision.indexes i
-  LEFT JOIN vision.feature_versions v USING (model, source);
+  CROSS JOIN LATERAL (
+    SELECT count(DISTINCT f.image_id) AS pending FROM vision.feature_changes f
+    WHERE f.model = i.model AND f.source = i.source
+      AND f.xid >= pg_snapshot_xmin(i.snap) AND NOT pg_visible_in_snapshot(f.xid, i.snap)) c;
 COMMENT ON VIEW vision.index_status IS
-  'Indexes and whether they are stale (search then falls back to exact until refreshed).';
+  'Indexes, their size and the changes since their build (searched exactly until vision.refresh_index).';
+
+-- Every file a snapshot or index of this database names; other store files are removed.
+-- SECURITY DEFINER: file clean-up must see every table's rows, not just the caller's.
+CREATE FUNCTION vision._store_files() RETURNS TABLE (sha256 text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+  SELECT sha256 FROM vision.feature_snapshots UNION SELECT sha256 FROM vision.indexes
+$$;
+COMMENT ON FUNCTION vision._store_files() IS
+  'Internal: the checksums of the store files this database still names.';
 
 -- Cached neighbours: each image's k nearest, maintained by vision.refresh_neighbours.
 CREATE TABLE vision.neighbours (
@@ -545,7 +632,7 @@ CREATE FUNCTION vision.similar(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE ROWS 10
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar, image_id, k, model, metric, source,
@@ -562,7 +649,7 @@ CREATE FUNCTION vision.similar_many(
   source      regclass DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (query_id bigint, image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 100
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE ROWS 100
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar_many, image_ids, k, model, metric, source,
@@ -580,7 +667,7 @@ CREATE FUNCTION vision.similar_to_image(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE ROWS 10
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar_to_image, image, k, model, metric, source,
@@ -598,7 +685,7 @@ CREATE FUNCTION vision.similar_to_vector(
   candidates  bigint[] DEFAULT NULL,
   approximate boolean  DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, distance real, rank integer)
-LANGUAGE plpython3u STABLE PARALLEL UNSAFE ROWS 10
+LANGUAGE plpython3u VOLATILE PARALLEL UNSAFE ROWS 10
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.similar_to_vector, feature, k, model, metric, source,
@@ -614,13 +701,14 @@ CREATE FUNCTION vision.create_index(
   m               integer DEFAULT 16,
   ef_construction integer DEFAULT 64,
   ef_search       integer DEFAULT 40,
-  pca_dims        integer DEFAULT NULL
+  pca_dims        integer DEFAULT NULL,
+  storage         text    DEFAULT 'float32'
 ) RETURNS bigint
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import search, spi
 return spi.call(plpy, GD, search.create_index, source, model, metric, m,
-                ef_construction, ef_search, pca_dims)
+                ef_construction, ef_search, pca_dims, storage)
 $$;
 COMMENT ON FUNCTION vision.create_index IS
   'Build (or rebuild) the HNSW index over a table''s features; returns the number of vectors.';
@@ -633,7 +721,7 @@ from pgvision import search, spi
 return spi.call(plpy, GD, search.refresh_index, source, model)
 $$;
 COMMENT ON FUNCTION vision.refresh_index IS
-  'Bring an index up to date: adds new images, rebuilds if images changed or were deleted.';
+  'Fold the changes since an index was built into it (or rebuild it when a fifth is out of date).';
 
 CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3')
 RETURNS boolean
@@ -1091,7 +1179,8 @@ BEGIN
   FOR t, kind IN VALUES ('features', 'shared'), ('extract_errors', 'shared'),
       ('extract_jobs', 'shared'), ('feature_versions', 'shared'), ('neighbours', 'shared'),
       ('predictions', 'shared'), ('clusters', 'shared'), ('cluster_centroids', 'shared'),
-      ('map_2d', 'shared'), ('indexes', 'owned'), ('classifiers', 'owned'),
+      ('map_2d', 'shared'), ('feature_snapshots', 'shared'), ('feature_changes', 'shared'),
+      ('index_chunks', 'shared'), ('indexes', 'owned'), ('classifiers', 'owned'),
       ('votes', 'private'), ('taste_models', 'private')
   LOOP
     reading := readable;
@@ -1157,7 +1246,9 @@ GRANT INSERT, UPDATE, DELETE ON vision.model_store TO vision_admin;
 GRANT SELECT, INSERT, UPDATE, DELETE ON vision.features, vision.extract_errors,
   vision.extract_jobs, vision.indexes, vision.neighbours, vision.classifiers,
   vision.predictions, vision.votes, vision.taste_models, vision.clusters,
-  vision.cluster_centroids, vision.map_2d TO PUBLIC;
+  vision.cluster_centroids, vision.map_2d, vision.feature_snapshots, vision.feature_changes,
+  vision.index_chunks TO PUBLIC;
+GRANT USAGE ON SEQUENCE vision.feature_snapshot_seq, vision.index_generation_seq TO PUBLIC;
 GRANT SELECT ON vision.feature_versions, vision.extract_progress, vision.index_status,
   vision.bandit_state, vision.features_export, vision.predictions_export TO PUBLIC;
 REVOKE ALL ON FUNCTION vision.register_model, vision.register_keras_application,

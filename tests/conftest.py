@@ -178,3 +178,9 @@ def register(db, name, data, **kwargs):
     args = ", ".join(f"{k} => %({k})s" for k in kwargs)
     sql = f"SELECT vision.register_model(%(name)s, model_bytes => %(data)s{', ' + args if args else ''})"
     return query(db, sql, {"name": name, "data": psycopg2.Binary(data), **kwargs})[0][0]
+
+
+def store_file(conn, sha, kind):
+    """The path of a pgvision store file on the (local) server."""
+    datadir = query(conn, "SELECT pg_catalog.current_setting('data_directory')")[0][0]
+    return os.path.join(datadir, "pgvision", "store", f"{sha}.{kind}")

@@ -7,6 +7,7 @@ the test, so a test also proves which queries a function runs, and that bad inpu
 before any.
 """
 
+import contextlib
 import re
 
 
@@ -78,6 +79,9 @@ class FakePlpy:
 
     def commit(self):
         pass
+
+    def subtransaction(self):
+        return contextlib.nullcontext()
 
     @staticmethod
     def quote_ident(name):

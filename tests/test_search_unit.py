@@ -21,8 +21,37 @@ def array_send(vector):
     return head + b"".join(struct.pack(">if", 4, float(v)) for v in vector)
 
 
+def serve_features(plpy, ids, vectors):
+    """Answer the queries of pgvision.featurestore for one (model, table) with these
+    features and no index: the first search records a snapshot (its file is written under
+    the working directory, which the tests move to a temporary one)."""
+    recorded = {}
+
+    def state(_):
+        return [{"version": 7, "generation": recorded.get("generation"),
+                 "sha256": recorded.get("sha256"), "snap": recorded.get("snap"), "n": None,
+                 "index_generation": None, "index_metric": None, "ef_search": None,
+                 "index_sha": None, "index_snap": None, "index_dims": None, "ef_setting": None}]
+
+    def record(args):
+        recorded.update(generation=recorded.get("generation", 0) + 1, snap=args[2],
+                        sha256=args[5])
+        return []
+    plpy.on(r"FROM vision.feature_versions v", state)
+    plpy.on(r"UPDATE vision.feature_snapshots SET n = n WHERE false", [])
+    plpy.on(r"pg_advisory_xact_lock", [{}])
+    plpy.on(r"pg_current_snapshot", [{"s": "10:10:"}])
+    plpy.on(r"INSERT INTO vision.feature_snapshots", record)
+    plpy.on(r"DELETE FROM vision.feature_changes", [])
+    plpy.on(r"FROM vision.feature_changes", [])
+    plpy.on(r"ORDER BY image_id$",
+            [{"image_id": int(i), "f": array_send(v)} for i, v in zip(ids, vectors)])
+    return recorded
+
+
 @pytest.fixture
-def stored():
+def stored(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a backend's working directory is the data directory
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(30, DIMS)).astype(np.float32)
     ids = np.arange(100, 130)
@@ -31,11 +60,7 @@ def stored():
     plpy.on(r"SELECT \$1::regclass::oid", [{"oid": 4242}])
     plpy.on(r"SELECT \$1::regclass::text", [{"name": "public.t"}])
     plpy.on(r"has_table_privilege\(\$1, 'SELECT'\)", [{"ok": True}])
-    plpy.on(r"SELECT version FROM vision.feature_versions", [{"version": 7}])
-    plpy.on(r"FROM vision.indexes i", [])
-    plpy.on(r"ORDER BY image_id$",
-            [{"image_id": int(i), "f": array_send(v)} for i, v in zip(ids, vectors)])
-    plpy.on(r"AND image_id = \$3", lambda args: [{"f": array_send(vectors[args[2] - 100])}])
+    serve_features(plpy, ids, vectors)
     return plpy, ids, vectors
 
 

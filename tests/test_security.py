@@ -29,7 +29,7 @@ TABLES = {"features": "feature", "extract_errors": "error", "extract_jobs": "pro
           "feature_versions": "version", "indexes": "ef_search", "neighbours": "k",
           "classifiers": "method", "predictions": "label", "votes": "liked",
           "taste_models": "votes", "clusters": "cluster", "cluster_centroids": "size",
-          "map_2d": "x"}
+          "map_2d": "x", "feature_snapshots": "n", "index_chunks": "part"}
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_a_replaced_image_is_forgotten_at_once_and_maintained_from_its_new_bytes
     report = query(db, f"CALL vision.maintain('{catalog}')")[0][0]
     assert report["extracted"] == {FAST: 1} and report["failed"] == {FAST: 0}
     assert report["labelled"] == {"live_kind": 1}
-    assert report["indexes"] == {FAST: "rebuilt"} and report["skipped"] == []
+    assert report["indexes"] == {FAST: "removed 1"} and report["skipped"] == []
     assert report["neighbours"][FAST] >= 1
     # its features are now those of its new bytes: image 2's
     nearest = query(db, f"SELECT image_id, distance FROM vision.similar(1, 1, '{FAST}', "
@@ -109,7 +109,7 @@ def test_a_deleted_image_is_never_returned(db, catalog):
     assert 3 not in {i for _, i, _ in query(db, f"SELECT * FROM vision.bandit_next('live_user', "
                                                 f"'{FAST}', '{catalog}')")}
     report = query(db, f"CALL vision.maintain('{catalog}')")[0][0]
-    assert report["extracted"] == {FAST: 0} and report["indexes"] == {FAST: "rebuilt"}
+    assert report["extracted"] == {FAST: 0} and report["indexes"] == {FAST: "removed 1"}
     assert query(db, "SELECT n FROM vision.index_status WHERE source = %s::regclass",
                  (catalog,)) == [(len(IDS) - 1,)]
     assert 3 not in similar(db, catalog, 1, k=7)

@@ -11,7 +11,7 @@ numpy, which is ~50x faster than converting real[] into Python lists.
 import numpy as np
 
 from .errors import DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError
-from . import registry, spi
+from . import registry, spi, store
 from .spi import plan, table_name  # noqa: F401  (other modules call featurestore.table_name)
 
 _CACHE = "pgvision.matrices"
@@ -22,10 +22,13 @@ _ELEMENT = np.dtype([("length", ">i4"), ("value", ">f4")])
 class FeatureMatrix:
     """``ids`` (n,) int64 ascending, ``vectors`` (n, d) float32 and their L2 ``norms``."""
 
-    def __init__(self, ids, vectors):
+    def __init__(self, ids, vectors, norms=None):
         self.ids = ids
         self.vectors = vectors
-        self.norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.empty(0, np.float32)
+        if norms is None:
+            norms = (np.linalg.norm(vectors, axis=1) if len(vectors)
+                     else np.empty(0, np.float32))
+        self.norms = norms
         self._unit = None
 
     @property
@@ -95,32 +98,287 @@ def load_for(plpy, GD, function, model_row, source):
 
 
 def load(plpy, GD, function, model, source, dims):
-    """The cached FeatureMatrix of (model, source), re-read when its version changed."""
-    current = version(plpy, GD, model, source)
+    """The current FeatureMatrix of (model, source): the shared snapshot with the changes
+    since it applied (see :func:`live`)."""
+    return live(plpy, GD, function, model, source, dims).matrix()
+
+
+# --- live view: a shared snapshot plus the changes since ----------------------------------
+
+MERGE_ROWS = 2000        # merge the changes into a new snapshot past this many rows ...
+MERGE_FRACTION = 0.05    # ... and this fraction of the snapshot
+
+
+class Live:
+    """What a backend holds of (model, source): the shared snapshot (mapped read-only; None
+    when it lives privately) and the changes since it was taken, read from the table.
+
+    ``changed`` (ascending) are the ids changed, added or deleted since the snapshot;
+    ``delta`` the current vectors of those that still exist. A snapshot row whose id is in
+    ``changed`` is out of date and never answered from.
+    """
+
+    def __init__(self, state, snapshot, changed, delta):
+        self.state = state
+        self.snapshot = snapshot
+        self.changed = changed
+        self.delta = delta
+        stale = np.isin(snapshot.ids, changed) if len(changed) else None
+        self.alive = None if stale is None or not stale.any() else ~stale
+        self._matrix = None
+
+    @property
+    def dims(self):
+        return self.snapshot.vectors.shape[1]
+
+    def matrix(self):
+        """All current features as one FeatureMatrix: the mapped pages themselves when
+        nothing changed since the snapshot, else a merged private copy (made once)."""
+        if self._matrix is None:
+            base = self.snapshot
+            if self.alive is None and not len(self.delta.ids):
+                self._matrix = FeatureMatrix(base.ids, base.vectors, base.norms)
+            else:
+                keep = np.arange(len(base.ids)) if self.alive is None else np.flatnonzero(self.alive)
+                ids = np.concatenate([base.ids[keep], self.delta.ids])
+                order = np.argsort(ids, kind="stable")
+                vectors = np.concatenate([base.vectors[keep], self.delta.vectors])[order]
+                self._matrix = FeatureMatrix(ids[order], vectors)
+        return self._matrix
+
+    def vectors_of(self, ids):
+        """FeatureMatrix of the current vectors of ``ids`` (those that exist), no SQL."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        in_delta = np.isin(ids, self.delta.ids)
+        from_delta = ids[in_delta]
+        base_ids = ids[~in_delta & ~np.isin(ids, self.changed)]
+        positions = np.searchsorted(self.snapshot.ids, base_ids)
+        found = positions < len(self.snapshot.ids)
+        found[found] = self.snapshot.ids[positions[found]] == base_ids[found]
+        positions = positions[found]
+        rows = np.concatenate([base_ids[found], from_delta])
+        vectors = np.concatenate([self.snapshot.vectors[positions],
+                                  self.delta.vectors[self.delta.positions(from_delta)]])
+        order = np.argsort(rows)
+        return FeatureMatrix(rows[order], vectors[order])
+
+
+class _PrivateSnapshot:
+    """A snapshot held in this backend only (read-only transactions cannot record one)."""
+
+    def __init__(self, matrix):
+        self.ids, self.vectors, self.norms = matrix.ids, matrix.vectors, matrix.norms
+        self.path = None
+
+
+_STATE = """
+    SELECT v.version, s.generation, s.sha256, s.snap::text AS snap, s.n{extra}
+    FROM vision.feature_versions v
+    LEFT JOIN vision.feature_snapshots s USING (model, source){join}
+    WHERE v.model = $1 AND v.source = $2"""
+
+
+def state(plpy, GD, model, source, extra="", join=""):
+    """One query for what a call needs to know: the features' version and the current
+    snapshot (plus ``extra`` columns of a ``join``, for search's index); None when
+    (model, source) has no features."""
+    rows = plpy.execute(plan(plpy, GD, _STATE.format(extra=extra, join=join),
+                             ["text", "oid"]), [model, source])
+    return dict(rows[0]) if rows else None
+
+
+def live(plpy, GD, function, model, source, dims, current=None):
+    """The Live view of (model, source), from this backend's cache when nothing changed.
+
+    ``current`` is the row of :func:`state` when the caller read it already. The first
+    backend to need a snapshot builds it (or a new one, when the changes since the last
+    have grown past MERGE_ROWS and MERGE_FRACTION) for every backend of the server."""
+    current = current if current is not None else state(plpy, GD, model, source)
     cache = GD.setdefault(_CACHE, {})
-    hit = cache.get((model, source))
-    if hit is not None and hit[0] == current:
-        return hit[1]
-    cache.pop((model, source), None)
-    cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f FROM vision.features "
-                              "WHERE model = $1 AND source = $2 ORDER BY image_id",
-                              ["text", "oid"]), [model, source])
-    ids, vectors = [], []
+    key = (model, source)
+    if current is None:
+        cache.pop(key, None)
+        empty = FeatureMatrix(np.empty(0, np.int64), np.empty((0, dims), np.float32))
+        return Live(current, _PrivateSnapshot(empty), np.empty(0, np.int64), empty)
+    hit = cache.get(key)
+    if hit is not None and hit.state["version"] == current["version"] \
+            and hit.state["generation"] == current["generation"]:
+        return hit
+    snapshot = None
+    if hit is not None and current["generation"] is not None \
+            and hit.state["generation"] == current["generation"]:
+        snapshot = hit.snapshot
+    elif current["sha256"] is not None:
+        snapshot = _map(current["sha256"], dims)
+    may_write = None
+    if snapshot is None:
+        may_write = _may_write(plpy, GD)
+        if not may_write:
+            view = _private(plpy, GD, function, model, source, dims, current)
+            cache[key] = view
+            return view
+        current = build_snapshot(plpy, GD, function, model, source, dims, current)
+        snapshot = _map(current["sha256"], dims)
+    changed, delta = changes_since(plpy, GD, function, model, source, dims, current["snap"])
+    view = Live(current, snapshot, changed, delta)
+    if len(changed) > max(MERGE_ROWS, MERGE_FRACTION * len(snapshot.ids)) \
+            and (may_write if may_write is not None else _may_write(plpy, GD)):
+        current = build_snapshot(plpy, GD, function, model, source, dims, current, view)
+        view = Live(current, _map(current["sha256"], dims), *changes_since(
+            plpy, GD, function, model, source, dims, current["snap"]))
+    cache[key] = view
+    return view
+
+
+def _map(sha, dims):
+    """The mapped snapshot file ``sha`` if it is present and intact, else None."""
+    path = store.check(sha, "vec")
+    if path is None:
+        return None
+    try:
+        snapshot = store.Snapshot(path)
+    except ValueError:
+        store.remove(sha, "vec")
+        return None
+    return snapshot if snapshot.dims == dims else None
+
+
+def _may_write(plpy, GD):
+    """Whether this call may record a snapshot: not in a read-only transaction (or on a
+    standby), nor inside a STABLE function (whose statements may not write)."""
+    try:
+        with plpy.subtransaction():
+            spi.write(plpy, GD, plan(plpy, GD, "UPDATE vision.feature_snapshots SET n = n "
+                                     "WHERE false"))
+        return True
+    except plpy.SPIError:
+        return False
+
+
+def _private(plpy, GD, function, model, source, dims, current):
+    matrix = _read_matrix(plpy, GD, function, model, source, dims)
+    empty = FeatureMatrix(np.empty(0, np.int64), np.empty((0, dims), np.float32))
+    return Live(current, _PrivateSnapshot(matrix), np.empty(0, np.int64), empty)
+
+
+def _lock(plpy, GD, model, source):
+    """Serialise snapshot builds of (model, source) until this transaction ends."""
+    plpy.execute(plan(plpy, GD, "SELECT pg_catalog.pg_advisory_xact_lock("
+                      "pg_catalog.hashtextextended('pgvision/snapshot/' || $1 || '/' || $2, 0))",
+                      ["text", "text"]), [model, str(source)])
+
+
+def build_snapshot(plpy, GD, function, model, source, dims, current, view=None):
+    """Write a new shared snapshot of (model, source) and record it: from ``view`` (the old
+    snapshot and the changes since) when given, else read from vision.features. Another
+    backend building the same one meanwhile is waited for and its result used."""
+    _lock(plpy, GD, model, source)
+    latest = state(plpy, GD, model, source)
+    if latest is not None and latest["generation"] != current["generation"] \
+            and latest["sha256"] is not None and _map(latest["sha256"], dims) is not None:
+        return latest  # built by another backend while this one waited
+    snap = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.pg_current_snapshot()::text AS s"))[0]["s"]
+    if view is not None:
+        # the changes are re-read under the new snapshot, so none committed meanwhile is lost
+        changed, delta = changes_since(plpy, GD, function, model, source, dims,
+                                       current["snap"])
+        view = Live(current, view.snapshot, changed, delta)
+        sha, size, n = store.write_snapshot(dims, _merged_blocks(view))
+    else:
+        sha, size, n = store.write_snapshot(dims, _table_blocks(plpy, GD, function, model,
+                                                                source, dims))
+    spi.write(plpy, GD, plan(plpy, GD, """
+        INSERT INTO vision.feature_snapshots AS s (model, source, snap, n, dims, sha256, size_bytes)
+        VALUES ($1, $2, $3::pg_catalog.pg_snapshot, $4, $5, $6, $7)
+        ON CONFLICT (model, source) DO UPDATE SET snap = EXCLUDED.snap, n = EXCLUDED.n,
+            dims = EXCLUDED.dims, sha256 = EXCLUDED.sha256, size_bytes = EXCLUDED.size_bytes,
+            generation = pg_catalog.nextval('vision.feature_snapshot_seq'),
+            built_at = pg_catalog.clock_timestamp()""",
+        ["text", "oid", "text", "int8", "int4", "text", "int8"]),
+        [model, source, snap, n, dims, sha, size])
+    forget_changes(plpy, GD, model, source)
+    return state(plpy, GD, model, source)
+
+
+def forget_changes(plpy, GD, model, source):
+    """Drop logged changes that every recorded snapshot of (model, source) already holds
+    (the feature snapshot's and its index's)."""
+    spi.write(plpy, GD, plan(plpy, GD, """
+        DELETE FROM vision.feature_changes c
+        USING vision.feature_snapshots s
+        WHERE c.model = $1 AND c.source = $2 AND s.model = $1 AND s.source = $2
+          AND pg_catalog.pg_visible_in_snapshot(c.xid, s.snap)
+          AND NOT EXISTS (SELECT FROM vision.indexes i
+                          WHERE i.model = $1 AND i.source = $2
+                            AND NOT pg_catalog.pg_visible_in_snapshot(c.xid, i.snap))""",
+        ["text", "oid"]), [model, source])
+
+
+def changes_since(plpy, GD, function, model, source, dims, snap):
+    """(ids changed since snapshot ``snap``, FeatureMatrix of the current vectors of those
+    that still exist). A change is in the snapshot exactly when its transaction is visible
+    in it, so changes committed in any order are all caught."""
+    rows = plpy.execute(plan(plpy, GD, """
+        SELECT c.image_id, pg_catalog.array_send(f.feature) AS f
+        FROM (SELECT DISTINCT image_id FROM vision.feature_changes
+              WHERE model = $1 AND source = $2
+                AND xid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($3::pg_catalog.pg_snapshot)
+                AND NOT pg_catalog.pg_visible_in_snapshot(xid, $3::pg_catalog.pg_snapshot)) c
+        LEFT JOIN vision.features f
+          ON f.model = $1 AND f.source = $2 AND f.image_id OPERATOR(pg_catalog.=) c.image_id
+        ORDER BY c.image_id""", ["text", "oid", "text"]), [model, source, snap])
+    changed = np.array([r["image_id"] for r in rows], dtype=np.int64)
+    present = [r for r in rows if r["f"] is not None]
+    return changed, FeatureMatrix(
+        np.array([r["image_id"] for r in present], dtype=np.int64),
+        np.vstack([_decode(function, model, r, dims) for r in present]) if present
+        else np.empty((0, dims), np.float32))
+
+
+def _decode(function, model, row, dims):
+    try:
+        return decode_array(row["f"], dims)
+    except ValueError as err:
+        raise PgvisionError(function, f"stored feature of image {row['image_id']} for "
+                            f"model {model!r} {err}", DATATYPE_MISMATCH) from None
+
+
+def _table_blocks(plpy, GD, function, model, source, dims, block=2000):
+    cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f "
+                              "FROM vision.features WHERE model = $1 AND source = $2 "
+                              "ORDER BY image_id", ["text", "oid"]), [model, source])
     while True:
-        rows = cursor.fetch(2000)
+        rows = cursor.fetch(block)
         if not rows:
-            break
-        for row in rows:
-            try:
-                vectors.append(decode_array(row["f"], dims))
-            except ValueError as err:
-                raise PgvisionError(function, f"stored feature of image {row['image_id']} for "
-                                    f"model {model!r} {err}", DATATYPE_MISMATCH) from None
-            ids.append(row["image_id"])
-    matrix = FeatureMatrix(np.array(ids, dtype=np.int64),
-                           np.vstack(vectors) if vectors else np.empty((0, dims), np.float32))
-    cache[(model, source)] = (current, matrix)
-    return matrix
+            return
+        yield (np.array([r["image_id"] for r in rows], dtype=np.int64),
+               np.vstack([_decode(function, model, r, dims) for r in rows]))
+
+
+def _merged_blocks(view, block=4096):
+    """The current rows of a Live view in id order, a block at a time (the snapshot part is
+    read from the mapped file, never copied whole)."""
+    base = view.snapshot
+    keep = np.arange(len(base.ids)) if view.alive is None else np.flatnonzero(view.alive)
+    ids = np.concatenate([base.ids[keep], view.delta.ids])
+    where = np.concatenate([keep, -1 - np.arange(len(view.delta.ids))])
+    order = np.argsort(ids, kind="stable")
+    for start in range(0, len(order), block):
+        part = where[order[start:start + block]]
+        out = np.empty((len(part), base.vectors.shape[1]), np.float32)
+        from_base = part >= 0
+        out[from_base] = base.vectors[part[from_base]]
+        out[~from_base] = view.delta.vectors[-1 - part[~from_base]]
+        yield ids[order[start:start + block]], out
+
+
+def _read_matrix(plpy, GD, function, model, source, dims):
+    ids, vectors = [], []
+    for block_ids, block in _table_blocks(plpy, GD, function, model, source, dims):
+        ids.append(block_ids)
+        vectors.append(block)
+    return FeatureMatrix(np.concatenate(ids) if ids else np.empty(0, np.int64),
+                         np.vstack(vectors) if vectors else np.empty((0, dims), np.float32))
 
 
 def fetch(plpy, GD, model, source, ids, dims):

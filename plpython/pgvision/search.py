@@ -8,13 +8,12 @@ Why faiss: manylinux wheels (no compiler), exact and HNSW indexes behind one API
 pre-transforms, ID maps, filtered search and a byte serialisation to keep in a bytea.
 """
 
-import hashlib
 import os
 import time
 
 import numpy as np
 
-from . import extract, featurestore, registry, spi
+from . import extract, featurestore, registry, spi, store
 from .errors import (DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError, require,
                      require_choice, require_int_range, require_not_null)
 
@@ -70,7 +69,39 @@ def exact(matrix, query, metric, k, exclude=None, candidates=None):
     return top_k(ids, dist, k)
 
 
+def exact_live(view, query, metric, k, exclude=None, candidates=None):
+    """Exact k-NN over a featurestore.Live view: the mapped snapshot (rows changed since it
+    masked out) and the changes, without copying the snapshot."""
+    base, delta = view.snapshot, view.delta
+    rows = None
+    if candidates is not None:
+        rows = np.flatnonzero(np.isin(base.ids, np.asarray(candidates, dtype=np.int64)))
+    dist = distances(base, query, metric, rows)
+    ids = base.ids if rows is None else base.ids[rows]
+    if view.alive is not None:
+        alive = view.alive if rows is None else view.alive[rows]
+        dist = np.where(alive, dist, np.inf)
+    found, dist = top_k(ids, dist, k + 1)
+    keep = np.isfinite(dist)
+    found, dist = found[keep], dist[keep]
+    if len(delta.ids):
+        more = exact(delta, query, metric, k + 1, candidates=candidates)
+        found, dist = top_k(np.concatenate([found, more[0]]), np.concatenate([dist, more[1]]),
+                            k + 1)
+    if exclude is not None:
+        keep = found != exclude
+        found, dist = found[keep], dist[keep]
+    return found[:k], dist[:k]
+
+
 # --- HNSW index (faiss) -----------------------------------------------------------------
+
+STORAGES = ("float32", "float16", "int8")
+CHUNK_BYTES = 64 << 20   # an index is stored in rows of this size: no 1 GB value ceiling
+REBUILD_FRACTION = 0.2   # refresh rebuilds once this fraction of entries is out of date
+_TRAIN_ROWS = 50_000
+_ADD_ROWS = 16_384
+
 
 def _faiss():
     import faiss
@@ -85,72 +116,110 @@ def _prepare(vectors, metric):
     return vectors
 
 
-def build_index(ids, vectors, metric, m=16, ef_construction=64, pca_dims=None):
-    """An ID-mapped HNSW index; with ``pca_dims`` vectors are PCA-reduced first (L2 there)."""
+def new_index(dims, metric, m=16, ef_construction=64, pca_dims=None, storage="float32"):
+    """An empty HNSW index (faiss); entries are numbered in the order they are added."""
     faiss = _faiss()
-    faiss.omp_set_num_threads(os.cpu_count() or 1)
-    data = _prepare(vectors, metric)
-    dims = data.shape[1]
-    if pca_dims:
-        hnsw = faiss.IndexHNSWFlat(pca_dims, m, faiss.METRIC_L2 if metric != "ip"
-                                   else faiss.METRIC_INNER_PRODUCT)
-        pca = faiss.PCAMatrix(dims, pca_dims)
-        inner = faiss.IndexPreTransform(pca, hnsw)
+    inner_metric = faiss.METRIC_INNER_PRODUCT if metric != "l2" and not (
+        pca_dims and metric == "cosine") else faiss.METRIC_L2
+    width = pca_dims or dims
+    if storage == "float32":
+        hnsw = faiss.IndexHNSWFlat(width, m, inner_metric)
     else:
-        hnsw = faiss.IndexHNSWFlat(dims, m, faiss.METRIC_L2 if metric == "l2"
-                                   else faiss.METRIC_INNER_PRODUCT)
-        inner = hnsw
+        kind = {"float16": faiss.ScalarQuantizer.QT_fp16,
+                "int8": faiss.ScalarQuantizer.QT_8bit}[storage]
+        hnsw = faiss.IndexHNSWSQ(width, kind, m, inner_metric)
     hnsw.hnsw.efConstruction = ef_construction
     if pca_dims:
-        inner.train(data)
-    index = faiss.IndexIDMap2(inner)
-    index.add_with_ids(data, np.asarray(ids, dtype=np.int64))
+        return faiss.IndexPreTransform(faiss.PCAMatrix(dims, pca_dims), hnsw)
+    return hnsw
+
+
+def add_vectors(index, vectors, metric, train=False):
+    """Add rows (any array-like, e.g. a mapped snapshot) a block at a time, so a matrix
+    larger than memory never needs a second copy; trains first when asked."""
+    faiss = _faiss()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    if train and not index.is_trained:
+        step = max(1, len(vectors) // _TRAIN_ROWS)
+        index.train(_prepare(vectors[::step], metric))
+    for start in range(0, len(vectors), _ADD_ROWS):
+        index.add(_prepare(vectors[start:start + _ADD_ROWS], metric))
     return index
+
+
+def build_index(vectors, metric, m=16, ef_construction=64, pca_dims=None, storage="float32"):
+    return add_vectors(new_index(vectors.shape[1], metric, m, ef_construction, pca_dims,
+                                 storage), vectors, metric, train=True)
 
 
 def _hnsw_of(index):
     faiss = _faiss()
-    inner = faiss.downcast_index(faiss.downcast_index(index).index)
+    inner = faiss.downcast_index(index)
     if isinstance(inner, faiss.IndexPreTransform):
         inner = faiss.downcast_index(inner.index)
     return inner
 
 
-def index_ids(index):
+def ann(index, query, metric, k, ef_search, alive=None):
+    """Approximate candidates: entry numbers, best first (-1 padding dropped). ``alive`` is
+    a packed bitmap of the entries that may be returned."""
     faiss = _faiss()
-    return faiss.vector_to_array(faiss.downcast_index(index).id_map)
-
-
-def serialize(index):
-    return _faiss().serialize_index(index).tobytes()
-
-
-def deserialize(data):
-    return _faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
-
-
-def ann(index, query, metric, k, ef_search, exclude=None):
-    """Approximate candidates: (ids, raw faiss scores), best first."""
     # One query has nothing to split across threads; waking an OpenMP team costs more
     # than the search itself.
-    _faiss().omp_set_num_threads(1)
-    _hnsw_of(index).hnsw.efSearch = max(ef_search, k + 1)
-    scores, found = index.search(_prepare(query[None, :], metric), k + (exclude is not None))
-    keep = found[0] >= 0
-    found, scores = found[0][keep], scores[0][keep]
-    if exclude is not None:
-        keep = found != exclude
-        found, scores = found[keep], scores[keep]
-    return found[:k], scores[:k]
+    faiss.omp_set_num_threads(1)
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = max(ef_search, k)
+    selector = None
+    if alive is not None:
+        selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(alive))
+        params.sel = selector
+    queries = _prepare(np.atleast_2d(query), metric)
+    _, found = index.search(queries, k, params=params)
+    return [row[row >= 0] for row in found]
 
 
-def faiss_distance(scores, metric):
-    """faiss scores of an un-reduced index → our distances."""
-    if metric == "cosine":
-        return 1.0 - scores
-    if metric == "ip":
-        return -scores
-    return np.sqrt(np.maximum(scores, 0.0))
+class _Index:
+    """A mapped index with its entries' image ids and the packed bitmap of live entries."""
+
+    def __init__(self, handle, faiss_index, entry_ids, dead):
+        self.handle = handle          # keeps the object faiss.read_index returned alive
+        self.faiss = faiss_index
+        self.entry_ids = entry_ids
+        self.dead = dead              # bool per entry: replaced or deleted since it was added
+        self._alive = {}
+
+    def alive(self, changed):
+        """Packed bitmap of entries that may answer: not dead, not changed since the build."""
+        key = changed.tobytes()
+        if key not in self._alive:
+            ok = ~self.dead
+            if len(changed):
+                ok &= ~np.isin(self.entry_ids, changed)
+            self._alive = {key: np.packbits(ok, bitorder="little")}
+        return self._alive[key]
+
+
+def _write_index(index):
+    """Write a faiss index as a store file: (sha256, size)."""
+    faiss = _faiss()
+    tmp = os.path.join(store.directory(), f"incoming-{os.getpid()}-{time.monotonic_ns()}.tmp")
+    try:
+        faiss.write_index(index, tmp)
+        with open(tmp, "rb") as fh:
+            sha, size = store.write_parts("faiss", iter(lambda: fh.read(1 << 24), b""))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return sha, size
+
+
+def _map_index(sha, entry_ids, dead):
+    faiss = _faiss()
+    path = store.check(sha, "faiss")
+    if path is None:
+        return None
+    handle = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+    return _Index(handle, faiss.downcast_index(handle), entry_ids, dead)
 
 
 # --- SQL-facing -------------------------------------------------------------------------
@@ -163,95 +232,125 @@ def _validate(fn, k, metric, candidates=None):
                 "an array of image ids without NULLs")
 
 
-def _index_row(plpy, GD, model, source):
-    """The index's row with the features' current version and the ef_search setting, in one
-    query (this runs on every search); None without an index."""
-    rows = plpy.execute(spi.plan(plpy, GD, """
-        SELECT i.metric, i.ef_search, i.pca_dims, i.dims, i.built_version, i.sha256,
-               coalesce(v.version, 0) AS current_version,
-               pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting
-        FROM vision.indexes i
-        LEFT JOIN vision.feature_versions v USING (model, source)
-        WHERE i.model = $1 AND i.source = $2""", ["text", "oid"]), [model, source])
-    if not rows:
-        return None
-    row = dict(rows[0])
-    row["ef_search"] = spi.parse_setting("pgvision.ef_search", row["ef_setting"],
-                                            row["ef_search"])
-    return row
+# what a search needs of the index, read with the features' state in one query
+_INDEX_STATE = dict(
+    extra=""", i.generation AS index_generation, i.metric AS index_metric, i.ef_search,
+           i.sha256 AS index_sha, i.snap::text AS index_snap, i.dims AS index_dims,
+           pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting""",
+    join=" LEFT JOIN vision.indexes i USING (model, source)")
 
 
-def _load_index(plpy, GD, fn, model, source, row):
-    """The deserialised index, cached by checksum; None (with a WARNING) when corrupted."""
+def _index(plpy, GD, fn, model, source, current):
+    """The mapped index of (model, source), cached by generation; None (with a WARNING) when
+    its stored bytes are damaged."""
     cache = GD.setdefault(_INDEX_CACHE, {})
     hit = cache.get((model, source))
-    if hit is not None and hit[0] == row["sha256"]:
+    if hit is not None and hit[0] == current["index_generation"]:
         return hit[1]
-    data = plpy.execute(spi.plan(plpy, GD, "SELECT index_bytes FROM vision.indexes "
-                                    "WHERE model = $1 AND source = $2", ["text", "oid"]),
-                        [model, source])[0]["index_bytes"]
-    data = bytes(data)
-    if hashlib.sha256(data).hexdigest() != row["sha256"]:
-        plpy.warning(f"{fn}: the stored index of model {model!r} is corrupted (checksum "
-                     "mismatch); using exact search. Rebuild it with vision.create_index.")
-        return None
-    try:
-        index = deserialize(data)
-    except RuntimeError as err:
-        plpy.warning(f"{fn}: the stored index of model {model!r} cannot be read ({err}); "
-                     "using exact search")
-        return None
-    cache[(model, source)] = (row["sha256"], index)
+    row = plpy.execute(spi.plan(plpy, GD, "SELECT entry_ids, dead FROM vision.indexes "
+                                "WHERE model = $1 AND source = $2", ["text", "oid"]),
+                       [model, source])[0]
+    entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
+    dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
+                         count=len(entry_ids), bitorder="little").astype(bool)
+    sha = current["index_sha"]
+    index = _map_index(sha, entry_ids, dead)
+    if index is None:
+        index = _restore_index(plpy, GD, fn, model, source, sha, entry_ids, dead)
+    cache[(model, source)] = (current["index_generation"], index)
     return index
 
 
+def _restore_index(plpy, GD, fn, model, source, sha, entry_ids, dead):
+    """Write the index file again from its chunks in vision.index_chunks."""
+    cursor = plpy.cursor(spi.plan(plpy, GD, "SELECT data FROM vision.index_chunks "
+                                  "WHERE model = $1 AND source = $2 ORDER BY part",
+                                  ["text", "oid"]), [model, source])
+
+    def parts():
+        while True:
+            rows = cursor.fetch(1)
+            if not rows:
+                return
+            yield bytes(rows[0]["data"])
+    written, _ = store.write_parts("faiss", parts())
+    if written != sha:
+        store.remove(written, "faiss")
+        plpy.warning(f"{fn}: the stored index of model {model!r} is corrupted (checksum "
+                     "mismatch); using exact search. Rebuild it with vision.create_index.")
+        return None
+    return _map_index(sha, entry_ids, dead)
+
+
 def _searcher(plpy, GD, fn, model_row, source, k, metric, candidates, approximate):
-    """``search(query, exclude) -> (ids, distances)``, with the index state read once."""
+    """``search(query, exclude) -> (ids, distances)`` with the state read in one query;
+    ``search.view`` is the featurestore.Live view it searches."""
     model, dims = model_row["name"], model_row["dims"]
-    if candidates is None:
-        index_row = _index_row(plpy, GD, model, source)
-        usable = (index_row is not None and index_row["metric"] == metric
-                  and index_row["built_version"] == index_row["current_version"])
-        if approximate and not usable:
-            reason = ("no index" if index_row is None else
-                      f"the index is for metric {index_row['metric']!r}"
-                      if index_row["metric"] != metric else "the index is stale")
+    current = featurestore.state(plpy, GD, model, source, **_INDEX_STATE)
+    view = featurestore.live(plpy, GD, fn, model, source, dims, current)
+
+    def exact_search(query, exclude):
+        return exact_live(view, query, metric, k, exclude, candidates)
+    exact_search.view = view
+    if candidates is not None or approximate is False:
+        return exact_search
+    has_index = current is not None and current["index_generation"] is not None
+    if not has_index or current["index_metric"] != metric:
+        if approximate:
+            reason = ("no index" if not has_index else
+                      f"the index is for metric {current['index_metric']!r}")
             plpy.notice(f"{fn}: {reason} for model {model!r}; using exact search "
-                        "(vision.create_index / vision.refresh_index)")
-        if usable and approximate is not False:
-            if index_row["dims"] != dims:
-                raise PgvisionError(fn, f"the index of model {model!r} has {index_row['dims']} "
-                                    f"dimensions but the model has {dims}", DATATYPE_MISMATCH,
-                                    hint="Rebuild it with vision.create_index.")
-            index = _load_index(plpy, GD, fn, model, source, index_row)
-            if index is not None:
-                ef = index_row["ef_search"]
-                if index_row["pca_dims"]:
-                    def rerank(query, exclude):
-                        found, _ = ann(index, query, metric, 4 * k, max(ef, 4 * k), exclude)
-                        # PCA distances are approximate: re-rank the candidates exactly
-                        subset = featurestore.fetch(plpy, GD, model, source, found, dims)
-                        return top_k(subset.ids, distances(subset, query, metric), k)
-                    return rerank
+                        "(vision.create_index)")
+        return exact_search
+    if current["index_dims"] != dims:
+        raise PgvisionError(fn, f"the index of model {model!r} has {current['index_dims']} "
+                            f"dimensions but the model has {dims}", DATATYPE_MISMATCH,
+                            hint="Rebuild it with vision.create_index.")
+    index = _index(plpy, GD, fn, model, source, current)
+    if index is None:
+        return exact_search
+    ef = spi.parse_setting("pgvision.ef_search", current["ef_setting"], current["ef_search"])
+    # images changed since the index was built are searched exactly, never from the index
+    if current["index_snap"] == current["snap"]:
+        changed, fresh = view.changed, view.delta
+    else:
+        changed, fresh = _changes(plpy, GD, fn, model, source, dims, current)
+    alive = index.alive(changed)
+    wanted = max(ef, 2 * k + 1)
 
-                def approximate_search(query, exclude):
-                    found, scores = ann(index, query, metric, k, ef, exclude)
-                    return found, faiss_distance(scores, metric)
+    def many(queries, excludes):
+        out = []
+        for query, entries, exclude in zip(queries, ann(index.faiss, queries, metric, wanted,
+                                                        ef, alive), excludes):
+            ids = index.entry_ids[entries]
+            # re-rank exactly: compressed and PCA-reduced indexes only approximate distances
+            pool = view.vectors_of(ids)
+            found, dist = top_k(pool.ids, distances(pool, query, metric), k + 1)
+            if len(fresh.ids):
+                more = exact(fresh, query, metric, k + 1)
+                found, dist = top_k(np.concatenate([found, more[0]]),
+                                    np.concatenate([dist, more[1]]), k + 1)
+            keep = found != exclude if exclude is not None else slice(None)
+            out.append((found[keep][:k], dist[keep][:k]))
+        return out
 
-                def many(queries, excludes):
-                    """All queries in one faiss call (no Python work per query)."""
-                    _faiss().omp_set_num_threads(1)
-                    _hnsw_of(index).hnsw.efSearch = max(ef, k + 1)
-                    scores, found = index.search(_prepare(queries, metric), k + 1)
-                    out = []
-                    for ids, raw, exclude in zip(found, scores, excludes):
-                        keep = (ids >= 0) & (ids != exclude)
-                        out.append((ids[keep][:k], faiss_distance(raw[keep][:k], metric)))
-                    return out
-                approximate_search.many = many
-                return approximate_search
-    matrix = featurestore.load(plpy, GD, fn, model, source, dims)
-    return lambda query, exclude: exact(matrix, query, metric, k, exclude, candidates)
+    def approximate_search(query, exclude):
+        return many(query[None, :], [exclude])[0]
+    approximate_search.many = many
+    approximate_search.view = view
+    return approximate_search
+
+
+def _changes(plpy, GD, fn, model, source, dims, current):
+    """Changes since the index's snapshot (when it differs from the features'), cached by
+    version."""
+    cache = GD.setdefault(_INDEX_CACHE + ".changes", {})
+    key = (model, source, current["version"], current["index_snap"])
+    if key not in cache:
+        cache.clear()
+        cache[key] = featurestore.changes_since(plpy, GD, fn, model, source, dims,
+                                                current["index_snap"])
+    return cache[key]
 
 
 def _search(plpy, GD, fn, model_row, source, query, k, metric, exclude, candidates, approximate):
@@ -263,6 +362,16 @@ def _rows(found, dist):
     return [(int(i), float(d), rank) for rank, (i, d) in enumerate(zip(found, dist), start=1)]
 
 
+def _missing(plpy, GD, fn, argument, model, source, ids):
+    name = featurestore.table_name(plpy, GD, source)
+    what = (f"image {ids[0]} of {name} has" if len(ids) == 1 else
+            f"{len(ids)} image(s) of {name} have")
+    example = "" if len(ids) == 1 else f" (e.g. {ids[:5]})"
+    return PgvisionError(fn, f'argument "{argument}": {what} no features for model '
+                         f"{model!r}{example}", UNDEFINED_OBJECT,
+                         hint="CALL vision.extract_table(...) extracts missing features.")
+
+
 def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
             candidates=None, approximate=None):
     """Images most like a stored image (itself excluded): rows (image_id, distance, rank)."""
@@ -270,24 +379,17 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     require_not_null(fn, "image_id", image_id)
     _validate(fn, k, metric, candidates)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    rows = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.array_send(feature) AS f "
-                                 "FROM vision.features "
-                                 "WHERE model = $1 AND source = $2 AND image_id = $3",
-                                 ["text", "oid", "int8"]), [model_row["name"], source, image_id])
-    if not rows:
-        name = featurestore.table_name(plpy, GD, source)
-        raise PgvisionError(fn, f'argument "image_id": image {image_id} of {name} has no '
-                            f"features for model {model_row['name']!r}", UNDEFINED_OBJECT,
-                            hint="CALL vision.extract_table(...) extracts missing features.")
-    query = featurestore.decode_array(rows[0]["f"], model_row["dims"])
-    return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, image_id,
-                          candidates, approximate))
+    search = _searcher(plpy, GD, fn, model_row, source, k, metric, candidates, approximate)
+    query = search.view.vectors_of([image_id])  # the vector this backend holds: no SQL
+    if not len(query.ids):
+        raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
+    return _rows(*search(query.vectors[0], image_id))
 
 
 def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=None,
                  approximate=None):
-    """vision.similar for many stored images in one call (one catalog lookup, one read of
-    the query vectors): rows (query_id, image_id, distance, rank)."""
+    """vision.similar for many stored images in one call (one catalog lookup, one faiss
+    call for all queries): rows (query_id, image_id, distance, rank)."""
     fn = FN_SIMILAR_MANY
     require_not_null(fn, "image_ids", image_ids)
     require(fn, "image_ids", f"{len(image_ids)} ids", 1 <= len(image_ids) <= 100_000,
@@ -295,14 +397,11 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
     require(fn, "image_ids", "NULL element", None not in image_ids, "an array without NULLs")
     _validate(fn, k, metric)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    queries = featurestore.fetch(plpy, GD, model_row["name"], source, sorted(set(image_ids)),
-                                 model_row["dims"])
+    search = _searcher(plpy, GD, fn, model_row, source, k, metric, None, approximate)
+    queries = search.view.vectors_of(image_ids)
     missing = sorted(set(image_ids) - set(queries.ids.tolist()))
     if missing:
-        raise PgvisionError(fn, f'argument "image_ids": {len(missing)} image(s) have no features '
-                            f"for model {model_row['name']!r} (e.g. {missing[:5]})",
-                            UNDEFINED_OBJECT)
-    search = _searcher(plpy, GD, fn, model_row, source, k, metric, None, approximate)
+        raise _missing(plpy, GD, fn, "image_ids", model_row["name"], source, missing)
     vectors = queries.vectors[queries.positions(image_ids)]
     if hasattr(search, "many"):
         results = search.many(vectors, image_ids)
@@ -345,20 +444,45 @@ def similar_to_vector(plpy, GD, feature, k=10, model=None, metric="cosine", sour
 
 
 def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_construction=64,
-                 ef_search=40, pca_dims=None):
-    """Build (or rebuild) the HNSW index of (model, source) and store it in vision.indexes."""
+                 ef_search=40, pca_dims=None, storage="float32"):
+    """Build (or rebuild) the HNSW index of (model, source), store it in vision.indexes and
+    vision.index_chunks, and map it for every backend of the server."""
     fn = FN_CREATE_INDEX
     require_not_null(fn, "source", source)
     require_choice(fn, "metric", metric, METRICS)
     require_int_range(fn, "m", m, 2, 128)
     require_int_range(fn, "ef_construction", ef_construction, 4, 4096)
     require_int_range(fn, "ef_search", ef_search, 1, 4096)
+    require_choice(fn, "storage", storage, STORAGES)
     model_row = registry.lookup(plpy, GD, fn, model)
     if pca_dims is not None:
         require_int_range(fn, "pca_dims", pca_dims, 2, model_row["dims"])
     source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
-    return _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction,
-                            ef_search, pca_dims)
+    _require_index_owner(plpy, GD, fn, model_row["name"], source)
+    view = _merged(plpy, GD, fn, model_row, source)
+    n = len(view.snapshot.ids)
+    require(fn, "source", source, n > (pca_dims or 0), "a table with more stored features "
+            f"than pca_dims ({pca_dims})" if pca_dims else "a table with stored features")
+    started = time.monotonic()
+    index = build_index(view.snapshot.vectors, metric, m, ef_construction, pca_dims, storage)
+    _store_index(plpy, GD, model_row, source, view.state["snap"], index,
+                 np.asarray(view.snapshot.ids), np.zeros(n, bool),
+                 time.monotonic() - started, dict(metric=metric, m=m,
+                 ef_construction=ef_construction, ef_search=ef_search, pca_dims=pca_dims,
+                 storage=storage))
+    return n
+
+
+def _merged(plpy, GD, fn, model_row, source):
+    """The Live view after folding every change into a new shared snapshot (so an index
+    built on it starts with nothing to search exactly)."""
+    view = featurestore.live(plpy, GD, fn, model_row["name"], source, model_row["dims"])
+    if len(view.changed):
+        current = featurestore.build_snapshot(plpy, GD, fn, model_row["name"], source,
+                                              model_row["dims"], view.state, view)
+        view = featurestore.live(plpy, GD, fn, model_row["name"], source, model_row["dims"],
+                                 current)
+    return view
 
 
 def _require_index_owner(plpy, GD, fn, model, source):
@@ -373,78 +497,107 @@ def _require_index_owner(plpy, GD, fn, model, source):
     return bool(existing)
 
 
-def _build_and_store(plpy, GD, fn, model_row, source, metric, m, ef_construction, ef_search,
-                     pca_dims, base=None, added=None):
+def _store_index(plpy, GD, model_row, source, snap, index, entry_ids, dead, seconds, params):
+    """Write the index file, its chunks and its row (replacing any previous one)."""
     model = model_row["name"]
-    _require_index_owner(plpy, GD, fn, model, source)
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
-    built_version = featurestore.version(plpy, GD, model, source)
-    require(fn, "source", source, len(matrix.ids) > (pca_dims or 0), "a table with more stored "
-            f"features than pca_dims ({pca_dims})" if pca_dims else "a table with stored features")
-    started = time.monotonic()
-    if base is not None:
-        positions = matrix.positions(added)
-        base.add_with_ids(_prepare(matrix.vectors[positions], metric), matrix.ids[positions])
-        index = base
-    else:
-        index = build_index(matrix.ids, matrix.vectors, metric, m, ef_construction, pca_dims)
-    seconds = time.monotonic() - started
-    data = serialize(index)
-    digest = hashlib.sha256(data).hexdigest()
+    sha, size = _write_index(index)
     spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.indexes AS i (model, source, metric, m, ef_construction, ef_search,
-            pca_dims, dims, n, built_version, index_bytes, sha256, build_seconds)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            pca_dims, storage, dims, n, entries, snap, entry_ids, dead, sha256, size_bytes,
+            build_seconds)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::pg_catalog.pg_snapshot, $13,
+                $14, $15, $16, $17)
         ON CONFLICT (model, source) DO UPDATE SET metric = EXCLUDED.metric, m = EXCLUDED.m,
             ef_construction = EXCLUDED.ef_construction, ef_search = EXCLUDED.ef_search,
-            pca_dims = EXCLUDED.pca_dims, dims = EXCLUDED.dims, n = EXCLUDED.n,
-            built_version = EXCLUDED.built_version, index_bytes = EXCLUDED.index_bytes,
-            sha256 = EXCLUDED.sha256, build_seconds = EXCLUDED.build_seconds,
-            built_at = pg_catalog.now()""",
-        ["text", "oid", "text", "int4", "int4", "int4", "int4", "int4", "int8", "int8", "bytea",
-         "text", "float8"]),
-        [model, source, metric, m, ef_construction, ef_search, pca_dims, model_row["dims"],
-         len(matrix.ids), built_version, data, digest, seconds])
-    GD.setdefault(_INDEX_CACHE, {})[(model, source)] = (digest, index)
-    return len(matrix.ids)
+            pca_dims = EXCLUDED.pca_dims, storage = EXCLUDED.storage, dims = EXCLUDED.dims,
+            n = EXCLUDED.n, entries = EXCLUDED.entries, snap = EXCLUDED.snap,
+            entry_ids = EXCLUDED.entry_ids, dead = EXCLUDED.dead, sha256 = EXCLUDED.sha256,
+            size_bytes = EXCLUDED.size_bytes, build_seconds = EXCLUDED.build_seconds,
+            generation = pg_catalog.nextval('vision.index_generation_seq'),
+            built_at = pg_catalog.clock_timestamp()""",
+        ["text", "oid", "text", "int4", "int4", "int4", "int4", "text", "int4", "int8", "int8",
+         "text", "bytea", "bytea", "text", "int8", "float8"]),
+        [model, source, params["metric"], params["m"], params["ef_construction"],
+         params["ef_search"], params["pca_dims"], params["storage"], model_row["dims"],
+         int((~dead).sum()), len(entry_ids), snap, entry_ids.astype("<i8").tobytes(),
+         np.packbits(dead, bitorder="little").tobytes(), sha, size, seconds])
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.index_chunks "
+                                 "WHERE model = $1 AND source = $2", ["text", "oid"]),
+              [model, source])
+    insert = spi.plan(plpy, GD, "INSERT INTO vision.index_chunks (model, source, part, data) "
+                      "VALUES ($1, $2, $3, $4)", ["text", "oid", "int4", "bytea"])
+    with open(store.path_of(sha, "faiss"), "rb") as fh:
+        for part, data in enumerate(iter(lambda: fh.read(CHUNK_BYTES), b"")):
+            spi.write(plpy, GD, insert, [model, source, part, data])
+    featurestore.forget_changes(plpy, GD, model, source)
+    GD.get(_INDEX_CACHE, {}).pop((model, source), None)
+    collect_garbage(plpy, GD)
+
+
+def collect_garbage(plpy, GD, grace_seconds=store.GRACE_SECONDS):
+    """Remove store files that no snapshot or index of this database names any more."""
+    named = {r["sha256"] for r in plpy.execute(spi.plan(plpy, GD,
+             "SELECT sha256 FROM vision._store_files()"))}
+    return store.collect_garbage(named, grace_seconds)
 
 
 def refresh_index(plpy, GD, source, model=None):
-    """Bring an index up to date: add new images, or rebuild when images changed or went."""
+    """Bring an index up to date: fold the changes since its build in (new and changed
+    vectors added, replaced and deleted entries marked dead), or rebuild when more than
+    REBUILD_FRACTION of it is out of date: 'fresh', 'added N', 'removed M', 'added N, removed
+    M' or 'rebuilt'."""
     fn = FN_REFRESH_INDEX
     require_not_null(fn, "source", source)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     model = model_row["name"]
     row = plpy.execute(spi.plan(plpy, GD, """
-        SELECT metric, m, ef_construction, ef_search, pca_dims, built_version, sha256
+        SELECT metric, m, ef_construction, ef_search, pca_dims, storage, snap::text AS snap,
+               sha256, entry_ids, dead, owner
         FROM vision.indexes WHERE model = $1 AND source = $2""", ["text", "oid"]),
         [model, source])
     if not row:
         raise PgvisionError(fn, f"model {model!r} has no index on this table", UNDEFINED_OBJECT,
                             hint="Create one with vision.create_index.")
     row = dict(row[0])
-    if row["built_version"] == featurestore.version(plpy, GD, model, source):
+    spi.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
+                      f"{featurestore.table_name(plpy, GD, source)}", row["owner"])
+    params = {key: row[key] for key in ("metric", "m", "ef_construction", "ef_search",
+                                        "pca_dims", "storage")}
+    changed, fresh = featurestore.changes_since(plpy, GD, fn, model, source, model_row["dims"],
+                                                row["snap"])
+    if not len(changed):
         return "fresh"
-    params = (row["metric"], row["m"], row["ef_construction"], row["ef_search"], row["pca_dims"])
-    index = _load_index(plpy, GD, fn, model, source, row)
-    changed = plpy.execute(spi.plan(plpy, GD, """
-        SELECT pg_catalog.count(*) AS n FROM vision.features f JOIN vision.indexes i USING (model, source)
-        WHERE f.model = $1 AND f.source = $2 AND f.extracted_at > i.built_at""",
-        ["text", "oid"]), [model, source])[0]["n"]
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
-    reason = "the stored index could not be read"
-    if index is not None:
-        indexed = index_ids(index)
-        added = np.setdiff1d(matrix.ids, indexed)
-        gone = np.setdiff1d(indexed, matrix.ids)
-        if len(gone) == 0 and changed == len(added):
-            _build_and_store(plpy, GD, fn, model_row, source, *params,
-                             base=index, added=added)
-            return f"added {len(added)}"
-        reason = (f"{len(gone)} indexed image(s) deleted and {changed - len(added)} changed "
-                  "since the build (faiss HNSW cannot remove vectors)")
+    view = _merged(plpy, GD, fn, model_row, source)
+    entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
+    dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
+                         count=len(entry_ids), bitorder="little").astype(bool)
+    # everything changed since the build, up to the snapshot the new index will carry
+    changed, fresh = featurestore.changes_since(plpy, GD, fn, model, source, model_row["dims"],
+                                                row["snap"])
+    now_dead = dead | np.isin(entry_ids, changed)
+    path = store.check(row["sha256"], "faiss")
+    started = time.monotonic()
+    if path is not None and (now_dead.sum() + len(fresh.ids)
+                             <= REBUILD_FRACTION * (len(entry_ids) + len(fresh.ids))):
+        index = _faiss().read_index(path)  # a private, writable copy
+        add_vectors(index, fresh.vectors, params["metric"])
+        removed = int(now_dead.sum() - dead.sum())
+        _store_index(plpy, GD, model_row, source, view.state["snap"], index,
+                     np.concatenate([entry_ids, fresh.ids]),
+                     np.concatenate([now_dead, np.zeros(len(fresh.ids), bool)]),
+                     time.monotonic() - started, params)
+        return ", ".join(f"{word} {count}" for word, count in
+                         (("added", len(fresh.ids)), ("removed", removed)) if count)
+    reason = ("the stored index could not be read" if path is None else
+              f"{int(now_dead.sum())} of {len(entry_ids)} entries replaced or deleted and "
+              f"{len(fresh.ids)} to add")
     plpy.notice(f"{fn}: rebuilding the index of model {model!r}: {reason}")
-    _build_and_store(plpy, GD, fn, model_row, source, *params)
+    index = build_index(view.snapshot.vectors, params["metric"], params["m"],
+                        params["ef_construction"], params["pca_dims"], params["storage"])
+    n = len(view.snapshot.ids)
+    _store_index(plpy, GD, model_row, source, view.state["snap"], index,
+                 np.asarray(view.snapshot.ids), np.zeros(n, bool),
+                 time.monotonic() - started, params)
     return "rebuilt"
 
 
@@ -518,7 +671,9 @@ def drop_index(plpy, GD, source, model=None):
     source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
     if not _require_index_owner(plpy, GD, fn, model_row["name"], source):
         return False
-    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.indexes WHERE model = $1 "
-                                 "AND source = $2", ["text", "oid"]), [model_row["name"], source])
+    for table in ("indexes", "index_chunks"):
+        spi.write(plpy, GD, spi.plan(plpy, GD, f"DELETE FROM vision.{table} WHERE model = $1 "
+                                     "AND source = $2", ["text", "oid"]),
+                  [model_row["name"], source])
     GD.get(_INDEX_CACHE, {}).pop((model_row["name"], source), None)
     return True

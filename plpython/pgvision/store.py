@@ -1,0 +1,224 @@
+"""Files that every backend of a server maps read-only, so the page cache holds one copy of a
+feature matrix or an index however many sessions search it.
+
+The database stays the truth: a file is a copy of something stored in pgvision's tables,
+named by the SHA-256 of its content (``<data directory>/pgvision/store/<sha256>.<kind>``),
+written to a temporary name and renamed (readers never see half a file), and checked
+against the checksum the table holds before a backend first trusts it. A checked file gets
+a ``.ok`` note of its size, inode and modification time, so later backends re-hash only a
+file that was touched since; a missing or damaged file is rebuilt by the caller from the
+tables. Files that no row names any more are removed by :func:`collect_garbage`.
+
+Snapshot files (``.vec``) hold a feature matrix: the vectors (float32, row-major), the image
+ids (int64, ascending), their L2 norms (float32), each section aligned to 64 bytes, then a
+64-byte trailer with the row count and dimension. The trailer comes last so a snapshot is
+written in one pass, hashed as it goes, without knowing its length in advance.
+"""
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from .files import runtime_dir
+
+MAGIC = b"PGVSNAP1"
+_TRAILER = 64
+_ALIGN = 64
+GRACE_SECONDS = 600  # an unnamed file younger than this may belong to an uncommitted build
+
+
+def directory():
+    path = runtime_dir("store")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def path_of(sha, kind):
+    return os.path.join(directory(), f"{sha}.{kind}")
+
+
+def _aligned(offset):
+    return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def snapshot_layout(n, dims):
+    """Byte offsets of (ids, norms, trailer) in a snapshot file; its size."""
+    ids = _aligned(4 * n * dims)
+    norms = _aligned(ids + 8 * n)
+    trailer = _aligned(norms + 4 * n)
+    return ids, norms, trailer, trailer + _TRAILER
+
+
+class _HashingWriter:
+    """Writes ``incoming-*.tmp`` and hashes what it writes; :meth:`commit` fsyncs, renames
+    it to ``<sha256>.<kind>`` and returns the SHA-256."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self.tmp = os.path.join(directory(), f"incoming-{os.getpid()}-{time.monotonic_ns()}.tmp")
+        self.fh = open(self.tmp, "wb")
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        data = memoryview(np.ascontiguousarray(data) if isinstance(data, np.ndarray)
+                          else data).cast("B")
+        self.digest.update(data)
+        self.fh.write(data)
+        self.size += len(data)
+
+    def pad(self, to):
+        self.write(b"\0" * (to - self.size))
+
+    def commit(self):
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        sha = self.digest.hexdigest()
+        final = path_of(sha, self.kind)
+        os.replace(self.tmp, final)
+        _note_checked(final, sha)
+        return sha
+
+    def abort(self):
+        self.fh.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+def write_parts(kind, parts):
+    """Write the byte strings/arrays ``parts`` one after another as one file: (sha256, size)."""
+    writer = _HashingWriter(kind)
+    try:
+        for part in parts:
+            writer.write(part)
+        return writer.commit(), writer.size
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def write_snapshot(dims, blocks):
+    """A snapshot file from ``blocks``, an iterable of (ids, vectors) in ascending id order
+    (read once, so a matrix larger than memory streams through): (sha256, size, n)."""
+    writer = _HashingWriter("vec")
+    ids, norms = [], []
+    try:
+        for block_ids, block in blocks:
+            block = np.ascontiguousarray(block, dtype=np.float32).reshape(-1, dims)
+            ids.append(np.asarray(block_ids, dtype=np.int64))
+            norms.append(np.linalg.norm(block, axis=1).astype(np.float32))
+            writer.write(block)
+        ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
+        norms = np.concatenate(norms) if norms else np.empty(0, np.float32)
+        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+            raise ValueError("snapshot ids are not strictly ascending")
+        at_ids, at_norms, at_trailer, _ = snapshot_layout(len(ids), dims)
+        writer.pad(at_ids)
+        writer.write(ids)
+        writer.pad(at_norms)
+        writer.write(norms)
+        writer.pad(at_trailer)
+        writer.write((MAGIC + np.array([len(ids), dims], dtype="<i8").tobytes())
+                     .ljust(_TRAILER, b"\0"))
+        return writer.commit(), writer.size, len(ids)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class Snapshot:
+    """A mapped snapshot file: ``ids``, ``norms``, ``vectors`` are read-only numpy views of
+    pages every backend shares."""
+
+    def __init__(self, path):
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            fh.seek(max(size - _TRAILER, 0))
+            trailer = fh.read(_TRAILER)
+        if len(trailer) < 24 or trailer[:8] != MAGIC:
+            raise ValueError("not a pgvision snapshot file")
+        n, dims = (int(v) for v in np.frombuffer(trailer, dtype="<i8", count=2, offset=8))
+        at_ids, at_norms, at_trailer, expected = snapshot_layout(n, dims)
+        if size != expected:
+            raise ValueError(f"has {size} bytes, expected {expected}")
+        self.path = path
+        self.dims = dims
+        whole = np.memmap(path, dtype=np.uint8, mode="r")
+        self.vectors = whole[:4 * n * dims].view(np.float32).reshape(n, dims)
+        self.ids = whole[at_ids:at_ids + 8 * n].view(np.int64)
+        self.norms = whole[at_norms:at_norms + 4 * n].view(np.float32)
+
+
+# --- checking ---------------------------------------------------------------------------
+
+def _stat_key(path):
+    st = os.stat(path)
+    return {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+
+
+def _note_checked(path, sha):
+    note = {"sha256": sha, **_stat_key(path)}
+    tmp = f"{path}.ok.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(note, fh)
+    os.replace(tmp, path + ".ok")
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check(sha, kind):
+    """The path of the file with content ``sha`` if it is there and intact, else None (a
+    damaged file is removed). Hashes the file only when its ``.ok`` note does not match."""
+    path = path_of(sha, kind)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path + ".ok", encoding="utf-8") as fh:
+            note = json.load(fh)
+        if note == {"sha256": sha, **_stat_key(path)}:
+            return path
+    except (OSError, ValueError):
+        pass
+    if sha256_of(path) == sha:
+        _note_checked(path, sha)
+        return path
+    remove(sha, kind)
+    return None
+
+
+def remove(sha, kind):
+    for path in (path_of(sha, kind), path_of(sha, kind) + ".ok"):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def collect_garbage(named, grace_seconds=GRACE_SECONDS):
+    """Remove files whose SHA-256 is not in ``named`` (and leftovers of interrupted writes),
+    unless younger than ``grace_seconds``; the number removed."""
+    removed = 0
+    now = time.time()
+    folder = directory()
+    for entry in os.scandir(folder):
+        sha = entry.name.split(".", 1)[0]
+        if sha in named:
+            continue
+        try:
+            if now - entry.stat().st_mtime < grace_seconds:
+                continue
+            os.unlink(entry.path)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed

@@ -1,0 +1,218 @@
+"""One copy of a catalog per server: shared snapshot files and indexes that every backend maps
+(pgvision.store), kept current by a change log, rebuilt from the tables when a file is
+missing or damaged, with no size ceiling and a choice of index storage.
+
+Features are generated in the server (random clustered vectors) so thousands of rows cost
+seconds; the right answers are computed here with numpy from the same rows.
+"""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import query, store_file
+
+MODEL, DIMS = "mobilenet_v2", 1280
+
+
+def fill(db, table, first, last, centres=50):
+    """Images first..last of ``table`` with features: a non-negative clustered mixture."""
+    query(db, f"INSERT INTO {table} SELECT g FROM generate_series({first}, {last}) g "
+              "ON CONFLICT DO NOTHING")
+    query(db, f"""
+        INSERT INTO vision.features (model, source, image_id, feature)
+        SELECT '{MODEL}', '{table}'::regclass, g,
+               (SELECT array_agg(greatest(0, c.v + (random() - 0.5) * 0.6)::real ORDER BY c.i)
+                FROM (SELECT i, (hashint4(i * 7919 + (g % {centres}) * 104729) % 1000) / 1000.0
+                      AS v FROM generate_series(1, {DIMS}) i) c
+                WHERE g IS NOT NULL)
+        FROM generate_series({first}, {last}) g""")
+
+
+def features(db, table):
+    rows = query(db, "SELECT image_id, feature FROM vision.features WHERE source = %s::regclass "
+                     "ORDER BY image_id", (table,))
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows], dtype=np.float32)
+
+
+def brute(ids, vectors, q, k, exclude=None):
+    d = 1 - vectors @ q / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
+    order = [i for i in np.lexsort((ids, d)) if ids[i] != exclude][:k]
+    return [int(ids[i]) for i in order]
+
+
+def similar(conn, table, image_id, k=10, **kwargs):
+    args = "".join(f", {key} => %({key})s" for key in kwargs)
+    return [r[0] for r in query(conn, f"SELECT image_id FROM vision.similar(%(id)s, %(k)s, "
+                                      f"'{MODEL}', source => '{table}'{args})",
+                                {"id": image_id, "k": k, **kwargs})]
+
+
+def snapshot_row(db, table):
+    rows = query(db, "SELECT generation, sha256, n FROM vision.feature_snapshots "
+                     "WHERE source = %s::regclass", (table,))
+    return rows[0] if rows else None
+
+
+def memory(conn):
+    """(private, shared-file) resident kB of the connection's backend."""
+    pid = query(conn, "SELECT pg_backend_pid()")[0][0]
+    fields = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            fields[key] = int(value.split()[0]) if value.strip().endswith("kB") else value
+    return fields["RssAnon"], fields["RssFile"]
+
+
+@pytest.fixture
+def table(db):
+    name = "store_src"
+    query(db, f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id bigint PRIMARY KEY)")
+    yield name
+    query(db, f"DROP TABLE IF EXISTS {name}")
+
+
+def test_backends_share_one_copy_of_the_matrix(db, table, connect):
+    fill(db, table, 1, 20_000)
+    matrix_kb = 20_000 * DIMS * 4 // 1024  # 100 MB
+    warm = "store_warm"
+    query(db, f"DROP TABLE IF EXISTS {warm}; CREATE TABLE {warm} (id bigint PRIMARY KEY)")
+    fill(db, warm, 1, 50)
+    try:
+        similar(db, table, 1)  # the first search writes the shared snapshot
+        growth = []
+        for _ in range(3):
+            conn = connect()
+            similar(conn, warm, 1)  # Python, numpy and faiss loaded: measure only the matrix
+            before = memory(conn)
+            similar(conn, table, 1, approximate=False)
+            after = memory(conn)
+            growth.append((after[0] - before[0], after[1] - before[1]))
+        for private, mapped in growth:
+            assert private < 0.1 * matrix_kb, growth
+            assert mapped > 0.9 * matrix_kb, growth
+    finally:
+        query(db, f"DROP TABLE {warm}")
+
+
+def test_changes_are_seen_by_every_backend_without_a_rebuild(db, table, connect):
+    fill(db, table, 1, 3000)
+    other = connect()
+    similar(other, table, 1)
+    generation = snapshot_row(db, table)[0]
+    # another session adds, changes and deletes images
+    fill(db, table, 3001, 3003)
+    query(db, "UPDATE vision.features f SET feature = g.feature FROM vision.features g "
+              "WHERE f.source = %(t)s::regclass AND g.source = f.source AND f.image_id = 10 "
+              "AND g.image_id = 20", {"t": table})
+    query(db, "DELETE FROM vision.features WHERE source = %s::regclass AND image_id = 30",
+          (table,))
+    ids, vectors = features(db, table)
+    for image_id in (10, 20, 3002, 31):
+        q = vectors[np.searchsorted(ids, image_id)]
+        assert similar(other, table, image_id) == brute(ids, vectors, q, 10, exclude=image_id)
+    assert 10 in similar(other, table, 20, 1)
+    assert snapshot_row(db, table)[0] == generation  # the same file, the changes beside it
+    # past MERGE_ROWS changes, the next search folds them into a new snapshot
+    fill(db, table, 3004, 5500)
+    ids, vectors = features(db, table)
+    assert similar(other, table, 5000) == brute(ids, vectors, vectors[-501], 10, exclude=5000)
+    generation2, _, n = snapshot_row(db, table)
+    assert generation2 != generation and n == len(ids)
+    assert query(db, "SELECT count(*) FROM vision.feature_changes WHERE source = %s::regclass",
+                 (table,))[0][0] == 0
+
+
+def test_missing_or_damaged_file_is_rebuilt_from_the_table(db, table, connect):
+    fill(db, table, 1, 500)
+    expected = similar(db, table, 7)
+    _, sha, _ = snapshot_row(db, table)
+    os.unlink(store_file(db, sha, "vec"))
+    assert similar(connect(), table, 7) == expected
+    _, sha, _ = snapshot_row(db, table)
+    path = store_file(db, sha, "vec")
+    assert os.path.exists(path)
+    with open(path, "r+b") as fh:  # a flipped page in the middle of the vectors
+        fh.seek(os.path.getsize(path) // 3)
+        fh.write(b"\xff" * 4096)
+    assert similar(connect(), table, 7) == expected
+    _, sha, _ = snapshot_row(db, table)
+    with open(store_file(db, sha, "vec"), "rb") as fh:
+        fh.seek(os.path.getsize(path) // 3)
+        assert fh.read(4096) != b"\xff" * 4096
+
+
+@pytest.mark.parametrize("storage, pca_dims", [("float32", None), ("float16", None),
+                                               ("int8", None), ("float32", 128)])
+def test_every_index_storage_finds_the_neighbours(db, table, connect, storage, pca_dims):
+    fill(db, table, 1, 2000)
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}', storage => %s, "
+              "pca_dims => %s, ef_search => 80)", (storage, pca_dims))
+    ids, vectors = features(db, table)
+    other = connect()  # maps the stored index afresh
+    hits = 0
+    for image_id in range(1, 2001, 100):
+        q = vectors[image_id - 1]
+        got = query(other, f"SELECT image_id, distance FROM vision.similar(%s, 10, '{MODEL}', "
+                           f"source => '{table}', approximate => true)", (image_id,))
+        expected = brute(ids, vectors, q, 10, exclude=image_id)
+        hits += len({r[0] for r in got} & set(expected))
+        for found, distance in got:  # re-ranked: exact distances whatever the storage
+            v = vectors[found - 1]
+            exact = 1 - v @ q / (np.linalg.norm(v) * np.linalg.norm(q))
+            assert distance == pytest.approx(exact, abs=1e-5)
+    assert hits / 200 >= 0.9
+    status = query(db, "SELECT storage, n, size_bytes FROM vision.index_status "
+                       "WHERE source = %s::regclass", (table,))[0]
+    assert status[:2] == (storage, 2000)
+    per_vector = status[2] / 2000
+    assert per_vector < {"float32": 1.1, "float16": 0.6, "int8": 0.35}[storage] * 4 * DIMS \
+        or pca_dims
+
+
+def test_files_of_a_dropped_table_are_removed(db, connect):
+    query(db, "DROP TABLE IF EXISTS store_gone; CREATE TABLE store_gone (id bigint PRIMARY KEY)")
+    fill(db, "store_gone", 1, 300)
+    query(db, f"SELECT vision.create_index('store_gone', '{MODEL}')")
+    snap = snapshot_row(db, "store_gone")[1]
+    index = query(db, "SELECT sha256 FROM vision.indexes WHERE source = 'store_gone'::regclass")[0][0]
+    paths = [store_file(db, snap, "vec"), store_file(db, index, "faiss")]
+    assert all(os.path.exists(p) for p in paths)
+    query(db, "DROP TABLE store_gone")
+    old = time.time() - 3600  # older than the grace an uncommitted build gets
+    for path in paths:
+        os.utime(path, (old, old))
+    query(db, "CREATE TABLE store_gone (id bigint PRIMARY KEY)")
+    fill(db, "store_gone", 1, 50)
+    query(db, f"SELECT vision.create_index('store_gone', '{MODEL}')")  # collects garbage
+    assert not any(os.path.exists(p) for p in paths)
+    query(db, "DROP TABLE store_gone")
+
+
+def test_an_index_above_one_gigabyte(db):
+    """The old ceiling was one bytea value (1 GB): 2048-d vectors, 140k of them."""
+    name, n = "store_big", 140_000
+    query(db, f"DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id bigint PRIMARY KEY)")
+    try:
+        query(db, f"INSERT INTO {name} SELECT g FROM generate_series(1, {n}) g")
+        query(db, f"""
+            INSERT INTO vision.features (model, source, image_id, feature)
+            SELECT 'inception_v3', '{name}'::regclass, g,
+                   (SELECT array_agg(((hashint4(i + (g % 97) * 4099) % 1000) / 1000.0
+                                      + random() * 0.3)::real)
+                    FROM generate_series(1, 2048) i WHERE g IS NOT NULL)
+            FROM generate_series(1, {n}) g""")
+        built = query(db, f"SELECT vision.create_index('{name}', 'inception_v3', m => 8, "
+                          "ef_construction => 16)")[0][0]
+        size, parts = query(db, "SELECT i.size_bytes, (SELECT count(*) FROM vision.index_chunks c "
+                                "WHERE c.source = i.source) FROM vision.indexes i "
+                                "WHERE i.source = %s::regclass", (name,))[0]
+        assert built == n and size > 1 << 30 and parts == -(-size // (64 << 20))
+        hits = query(db, f"SELECT image_id FROM vision.similar(12345, 5, 'inception_v3', "
+                         f"source => '{name}', approximate => true)")
+        assert len(hits) == 5
+    finally:
+        query(db, f"DROP TABLE {name}")

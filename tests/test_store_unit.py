@@ -1,0 +1,132 @@
+"""Shared store files and the live view over them, without a server: files are written under
+a temporary working directory (a backend's is the data directory)."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from pgvision import featurestore, search, store
+from pgvision.featurestore import FeatureMatrix, Live
+
+
+@pytest.fixture(autouse=True)
+def datadir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def matrix(n=50, dims=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.arange(1, n + 1) * 10, rng.normal(size=(n, dims)).astype(np.float32)
+
+
+def blocks(ids, vectors, size=7):
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size], vectors[start:start + size]
+
+
+def test_a_snapshot_round_trips_through_its_file():
+    ids, vectors = matrix()
+    sha, size, n = store.write_snapshot(6, blocks(ids, vectors))
+    path = store.check(sha, "vec")
+    assert n == 50 and os.path.getsize(path) == size
+    snap = store.Snapshot(path)
+    np.testing.assert_array_equal(snap.ids, ids)
+    np.testing.assert_array_equal(snap.vectors, vectors)
+    np.testing.assert_allclose(snap.norms, np.linalg.norm(vectors, axis=1), rtol=1e-6)
+    assert not snap.vectors.flags.writeable  # mapped read-only: shared, never copied
+    assert store.write_snapshot(6, blocks(ids, vectors))[0] == sha  # named by content
+
+
+def test_an_empty_snapshot_and_unordered_ids():
+    sha, _, n = store.write_snapshot(4, iter([]))
+    assert n == 0 and store.Snapshot(store.check(sha, "vec")).vectors.shape == (0, 4)
+    with pytest.raises(ValueError, match="not strictly ascending"):
+        store.write_snapshot(2, iter([(np.array([2, 1]), np.zeros((2, 2)))]))
+    assert not [f for f in os.listdir(store.directory()) if f.startswith("incoming")]
+
+
+def test_a_damaged_file_fails_its_check_and_is_removed():
+    ids, vectors = matrix()
+    sha, _, _ = store.write_snapshot(6, blocks(ids, vectors))
+    path = store.path_of(sha, "vec")
+    time.sleep(0.01)
+    with open(path, "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    assert store.check(sha, "vec") is None and not os.path.exists(path)
+    assert store.check("0" * 64, "vec") is None  # never written
+
+
+def test_only_unnamed_old_files_are_collected():
+    ids, vectors = matrix()
+    keep, _, _ = store.write_snapshot(6, blocks(ids, vectors))
+    gone, _, _ = store.write_snapshot(6, blocks(ids[:5], vectors[:5]))
+    fresh, _, _ = store.write_snapshot(6, blocks(ids[:9], vectors[:9]))
+    old = time.time() - 2 * store.GRACE_SECONDS
+    for sha in (keep, gone):
+        for suffix in ("", ".ok"):
+            os.utime(store.path_of(sha, "vec") + suffix, (old, old))
+    assert store.collect_garbage({keep}) == 2  # the file and its note
+    assert store.check(keep, "vec") and store.check(fresh, "vec")
+    assert not os.path.exists(store.path_of(gone, "vec"))
+
+
+def live_view(ids, vectors, changed, delta_ids, delta_vectors):
+    sha, _, _ = store.write_snapshot(vectors.shape[1], blocks(ids, vectors))
+    return Live({}, store.Snapshot(store.check(sha, "vec")), np.array(changed, np.int64),
+                FeatureMatrix(np.array(delta_ids, np.int64), np.array(delta_vectors, np.float32)
+                              .reshape(-1, vectors.shape[1])))
+
+
+def test_the_live_view_answers_from_current_vectors_only():
+    ids, vectors = matrix()
+    moved = vectors[0] * -1
+    # 10 changed, 20 deleted, 1000 added since the snapshot
+    view = live_view(ids, vectors, [10, 20, 1000], [10, 1000], [moved, vectors[3]])
+    current = view.matrix()
+    assert 20 not in current.ids and 1000 in current.ids and len(current.ids) == 50
+    np.testing.assert_array_equal(current.vectors[current.positions([10])[0]], moved)
+    assert list(current.ids) == sorted(current.ids)
+    got = view.vectors_of([10, 20, 30, 1000, 99999])
+    assert got.ids.tolist() == [10, 30, 1000]
+    np.testing.assert_array_equal(got.vectors[0], moved)
+    # exact search over the view equals brute force over the current matrix
+    q = vectors[3]
+    found, dist = search.exact_live(view, q, "cosine", 5, exclude=40)
+    expected, _ = search.exact(current, q, "cosine", 5, exclude=40)
+    assert found.tolist() == expected.tolist()
+    assert 20 not in search.exact_live(view, vectors[1], "l2", 50)[0]
+
+
+def test_the_live_view_without_changes_is_the_mapped_file_itself():
+    ids, vectors = matrix()
+    view = live_view(ids, vectors, [], [], [])
+    assert isinstance(view.matrix().vectors, np.memmap)
+
+
+def test_merged_blocks_write_the_current_rows_in_order():
+    ids, vectors = matrix()
+    view = live_view(ids, vectors, [10, 20, 15], [10, 15], [vectors[5], vectors[6]])
+    sha, _, n = store.write_snapshot(6, featurestore._merged_blocks(view, block=4))
+    merged = store.Snapshot(store.check(sha, "vec"))
+    expected = view.matrix()
+    np.testing.assert_array_equal(merged.ids, expected.ids)
+    np.testing.assert_array_equal(merged.vectors, expected.vectors)
+
+
+@pytest.mark.parametrize("storage", search.STORAGES)
+def test_an_index_skips_dead_and_changed_entries(storage):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    index = search.build_index(vectors, "cosine", storage=storage)
+    entries = np.arange(300) + 1
+    idx = search._Index(None, index, entries, np.zeros(300, bool))
+    idx.dead[4] = True  # entry of image 5
+    alive = idx.alive(np.array([6], np.int64))
+    found = entries[search.ann(index, vectors[4], "cosine", 10, 64, alive)[0]]
+    assert 5 not in found and 6 not in found and len(found) == 10
+    found = entries[search.ann(index, vectors[4], "cosine", 1, 64)[0]]
+    assert found.tolist() == [5]
