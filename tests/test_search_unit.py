@@ -31,13 +31,16 @@ def serve_features(plpy, ids, vectors):
         return [{"version": 7, "generation": recorded.get("generation"),
                  "sha256": recorded.get("sha256"), "snap": recorded.get("snap"), "n": None,
                  "index_generation": None, "index_metric": None, "ef_search": None,
-                 "index_sha": None, "index_snap": None, "index_dims": None, "ef_setting": None}]
+                 "index_sha": None, "index_snap": None, "index_dims": None, "index_storage": None,
+                 "index_pca": None, "ef_setting": None}]
 
     def record(args):
         recorded.update(generation=recorded.get("generation", 0) + 1, snap=args[2],
                         sha256=args[5])
         return []
     plpy.on(r"FROM vision.feature_versions v", state)
+    plpy.on(r"FROM vision.model_store m", lambda args: [
+        {**ROW, "model_sha256": ROW["sha256"], "source_oid": 4242, "may_read": recorded.get("may_read", True), **state(args)[0]}])
     plpy.on(r"UPDATE vision.feature_snapshots SET n = n WHERE false", [])
     plpy.on(r"pg_advisory_xact_lock", [{}])
     plpy.on(r"pg_current_snapshot", [{"s": "10:10:"}])
@@ -60,7 +63,7 @@ def stored(tmp_path, monkeypatch):
     plpy.on(r"SELECT \$1::regclass::oid", [{"oid": 4242}])
     plpy.on(r"SELECT \$1::regclass::text", [{"name": "public.t"}])
     plpy.on(r"has_table_privilege\(\$1, 'SELECT'\)", [{"ok": True}])
-    serve_features(plpy, ids, vectors)
+    plpy.recorded = serve_features(plpy, ids, vectors)
     return plpy, ids, vectors
 
 
@@ -127,6 +130,7 @@ def test_a_table_the_caller_may_not_read_is_refused_before_its_features_are(stor
     plpy, _, _ = stored
     plpy.on(r"has_table_privilege\(\$1, 'SELECT'\)", [{"ok": False}])
     plpy.on(r"regclass::text", [{"name": "public.t"}])
+    plpy.recorded["may_read"] = False
     with pytest.raises(PgvisionError, match=r"vision.similar: permission denied for table "
                                             r"public.t: vision.similar over its images needs "
                                             r"SELECT on it") as info:

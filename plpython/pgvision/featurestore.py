@@ -149,18 +149,22 @@ class Live:
     def vectors_of(self, ids):
         """FeatureMatrix of the current vectors of ``ids`` (those that exist), no SQL."""
         ids = np.unique(np.asarray(ids, dtype=np.int64))
-        in_delta = np.isin(ids, self.delta.ids)
-        from_delta = ids[in_delta]
-        base_ids = ids[~in_delta & ~np.isin(ids, self.changed)]
-        positions = np.searchsorted(self.snapshot.ids, base_ids)
-        found = positions < len(self.snapshot.ids)
-        found[found] = self.snapshot.ids[positions[found]] == base_ids[found]
+        base = self.snapshot
+        if len(self.changed):
+            from_delta = ids[np.isin(ids, self.delta.ids)]
+            ids = ids[~np.isin(ids, self.changed)]
+        positions = np.searchsorted(base.ids, ids)
+        found = positions < len(base.ids)
+        found[found] = base.ids[positions[found]] == ids[found]
         positions = positions[found]
-        rows = np.concatenate([base_ids[found], from_delta])
-        vectors = np.concatenate([self.snapshot.vectors[positions],
-                                  self.delta.vectors[self.delta.positions(from_delta)]])
+        if not len(self.changed):
+            return FeatureMatrix(ids[found], base.vectors[positions], base.norms[positions])
+        rows = np.concatenate([ids[found], from_delta])
+        at = self.delta.positions(from_delta)
         order = np.argsort(rows)
-        return FeatureMatrix(rows[order], vectors[order])
+        return FeatureMatrix(rows[order],
+                             np.concatenate([base.vectors[positions], self.delta.vectors[at]])[order],
+                             np.concatenate([base.norms[positions], self.delta.norms[at]])[order])
 
 
 class _PrivateSnapshot:
@@ -178,12 +182,18 @@ _STATE = """
     WHERE v.model = $1 AND v.source = $2"""
 
 
+def state_query(extra="", join=""):
+    """The SQL of :func:`state` (``$1`` model, ``$2`` source), for callers that fold it into
+    a query of their own."""
+    return _STATE.format(extra=extra, join=join)
+
+
 def state(plpy, GD, model, source, extra="", join=""):
     """One query for what a call needs to know: the features' version and the current
     snapshot (plus ``extra`` columns of a ``join``, for search's index); None when
     (model, source) has no features."""
-    rows = plpy.execute(plan(plpy, GD, _STATE.format(extra=extra, join=join),
-                             ["text", "oid"]), [model, source])
+    rows = plpy.execute(plan(plpy, GD, state_query(extra, join), ["text", "oid"]),
+                        [model, source])
     return dict(rows[0]) if rows else None
 
 

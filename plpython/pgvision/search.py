@@ -160,9 +160,10 @@ def _hnsw_of(index):
     return inner
 
 
-def ann(index, query, metric, k, ef_search, alive=None):
-    """Approximate candidates: entry numbers, best first (-1 padding dropped). ``alive`` is
-    a packed bitmap of the entries that may be returned."""
+def ann(index, query, metric, k, ef_search, alive=None, scores=False):
+    """Approximate candidates of each query: entry numbers, best first (-1 padding
+    dropped), with faiss' scores when ``scores``. ``alive`` is a packed bitmap of the
+    entries that may be returned."""
     faiss = _faiss()
     # One query has nothing to split across threads; waking an OpenMP team costs more
     # than the search itself.
@@ -174,8 +175,19 @@ def ann(index, query, metric, k, ef_search, alive=None):
         selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(alive))
         params.sel = selector
     queries = _prepare(np.atleast_2d(query), metric)
-    _, found = index.search(queries, k, params=params)
+    raw, found = index.search(queries, k, params=params)
+    if scores:
+        return [(row[row >= 0], score[row >= 0]) for row, score in zip(found, raw)]
     return [row[row >= 0] for row in found]
+
+
+def index_distance(scores, metric):
+    """faiss scores of an unreduced index → pgvision's distances."""
+    if metric == "cosine":
+        return 1.0 - scores
+    if metric == "ip":
+        return -scores
+    return np.sqrt(np.maximum(scores, 0.0))
 
 
 class _Index:
@@ -236,8 +248,42 @@ def _validate(fn, k, metric, candidates=None):
 _INDEX_STATE = dict(
     extra=""", i.generation AS index_generation, i.metric AS index_metric, i.ef_search,
            i.sha256 AS index_sha, i.snap::text AS index_snap, i.dims AS index_dims,
+           i.storage AS index_storage, i.pca_dims AS index_pca,
            pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting""",
     join=" LEFT JOIN vision.indexes i USING (model, source)")
+
+
+_CONTEXT = """
+    SELECT m.name, m.sha256 AS model_sha256, m.model_path, m.input_height, m.input_width,
+           m.preprocessing, m.feature_layer, m.pooling, m.dims,
+           $2::pg_catalog.regclass::pg_catalog.oid AS source_oid,
+           pg_catalog.has_table_privilege($2::pg_catalog.regclass, 'SELECT') AS may_read,
+           st.*
+    FROM vision.model_store m
+    LEFT JOIN LATERAL ({state}) st ON true
+    WHERE m.name = $1"""
+_REGISTRY = ("name", "model_sha256", "model_path", "input_height", "input_width", "preprocessing",
+             "feature_layer", "pooling", "dims")
+
+
+def _context(plpy, GD, fn, model, source):
+    """(registry row, source OID, featurestore state with the index's) of a search: one
+    query when the table is named, as an application's calls do."""
+    if model is None or source is None:
+        model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+        return model_row, source, featurestore.state(plpy, GD, model_row["name"], source,
+                                                     **_INDEX_STATE)
+    rows = plpy.execute(spi.plan(plpy, GD, _CONTEXT.format(
+        state=featurestore.state_query(**_INDEX_STATE)), ["text", "regclass"]), [model, source])
+    if not rows:
+        registry.lookup(plpy, GD, fn, model)  # raises the error that names the model
+    row = rows[0]
+    if not row["may_read"]:
+        spi.require_select(plpy, GD, fn, row["source_oid"], f"{fn} over its images")
+    model_row = {key.replace("model_sha256", "sha256"): row[key] for key in _REGISTRY}
+    current = None if row["version"] is None else {
+        key: value for key, value in row.items() if key not in _REGISTRY}
+    return model_row, row["source_oid"], current
 
 
 def _index(plpy, GD, fn, model, source, current):
@@ -282,11 +328,10 @@ def _restore_index(plpy, GD, fn, model, source, sha, entry_ids, dead):
     return _map_index(sha, entry_ids, dead)
 
 
-def _searcher(plpy, GD, fn, model_row, source, k, metric, candidates, approximate):
-    """``search(query, exclude) -> (ids, distances)`` with the state read in one query;
+def _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates, approximate):
+    """``search(query, exclude) -> (ids, distances)`` over the state of :func:`_context`;
     ``search.view`` is the featurestore.Live view it searches."""
     model, dims = model_row["name"], model_row["dims"]
-    current = featurestore.state(plpy, GD, model, source, **_INDEX_STATE)
     view = featurestore.live(plpy, GD, fn, model, source, dims, current)
 
     def exact_search(query, exclude):
@@ -316,16 +361,21 @@ def _searcher(plpy, GD, fn, model_row, source, k, metric, candidates, approximat
     else:
         changed, fresh = _changes(plpy, GD, fn, model, source, dims, current)
     alive = index.alive(changed)
-    wanted = max(ef, 2 * k + 1)
+    # compressed and PCA-reduced indexes only approximate distances: their candidates are
+    # re-ranked exactly; a float32 index's own distances are exact
+    rerank = current["index_storage"] != "float32" or current["index_pca"] is not None
+    wanted = max(ef, 2 * k + 1) if rerank else k + 1
 
     def many(queries, excludes):
         out = []
-        for query, entries, exclude in zip(queries, ann(index.faiss, queries, metric, wanted,
-                                                        ef, alive), excludes):
+        results = ann(index.faiss, queries, metric, wanted, ef, alive, scores=True)
+        for query, (entries, scores), exclude in zip(queries, results, excludes):
             ids = index.entry_ids[entries]
-            # re-rank exactly: compressed and PCA-reduced indexes only approximate distances
-            pool = view.vectors_of(ids)
-            found, dist = top_k(pool.ids, distances(pool, query, metric), k + 1)
+            if rerank:
+                pool = view.vectors_of(ids)
+                found, dist = top_k(pool.ids, distances(pool, query, metric), k + 1)
+            else:
+                found, dist = top_k(ids, index_distance(scores, metric), k + 1)
             if len(fresh.ids):
                 more = exact(fresh, query, metric, k + 1)
                 found, dist = top_k(np.concatenate([found, more[0]]),
@@ -353,9 +403,8 @@ def _changes(plpy, GD, fn, model, source, dims, current):
     return cache[key]
 
 
-def _search(plpy, GD, fn, model_row, source, query, k, metric, exclude, candidates, approximate):
-    return _searcher(plpy, GD, fn, model_row, source, k, metric, candidates,
-                     approximate)(query, exclude)
+def _search(plpy, GD, fn, context, query, k, metric, exclude, candidates, approximate):
+    return _searcher(plpy, GD, fn, *context, k, metric, candidates, approximate)(query, exclude)
 
 
 def _rows(found, dist):
@@ -378,8 +427,9 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     fn = FN_SIMILAR
     require_not_null(fn, "image_id", image_id)
     _validate(fn, k, metric, candidates)
-    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    search = _searcher(plpy, GD, fn, model_row, source, k, metric, candidates, approximate)
+    model_row, source, current = _context(plpy, GD, fn, model, source)
+    search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates,
+                       approximate)
     query = search.view.vectors_of([image_id])  # the vector this backend holds: no SQL
     if not len(query.ids):
         raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
@@ -396,8 +446,8 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
             "an array of 1 to 100000 image ids")
     require(fn, "image_ids", "NULL element", None not in image_ids, "an array without NULLs")
     _validate(fn, k, metric)
-    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    search = _searcher(plpy, GD, fn, model_row, source, k, metric, None, approximate)
+    model_row, source, current = _context(plpy, GD, fn, model, source)
+    search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, None, approximate)
     queries = search.view.vectors_of(image_ids)
     missing = sorted(set(image_ids) - set(queries.ids.tolist()))
     if missing:
@@ -418,9 +468,9 @@ def similar_to_image(plpy, GD, image, k=10, model=None, metric="cosine", source=
     """Stored images most like new image bytes (features extracted on the fly)."""
     fn = FN_SIMILAR_IMAGE
     _validate(fn, k, metric, candidates)
-    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    query = np.asarray(extract.features_of(plpy, GD, fn, image, model_row), dtype=np.float32)
-    return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, None, candidates,
+    context = _context(plpy, GD, fn, model, source)
+    query = np.asarray(extract.features_of(plpy, GD, fn, image, context[0]), dtype=np.float32)
+    return _rows(*_search(plpy, GD, fn, context, query, k, metric, None, candidates,
                           approximate))
 
 
@@ -431,7 +481,8 @@ def similar_to_vector(plpy, GD, feature, k=10, model=None, metric="cosine", sour
     fn = FN_SIMILAR_VECTOR
     require_not_null(fn, "feature", feature)
     _validate(fn, k, metric, candidates)
-    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    context = _context(plpy, GD, fn, model, source)
+    model_row = context[0]
     require(fn, "feature", f"{len(feature)} values", len(feature) == model_row["dims"],
             f"{model_row['dims']} values (the dimension of model {model_row['name']!r})")
     require(fn, "feature", "NULL element", None not in feature, "an array without NULLs")
@@ -439,7 +490,7 @@ def similar_to_vector(plpy, GD, feature, k=10, model=None, metric="cosine", sour
     bad = np.flatnonzero(~np.isfinite(query))
     require(fn, "feature", f"{query[bad[0]]} at position {bad[0] + 1}" if len(bad) else None,
             not len(bad), "finite numbers (no NaN or Infinity)")
-    return _rows(*_search(plpy, GD, fn, model_row, source, query, k, metric, None, candidates,
+    return _rows(*_search(plpy, GD, fn, context, query, k, metric, None, candidates,
                           approximate))
 
 

@@ -17,6 +17,7 @@ written in one pass, hashed as it goes, without knowing its length in advance.
 
 import hashlib
 import json
+import mmap
 import os
 import time
 
@@ -147,10 +148,12 @@ class Snapshot:
             raise ValueError(f"has {size} bytes, expected {expected}")
         self.path = path
         self.dims = dims
-        whole = np.memmap(path, dtype=np.uint8, mode="r")
-        self.vectors = whole[:4 * n * dims].view(np.float32).reshape(n, dims)
-        self.ids = whole[at_ids:at_ids + 8 * n].view(np.int64)
-        self.norms = whole[at_norms:at_norms + 4 * n].view(np.float32)
+        with open(path, "rb") as fh:
+            # plain ndarrays over the mapping (np.memmap's subclass costs per indexing)
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self.vectors = np.frombuffer(self._map, np.float32, n * dims).reshape(n, dims)
+        self.ids = np.frombuffer(self._map, np.int64, n, at_ids)
+        self.norms = np.frombuffer(self._map, np.float32, n, at_norms)
 
 
 # --- checking ---------------------------------------------------------------------------
