@@ -3,8 +3,9 @@
 
 Prints, from one run on one machine, for N synthetic clustered 2048-d vectors (the shape of
 Inception-v3 features):
-  1. memory: the PSS of 1 and of S sessions searching the same catalog (exact and HNSW), and
-     their ratio (goal ≤ 1.5x);
+  1. memory: the footprint of 1 and of S sessions searching the same catalog (exact and
+     HNSW; private pages plus the shared ones once) and their ratio (goal ≤ 1.5x), and the
+     sum of their PSS;
   2. a new backend's first search (with and without the cost of importing Python packages);
   3. exact search in the database vs numpy on the same matrix in this process;
   4. HNSW per storage (float32, float16, int8): build time, size, recall@10 against exact,
@@ -39,15 +40,22 @@ MODEL, DIMS, TABLE = "inception_v3", 2048, "bench_serving"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def pss_mb(pids):
-    """Proportional set size of processes, summed (shared pages divided among sharers)."""
-    total = 0
+def memory_mb(pids):
+    """(sum of PSS, footprint) of processes in MB. PSS divides each shared page among all
+    its sharers, inside the group or not; the footprint counts each process's private pages
+    and the shared ones once (the largest shared set of the group): what the group costs."""
+    pss = private = shared = 0
     for pid in pids:
+        fields = {}
         with open(f"/proc/{pid}/smaps_rollup") as fh:
             for line in fh:
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-    return total / 1024
+                parts = line.split()
+                if len(parts) == 3 and parts[2] == "kB":
+                    fields[parts[0].rstrip(":")] = int(parts[1])
+        pss += fields["Pss"]
+        private += fields["Private_Clean"] + fields["Private_Dirty"]
+        shared = max(shared, fields["Shared_Clean"] + fields["Shared_Dirty"])
+    return pss / 1024, (private + shared) / 1024
 
 
 def backend_pid(conn):
@@ -97,8 +105,9 @@ def run_queries(cur, queries, truth, approximate):
     return hits / (10 * len(queries)), len(queries) / (time.monotonic() - started)
 
 
-def sessions_memory(dsn, sessions, queries, approximate):
-    """PSS of one session, then of ``sessions`` sessions, each having searched the catalog."""
+def sessions_memory(dsn, sessions, queries, sql):
+    """Memory of one session, then of ``sessions`` sessions at once, each having run ``sql``
+    (one %s: the query's image id) for every query."""
     out = {}
     for count in (1, sessions):
         conns = [connect(dsn) for _ in range(count)]
@@ -106,16 +115,22 @@ def sessions_memory(dsn, sessions, queries, approximate):
         def work(conn):
             with conn.cursor() as c:
                 for q in queries:
-                    c.execute(f"SELECT count(*) FROM vision.similar(%s, 10, '{MODEL}', "
-                              f"source => '{TABLE}', approximate => %s)", (q, approximate))
+                    c.execute(sql, (q,))
         threads = [threading.Thread(target=work, args=(c,)) for c in conns]
         [t.start() for t in threads]
         [t.join() for t in threads]
-        out[count] = pss_mb([backend_pid(c) for c in conns])
+        out[count] = memory_mb([backend_pid(c) for c in conns])
         for conn in conns:
             conn.close()
-    return {"one_mb": out[1], "all_mb": out[sessions], "sessions": sessions,
-            "ratio": out[sessions] / out[1]}
+    (pss1, foot1), (pss_all, foot_all) = out[1], out[sessions]
+    return {"sessions": sessions, "one_pss_mb": pss1, "all_pss_mb": pss_all,
+            "one_mb": foot1, "all_mb": foot_all, "ratio": foot_all / foot1,
+            "pss_ratio": pss_all / pss1}
+
+
+def pgvision_sql(approximate):
+    return (f"SELECT count(*) FROM vision.similar(%s, 10, '{MODEL}', source => '{TABLE}', "
+            f"approximate => {str(approximate).lower()})")
 
 
 def first_search(dsn, approximate):
@@ -139,13 +154,28 @@ def first_search(dsn, approximate):
     return out
 
 
-def numpy_exact_ms(n, queries):
-    """Exact top-10 with numpy over the same matrix held in this process."""
-    matrix = np.vstack([b for _, b in clustered_blocks(n, DIMS)])
-    norms = np.linalg.norm(matrix, axis=1)
+def store_path(cur, sha, kind):
+    """A store file of this database on the (local) server."""
+    cur.execute("SELECT current_setting('data_directory'), (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())")
+    datadir, database = cur.fetchone()
+    return os.path.join(datadir, "pgvision", "store", str(database), f"{sha}.{kind}")
+
+
+def numpy_exact_ms(cur, queries):
+    """Exact top-10 with numpy over the same matrix: the snapshot file, mapped here too (a
+    matrix of a million vectors is not copied into this process as well)."""
+    sys.path.insert(0, os.path.join(HERE, "..", "plpython"))
+    from pgvision.store import Snapshot
+    cur.execute("SELECT sha256 FROM vision.feature_snapshots WHERE source = %s::regclass",
+                (TABLE,))
+    snap = Snapshot(store_path(cur, cur.fetchone()[0], "vec"))
+    matrix, norms = snap.vectors, snap.norms
+    positions = np.searchsorted(snap.ids, queries)
+    matrix @ matrix[0]  # pages in, as the database's copy is
     started = time.monotonic()
-    for q in queries:
-        v = matrix[q - 1]
+    for p in positions:
+        v = np.array(matrix[p])
         d = 1 - matrix @ v / (norms * np.linalg.norm(v))
         top = np.argpartition(d, 11)[:11]
         top[np.argsort(d[top])]
@@ -158,9 +188,7 @@ def standalone_qps(cur, queries, ef):
     import faiss
     from pgvision.search import ann
     cur.execute("SELECT sha256 FROM vision.indexes WHERE source = %s::regclass", (TABLE,))
-    sha = cur.fetchone()[0]
-    cur.execute("SELECT pg_catalog.current_setting('data_directory')")
-    path = os.path.join(cur.fetchone()[0], "pgvision", "store", f"{sha}.faiss")
+    path = store_path(cur, cur.fetchone()[0], "faiss")
     handle = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
     index = faiss.downcast_index(handle)
     cur.execute("SELECT image_id, feature FROM vision.features WHERE source = %s::regclass "
@@ -255,22 +283,9 @@ def pgvector(n, queries, truth, sessions, efs):
             hits += len({r[0] for r in cur.fetchall()} & truth[q])
         out[f"ef{ef}"] = {"recall_at_10": hits / (10 * len(queries)),
                           "qps": len(queries) / (time.monotonic() - started)}
-    mem = {}
-    for count in (1, sessions):
-        conns = [connect(dsn) for _ in range(count)]
-
-        def work(c):
-            with c.cursor() as k:
-                for q in queries:
-                    k.execute("SELECT id FROM items ORDER BY embedding <=> (SELECT embedding "
-                              "FROM items WHERE id = %s) LIMIT 10", (q,))
-        threads = [threading.Thread(target=work, args=(c,)) for c in conns]
-        [t.start() for t in threads]
-        [t.join() for t in threads]
-        mem[count] = pss_mb([backend_pid(c) for c in conns])
-        [c.close() for c in conns]
-    out["memory"] = {"one_mb": mem[1], "all_mb": mem[sessions], "sessions": sessions,
-                     "ratio": mem[sessions] / mem[1]}
+    out["memory"] = sessions_memory(dsn, sessions, queries[:20],
+                                    "SELECT id FROM items ORDER BY embedding <=> (SELECT "
+                                    "embedding FROM items WHERE id = %s) LIMIT 10")
     cur.execute("DROP TABLE items")
     return out
 
@@ -308,11 +323,12 @@ def main():
     results["snapshot_build_s"] = time.monotonic() - started
     recall, qps = run_queries(cur, queries, truth, False)
     results["exact"] = {"recall_at_10": recall, "ms": 1000 / qps,
-                        "numpy_ms": numpy_exact_ms(n, queries)}
+                        "numpy_ms": numpy_exact_ms(cur, queries)}
     results["exact"]["ratio"] = results["exact"]["ms"] / results["exact"]["numpy_ms"]
     results["exact"]["first_search"] = first_search(args.dsn, False)
     print("... exact sessions", flush=True)
-    results["exact"]["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20], False)
+    results["exact"]["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20],
+                                                   pgvision_sql(False))
 
     for storage in storages:
         print(f"... HNSW {storage}", flush=True)
@@ -330,7 +346,7 @@ def main():
                             "ratio": qps / alone}
         cur.execute("RESET pgvision.ef_search")
         r["first_search"] = first_search(args.dsn, True)
-        r["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20], True)
+        r["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20], pgvision_sql(True))
         results[f"hnsw_{storage}"] = r
     results["disk"] = disk(cur, n)
     print("... upkeep", flush=True)
@@ -346,23 +362,25 @@ def main():
     print(f"\nwrote {args.json}")
 
 
+def memory_line(m):
+    return (f"memory of {m['sessions']} sessions {m['all_mb']:.0f} MB vs 1 session "
+            f"{m['one_mb']:.0f} MB = {m['ratio']:.2f}x (sum of PSS {m['all_pss_mb']:.0f} vs "
+            f"{m['one_pss_mb']:.0f} MB)")
+
+
 def report(r, storages, efs):
     n, e = r["n"], r["exact"]
     print(f"\n{n} x {r['dims']} clustered vectors; first search of the table (writes the shared "
           f"snapshot): {r['snapshot_build_s']:.1f} s")
-    m = e["memory"]
     print(f"exact: {e['ms']:.1f} ms/query vs numpy {e['numpy_ms']:.1f} ms = {e['ratio']:.2f}x; "
           f"recall@10 {e['recall_at_10']:.3f}; new backend's first search "
           f"{e['first_search']['total_s']:.2f} s ({e['first_search']['after_imports_s']:.3f} s "
-          f"after imports); memory {m['sessions']} sessions {m['all_mb']:.0f} MB vs 1 session "
-          f"{m['one_mb']:.0f} MB = {m['ratio']:.2f}x")
+          f"after imports); {memory_line(e['memory'])}")
     for storage in storages:
         h = r[f"hnsw_{storage}"]
-        m = h["memory"]
         print(f"HNSW {storage}: build {h['build_s']:.1f} s, {h['size_mb']:.0f} MB; first search "
               f"{h['first_search']['total_s']:.2f} s ({h['first_search']['after_imports_s']:.3f} s "
-              f"after imports); memory {m['sessions']} sessions {m['all_mb']:.0f} MB vs 1 "
-              f"{m['one_mb']:.0f} MB = {m['ratio']:.2f}x")
+              f"after imports); {memory_line(h['memory'])}")
         for ef in efs:
             x = h[f"ef{ef}"]
             print(f"  ef {ef:>3}: recall@10 {x['recall_at_10']:.3f}, {x['qps']:.0f} q/s vs "
@@ -377,10 +395,8 @@ def report(r, storages, efs):
           f"chunks {d['index_chunks_kb']:.1f} KB ({storages[-1]})")
     if "pgvector" in r:
         p = r["pgvector"]
-        m = p["memory"]
-        print(f"pgvector halfvec HNSW: build {p['build_s']:.1f} s, {p['index_mb']:.0f} MB; memory "
-              f"{m['sessions']} sessions {m['all_mb']:.0f} MB vs 1 {m['one_mb']:.0f} MB = "
-              f"{m['ratio']:.2f}x")
+        print(f"pgvector halfvec HNSW: build {p['build_s']:.1f} s, {p['index_mb']:.0f} MB; "
+              f"{memory_line(p['memory'])}")
         for ef in efs:
             x = p[f"ef{ef}"]
             print(f"  ef {ef:>3}: recall@10 {x['recall_at_10']:.3f}, {x['qps']:.0f} q/s")

@@ -181,6 +181,8 @@ def register(db, name, data, **kwargs):
 
 
 def store_file(conn, sha, kind):
-    """The path of a pgvision store file on the (local) server."""
-    datadir = query(conn, "SELECT pg_catalog.current_setting('data_directory')")[0][0]
-    return os.path.join(datadir, "pgvision", "store", f"{sha}.{kind}")
+    """The path of a pgvision store file of the connection's database on the (local) server."""
+    datadir, database = query(conn, "SELECT pg_catalog.current_setting('data_directory'), "
+                                    "(SELECT oid FROM pg_database "
+                                    "WHERE datname = current_database())")[0]
+    return os.path.join(datadir, "pgvision", "store", str(database), f"{sha}.{kind}")

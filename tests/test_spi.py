@@ -8,11 +8,11 @@ from fakeplpy import FakePlpy, PlpyError
 from pgvision import spi
 from pgvision.errors import OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError
 
-EXTVERSION = r"SELECT extversion FROM pg_catalog.pg_extension"
+EXTVERSION = r"SELECT extversion, "
 
 
 def test_a_pgvision_error_becomes_a_sql_error_with_its_sqlstate_and_hint():
-    plpy = FakePlpy().on(EXTVERSION, [{"extversion": pgvision.__version__}])
+    plpy = FakePlpy().on(EXTVERSION, [{"extversion": pgvision.__version__, "db": None}])
 
     def fails(plpy, GD):
         raise PgvisionError("vision.x", 'argument "y" is bad', UNDEFINED_OBJECT, hint="Do z.")
@@ -24,14 +24,14 @@ def test_a_pgvision_error_becomes_a_sql_error_with_its_sqlstate_and_hint():
 
 
 def test_the_version_is_checked_once_per_backend():
-    plpy = FakePlpy().on(EXTVERSION, [{"extversion": pgvision.__version__}])
+    plpy = FakePlpy().on(EXTVERSION, [{"extversion": pgvision.__version__, "db": None}])
     GD = {}
     assert [spi.call(plpy, GD, lambda plpy, GD, x: x * 2, n) for n in (1, 2, 3)] == [2, 4, 6]
     assert [q for q, _ in plpy.queries if "extversion" in q] == [plpy.queries[0][0]]
 
 
 def test_another_extension_version_is_refused():
-    plpy = FakePlpy().on(EXTVERSION, [{"extversion": "0.0.1"}])
+    plpy = FakePlpy().on(EXTVERSION, [{"extversion": "0.0.1", "db": None}])
     with pytest.raises(PlpyError, match=r"pgvision: the database runs extension version 0\.0\.1, "
                                         rf"but the server's pgvision Python package is "
                                         rf"{pgvision.__version__}") as info:

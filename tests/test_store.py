@@ -145,6 +145,19 @@ def test_missing_or_damaged_file_is_rebuilt_from_the_table(db, table, connect):
         assert fh.read(4096) != b"\xff" * 4096
 
 
+def test_a_read_only_transaction_searches_from_its_own_copy(db, table, connect):
+    fill(db, table, 1, 200)
+    ids, vectors = features(db, table)
+    reader = connect()
+    reader.autocommit = False
+    with reader.cursor() as cur:
+        cur.execute("SET TRANSACTION READ ONLY")
+        cur.execute(f"SELECT image_id FROM vision.similar(9, 5, '{MODEL}', source => '{table}')")
+        assert [r[0] for r in cur.fetchall()] == brute(ids, vectors, vectors[8], 5, exclude=9)
+    reader.rollback()
+    assert snapshot_row(db, table) is None  # it could not record one, and did not try to
+
+
 @pytest.mark.parametrize("storage, pca_dims", [("float32", None), ("float16", None),
                                                ("int8", None), ("float32", 128)])
 def test_every_index_storage_finds_the_neighbours(db, table, connect, storage, pca_dims):

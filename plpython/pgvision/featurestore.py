@@ -1,11 +1,16 @@
-"""Stored features as numpy matrices, cached per backend and invalidated by version.
+"""Stored features as numpy matrices that every backend of a server shares.
 
-Triggers on ``vision.features`` bump ``vision.feature_versions(model, source, version)`` on
-every insert, update, delete or truncate, so a backend re-reads a feature matrix only when
-it changed; checking costs one primary-key lookup.
+The first backend to need the features of (model, source) writes a snapshot file (see
+``pgvision.store``) and records it, with the transaction snapshot it read under, in
+``vision.feature_snapshots``; every backend maps that file read-only. Triggers on
+``vision.features`` log each changed image in ``vision.feature_changes`` with its transaction
+and bump ``vision.feature_versions``, so a backend re-reads only the changes its snapshot
+does not hold, and only when the version moved (checking costs one key lookup, folded into
+the call's one state query). A change is in a snapshot exactly when its transaction is
+visible in it, so changes that commit in any order are all caught.
 
-Rows are read as ``pg_catalog.array_send(feature)`` (Postgres' binary array format) and decoded with
-numpy, which is ~50x faster than converting real[] into Python lists.
+Rows are read as ``pg_catalog.array_send(feature)`` (Postgres' binary array format) and
+decoded with numpy, which is ~50x faster than converting real[] into Python lists.
 """
 
 import numpy as np
@@ -307,7 +312,15 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None):
         ["text", "oid", "text", "int8", "int4", "text", "int8"]),
         [model, source, snap, n, dims, sha, size])
     forget_changes(plpy, GD, model, source)
+    collect_garbage(plpy, GD)
     return state(plpy, GD, model, source)
+
+
+def collect_garbage(plpy, GD, grace_seconds=store.GRACE_SECONDS):
+    """Remove store files that no snapshot or index of this database names any more."""
+    named = {r["sha256"] for r in plpy.execute(plan(plpy, GD,
+             "SELECT sha256 FROM vision._store_files()"))}
+    return store.collect_garbage(named, grace_seconds)
 
 
 def forget_changes(plpy, GD, model, source):

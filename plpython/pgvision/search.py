@@ -1,11 +1,18 @@
-"""Visual search: exact k-NN over a cached feature matrix, an HNSW index stored in the
-database (faiss), and a materialised top-k neighbours table.
+"""Visual search: exact k-NN over the shared feature matrix, HNSW indexes (faiss) that
+every backend maps, and a materialised top-k neighbours table.
 
 Distances, smaller is closer: ``cosine`` = 1 − cos, ``l2`` = Euclidean, ``ip`` = −dot
 (as pgvector's ``<#>``). Ties are broken by ascending image id, so results are deterministic.
 
-Why faiss: manylinux wheels (no compiler), exact and HNSW indexes behind one API, PCA
-pre-transforms, ID maps, filtered search and a byte serialisation to keep in a bytea.
+An index is built over a feature snapshot; its entries are numbered in the order they were
+added, ``vision.indexes.entry_ids`` maps them to image ids and ``dead`` marks replaced or
+deleted ones. Images changed since the index's transaction snapshot are filtered out of its
+answers (a faiss ID selector) and searched exactly beside it, so an answer is never stale.
+
+Why faiss (measured against usearch, hnswlib and annoy, shared/FACTS.md): manylinux
+wheels, HNSW with float32 / float16 / int8 storage and PCA behind one API, ID selectors for
+filtered search, and ``IO_FLAG_MMAP_IFC``, which maps an index file without a private copy
+(and searched 2-5x faster than usearch's mapped view here).
 """
 
 import os
@@ -201,28 +208,26 @@ class _Index:
         self._alive = {}
 
     def alive(self, changed):
-        """Packed bitmap of entries that may answer: not dead, not changed since the build."""
+        """Packed bitmap of entries that may answer (not dead, not changed since the build);
+        None when all may (a search without a filter is faster)."""
         key = changed.tobytes()
         if key not in self._alive:
             ok = ~self.dead
             if len(changed):
                 ok &= ~np.isin(self.entry_ids, changed)
-            self._alive = {key: np.packbits(ok, bitorder="little")}
+            self._alive = {key: None if ok.all() else np.packbits(ok, bitorder="little")}
         return self._alive[key]
 
 
 def _write_index(index):
     """Write a faiss index as a store file: (sha256, size)."""
-    faiss = _faiss()
-    tmp = os.path.join(store.directory(), f"incoming-{os.getpid()}-{time.monotonic_ns()}.tmp")
+    tmp = store.incoming()
     try:
-        faiss.write_index(index, tmp)
-        with open(tmp, "rb") as fh:
-            sha, size = store.write_parts("faiss", iter(lambda: fh.read(1 << 24), b""))
+        _faiss().write_index(index, tmp)
+        return store.adopt(tmp, "faiss")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return sha, size
 
 
 def _map_index(sha, entry_ids, dead):
@@ -582,14 +587,7 @@ def _store_index(plpy, GD, model_row, source, snap, index, entry_ids, dead, seco
             spi.write(plpy, GD, insert, [model, source, part, data])
     featurestore.forget_changes(plpy, GD, model, source)
     GD.get(_INDEX_CACHE, {}).pop((model, source), None)
-    collect_garbage(plpy, GD)
-
-
-def collect_garbage(plpy, GD, grace_seconds=store.GRACE_SECONDS):
-    """Remove store files that no snapshot or index of this database names any more."""
-    named = {r["sha256"] for r in plpy.execute(spi.plan(plpy, GD,
-             "SELECT sha256 FROM vision._store_files()"))}
-    return store.collect_garbage(named, grace_seconds)
+    featurestore.collect_garbage(plpy, GD)
 
 
 def refresh_index(plpy, GD, source, model=None):
@@ -614,26 +612,29 @@ def refresh_index(plpy, GD, source, model=None):
                       f"{featurestore.table_name(plpy, GD, source)}", row["owner"])
     params = {key: row[key] for key in ("metric", "m", "ef_construction", "ef_search",
                                         "pca_dims", "storage")}
+    # the snapshot the refreshed index will carry is taken before the changes are read, so
+    # a change committed in between is both in the index and searched beside it, never lost
+    snap = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.pg_current_snapshot()::text "
+                                 "AS s"))[0]["s"]
     changed, fresh = featurestore.changes_since(plpy, GD, fn, model, source, model_row["dims"],
                                                 row["snap"])
     if not len(changed):
         return "fresh"
-    view = _merged(plpy, GD, fn, model_row, source)
     entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
     dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
                          count=len(entry_ids), bitorder="little").astype(bool)
-    # everything changed since the build, up to the snapshot the new index will carry
-    changed, fresh = featurestore.changes_since(plpy, GD, fn, model, source, model_row["dims"],
-                                                row["snap"])
     now_dead = dead | np.isin(entry_ids, changed)
     path = store.check(row["sha256"], "faiss")
+    if path is None and _restore_index(plpy, GD, fn, model, source, row["sha256"], entry_ids,
+                                       dead) is not None:
+        path = store.check(row["sha256"], "faiss")
     started = time.monotonic()
     if path is not None and (now_dead.sum() + len(fresh.ids)
                              <= REBUILD_FRACTION * (len(entry_ids) + len(fresh.ids))):
         index = _faiss().read_index(path)  # a private, writable copy
         add_vectors(index, fresh.vectors, params["metric"])
         removed = int(now_dead.sum() - dead.sum())
-        _store_index(plpy, GD, model_row, source, view.state["snap"], index,
+        _store_index(plpy, GD, model_row, source, snap, index,
                      np.concatenate([entry_ids, fresh.ids]),
                      np.concatenate([now_dead, np.zeros(len(fresh.ids), bool)]),
                      time.monotonic() - started, params)
@@ -643,6 +644,7 @@ def refresh_index(plpy, GD, source, model=None):
               f"{int(now_dead.sum())} of {len(entry_ids)} entries replaced or deleted and "
               f"{len(fresh.ids)} to add")
     plpy.notice(f"{fn}: rebuilding the index of model {model!r}: {reason}")
+    view = _merged(plpy, GD, fn, model_row, source)
     index = build_index(view.snapshot.vectors, params["metric"], params["m"],
                         params["ef_construction"], params["pca_dims"], params["storage"])
     n = len(view.snapshot.ids)

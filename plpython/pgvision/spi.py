@@ -5,7 +5,7 @@ Every SQL function of the extension is ``spi.call(plpy, GD, module.function, arg
 ``plpy`` and ``GD`` are passed in, so every module imports and tests without a server.
 """
 
-from . import __version__, runtimes
+from . import __version__, runtimes, store
 from .errors import INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, PgvisionError
 from .images import DEFAULT_MAX_PIXELS
 from .slots import default_max_model_backends
@@ -42,8 +42,14 @@ def call_no_spi(plpy, fn, *args):
 
 
 def check_version(plpy):
-    rows = plpy.execute("SELECT extversion FROM pg_catalog.pg_extension "
+    """Refuse a database whose extension is another version than this package; bind the
+    store to this backend's database (a backend serves one database all its life)."""
+    rows = plpy.execute("SELECT extversion, (SELECT oid FROM pg_catalog.pg_database "
+                        "WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) "
+                        "AS db FROM pg_catalog.pg_extension "
                         "WHERE extname OPERATOR(pg_catalog.=) 'pgvision'::pg_catalog.name")
+    if rows:
+        store.bind(rows[0]["db"])
     if rows and rows[0]["extversion"] != __version__:
         raise PgvisionError(
             "pgvision", f"the database runs extension version {rows[0]['extversion']}, but the "

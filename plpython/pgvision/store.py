@@ -2,7 +2,8 @@
 feature matrix or an index however many sessions search it.
 
 The database stays the truth: a file is a copy of something stored in pgvision's tables,
-named by the SHA-256 of its content (``<data directory>/pgvision/store/<sha256>.<kind>``),
+named by the SHA-256 of its content (``<data directory>/pgvision/store/<database
+oid>/<sha256>.<kind>``),
 written to a temporary name and renamed (readers never see half a file), and checked
 against the checksum the table holds before a backend first trusts it. A checked file gets
 a ``.ok`` note of its size, inode and modification time, so later backends re-hash only a
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 
-from .files import runtime_dir
+from .files import runtime_dir, sha256_file
 
 MAGIC = b"PGVSNAP1"
 _TRAILER = 64
@@ -31,8 +32,18 @@ _ALIGN = 64
 GRACE_SECONDS = 600  # an unnamed file younger than this may belong to an uncommitted build
 
 
+_database = None
+
+
+def bind(database_oid):
+    """Keep this backend's files apart from other databases' of the same server (each
+    database collects its own garbage)."""
+    global _database
+    _database = database_oid
+
+
 def directory():
-    path = runtime_dir("store")
+    path = runtime_dir("store", str(_database)) if _database is not None else runtime_dir("store")
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
@@ -53,13 +64,30 @@ def snapshot_layout(n, dims):
     return ids, norms, trailer, trailer + _TRAILER
 
 
+def incoming():
+    """A temporary path in the store, for a file being written."""
+    return os.path.join(directory(), f"incoming-{os.getpid()}-{time.monotonic_ns()}.tmp")
+
+
+def adopt(path, kind):
+    """Make a finished file at ``path`` (in the store directory) a store file: fsync, hash,
+    rename to ``<sha256>.<kind>``; (sha256, size)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+    sha = sha256_file(path)
+    final = path_of(sha, kind)
+    os.replace(path, final)
+    _note_checked(final, sha)
+    return sha, os.path.getsize(final)
+
+
 class _HashingWriter:
     """Writes ``incoming-*.tmp`` and hashes what it writes; :meth:`commit` fsyncs, renames
     it to ``<sha256>.<kind>`` and returns the SHA-256."""
 
     def __init__(self, kind):
         self.kind = kind
-        self.tmp = os.path.join(directory(), f"incoming-{os.getpid()}-{time.monotonic_ns()}.tmp")
+        self.tmp = incoming()
         self.fh = open(self.tmp, "wb")
         self.digest = hashlib.sha256()
         self.size = 0
@@ -171,14 +199,6 @@ def _note_checked(path, sha):
     os.replace(tmp, path + ".ok")
 
 
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check(sha, kind):
     """The path of the file with content ``sha`` if it is there and intact, else None (a
     damaged file is removed). Hashes the file only when its ``.ok`` note does not match."""
@@ -192,7 +212,7 @@ def check(sha, kind):
             return path
     except (OSError, ValueError):
         pass
-    if sha256_of(path) == sha:
+    if sha256_file(path) == sha:
         _note_checked(path, sha)
         return path
     remove(sha, kind)

@@ -7,8 +7,9 @@ What ``maintain`` does for a table, as the role that calls it (or whose pg_cron 
 - extracts features of new and changed rows for every model that was extracted for it
   before (with that extraction's id and image columns); the change-tracking triggers have
   already removed what changed or deleted rows had;
-- refreshes the table's stale HNSW indexes (adding new vectors in place; rebuilding only
-  when vectors were removed, which faiss HNSW cannot do) — those the role owns;
+- refreshes the table's HNSW indexes that have changes pending (new and changed vectors
+  added, replaced entries marked dead; a rebuild only when a fifth is out of date) — those
+  the role owns;
 - refreshes cached neighbour lists, with the k and metric they were made with;
 - labels new and changed rows for every classifier that labelled the table before
   (``vision.classify_table`` once is what keeps a classifier's labels current).
