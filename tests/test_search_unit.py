@@ -30,6 +30,7 @@ def serve_features(plpy, ids, vectors):
     def state(_):
         return [{"version": 7, "generation": recorded.get("generation"),
                  "sha256": recorded.get("sha256"), "snap": recorded.get("snap"), "n": None,
+                 "snap_foreign": False, "index_foreign": None,
                  "index_generation": None, "index_metric": None, "ef_search": None,
                  "index_sha": None, "index_snap": None, "index_dims": None, "index_storage": None,
                  "index_pca": None, "ef_setting": None}]
@@ -40,10 +41,11 @@ def serve_features(plpy, ids, vectors):
         return []
     plpy.on(r"FROM vision.feature_versions v", state)
     plpy.on(r"FROM vision.model_store m", lambda args: [
-        {**ROW, "model_sha256": ROW["sha256"], "source_oid": 4242, "may_read": recorded.get("may_read", True), **state(args)[0]}])
+        {**ROW, "model_sha256": ROW["sha256"], "source_oid": 4242,
+         "may_read": recorded.get("may_read", True), **state(args)[0]}])
     plpy.on(r"UPDATE vision.feature_snapshots SET n = n WHERE false", [])
     plpy.on(r"pg_advisory_xact_lock", [{}])
-    plpy.on(r"pg_current_snapshot", [{"s": "10:10:"}])
+    plpy.on(r"SELECT pg_catalog.pg_current_snapshot\(\)::text AS s$", [{"s": "10:10:"}])
     plpy.on(r"INSERT INTO vision.feature_snapshots", record)
     plpy.on(r"DELETE FROM vision.feature_changes", [])
     plpy.on(r"FROM vision.feature_changes", [])

@@ -186,6 +186,27 @@ def test_every_index_storage_finds_the_neighbours(db, table, connect, storage, p
         or pca_dims
 
 
+def test_a_snapshot_or_index_from_another_server_is_never_trusted(db, table, connect):
+    fill(db, table, 1, 300)
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}')")
+    generation = snapshot_row(db, table)[0]
+    # as a restore into a younger cluster leaves them: transaction ids this server has not
+    # reached, which would make its own changes look older than the snapshot
+    future = "9000000000:9000000000:"
+    for stored in ("feature_snapshots", "indexes"):
+        query(db, f"UPDATE vision.{stored} SET snap = %s WHERE source = %s::regclass",
+              (future, table))
+    query(db, "UPDATE vision.features SET feature = %(f)s WHERE source = %(t)s::regclass "
+              "AND image_id = 9", {"f": [1.0] * DIMS, "t": table})
+    ids, vectors = features(db, table)
+    other = connect()
+    assert similar(other, table, 9, approximate=True) == brute(ids, vectors, vectors[8], 10,
+                                                               exclude=9)
+    assert any("restored from another server" in n for n in other.notices)
+    assert snapshot_row(db, table)[0] != generation  # a snapshot of this server's own
+    assert query(db, f"SELECT vision.refresh_index('{table}', '{MODEL}')")[0][0] == "rebuilt"
+
+
 def test_files_of_a_dropped_table_are_removed(db, connect):
     query(db, "DROP TABLE IF EXISTS store_gone; CREATE TABLE store_gone (id bigint PRIMARY KEY)")
     fill(db, "store_gone", 1, 300)

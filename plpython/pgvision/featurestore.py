@@ -181,7 +181,9 @@ class _PrivateSnapshot:
 
 
 _STATE = """
-    SELECT v.version, s.generation, s.sha256, s.snap::text AS snap, s.n{extra}
+    SELECT v.version, s.generation, s.sha256, s.snap::text AS snap, s.n,
+           pg_catalog.pg_snapshot_xmax(s.snap) OPERATOR(pg_catalog.>)
+             pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) AS snap_foreign{extra}
     FROM vision.feature_versions v
     LEFT JOIN vision.feature_snapshots s USING (model, source){join}
     WHERE v.model = $1 AND v.source = $2"""
@@ -223,7 +225,9 @@ def live(plpy, GD, function, model, source, dims, current=None):
     if hit is not None and current["generation"] is not None \
             and hit.state["generation"] == current["generation"]:
         snapshot = hit.snapshot
-    elif current["sha256"] is not None:
+    elif current["sha256"] is not None and not current["snap_foreign"]:
+        # a snapshot "from the future" came from another server (pg_dump and restore):
+        # its transaction ids mean nothing here, so it is never trusted
         snapshot = _map(current["sha256"], dims)
     may_write = None
     if snapshot is None:
@@ -290,7 +294,8 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None):
     _lock(plpy, GD, model, source)
     latest = state(plpy, GD, model, source)
     if latest is not None and latest["generation"] != current["generation"] \
-            and latest["sha256"] is not None and _map(latest["sha256"], dims) is not None:
+            and latest["sha256"] is not None and not latest["snap_foreign"] \
+            and _map(latest["sha256"], dims) is not None:
         return latest  # built by another backend while this one waited
     snap = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.pg_current_snapshot()::text AS s"))[0]["s"]
     if view is not None:

@@ -254,6 +254,8 @@ _INDEX_STATE = dict(
     extra=""", i.generation AS index_generation, i.metric AS index_metric, i.ef_search,
            i.sha256 AS index_sha, i.snap::text AS index_snap, i.dims AS index_dims,
            i.storage AS index_storage, i.pca_dims AS index_pca,
+           pg_catalog.pg_snapshot_xmax(i.snap) OPERATOR(pg_catalog.>)
+             pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) AS index_foreign,
            pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting""",
     join=" LEFT JOIN vision.indexes i USING (model, source)")
 
@@ -345,12 +347,14 @@ def _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates, a
     if candidates is not None or approximate is False:
         return exact_search
     has_index = current is not None and current["index_generation"] is not None
-    if not has_index or current["index_metric"] != metric:
+    if not has_index or current["index_metric"] != metric or current["index_foreign"]:
         if approximate:
             reason = ("no index" if not has_index else
+                      "the index was restored from another server (its transaction "
+                      "snapshot means nothing here)" if current["index_foreign"] else
                       f"the index is for metric {current['index_metric']!r}")
             plpy.notice(f"{fn}: {reason} for model {model!r}; using exact search "
-                        "(vision.create_index)")
+                        "(vision.create_index builds one)")
         return exact_search
     if current["index_dims"] != dims:
         raise PgvisionError(fn, f"the index of model {model!r} has {current['index_dims']} "
@@ -601,7 +605,9 @@ def refresh_index(plpy, GD, source, model=None):
     model = model_row["name"]
     row = plpy.execute(spi.plan(plpy, GD, """
         SELECT metric, m, ef_construction, ef_search, pca_dims, storage, snap::text AS snap,
-               sha256, entry_ids, dead, owner
+               sha256, entry_ids, dead, owner,
+               pg_catalog.pg_snapshot_xmax(snap) OPERATOR(pg_catalog.>)
+                 pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) AS foreign_snap
         FROM vision.indexes WHERE model = $1 AND source = $2""", ["text", "oid"]),
         [model, source])
     if not row:
@@ -618,14 +624,14 @@ def refresh_index(plpy, GD, source, model=None):
                                  "AS s"))[0]["s"]
     changed, fresh = featurestore.changes_since(plpy, GD, fn, model, source, model_row["dims"],
                                                 row["snap"])
-    if not len(changed):
+    if not len(changed) and not row["foreign_snap"]:
         return "fresh"
     entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
     dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
                          count=len(entry_ids), bitorder="little").astype(bool)
     now_dead = dead | np.isin(entry_ids, changed)
-    path = store.check(row["sha256"], "faiss")
-    if path is None and _restore_index(plpy, GD, fn, model, source, row["sha256"], entry_ids,
+    path = None if row["foreign_snap"] else store.check(row["sha256"], "faiss")
+    if path is None and not row["foreign_snap"] and _restore_index(plpy, GD, fn, model, source, row["sha256"], entry_ids,
                                        dead) is not None:
         path = store.check(row["sha256"], "faiss")
     started = time.monotonic()
@@ -640,7 +646,8 @@ def refresh_index(plpy, GD, source, model=None):
                      time.monotonic() - started, params)
         return ", ".join(f"{word} {count}" for word, count in
                          (("added", len(fresh.ids)), ("removed", removed)) if count)
-    reason = ("the stored index could not be read" if path is None else
+    reason = ("it was restored from another server" if row["foreign_snap"] else
+              "the stored index could not be read" if path is None else
               f"{int(now_dead.sum())} of {len(entry_ids)} entries replaced or deleted and "
               f"{len(fresh.ids)} to add")
     plpy.notice(f"{fn}: rebuilding the index of model {model!r}: {reason}")
