@@ -49,6 +49,7 @@ def serve_features(plpy, ids, vectors):
     plpy.on(r"INSERT INTO vision.feature_snapshots", record)
     plpy.on(r"DELETE FROM vision.feature_changes", [])
     plpy.on(r"FROM vision.feature_changes", [])
+    plpy.on(r"SELECT pg_catalog.count\(\*\) AS n\s+FROM vision.feature_changes", [{"n": 0}])
     plpy.on(r"vision._store_files\(\)", [])
     plpy.on(r"ORDER BY image_id$",
             [{"image_id": int(i), "f": array_send(v)} for i, v in zip(ids, vectors)])

@@ -7,12 +7,16 @@ seconds; the right answers are computed here with numpy from the same rows.
 """
 
 import os
+import subprocess
 import time
 
 import numpy as np
 import pytest
 
-from conftest import query, store_file
+import psycopg2
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from conftest import PORT, SOCKET_DIR, USER, query, store_file
 
 MODEL, DIMS = "mobilenet_v2", 1280
 
@@ -124,6 +128,34 @@ def test_changes_are_seen_by_every_backend_without_a_rebuild(db, table, connect)
     assert generation2 != generation and n == len(ids)
     assert query(db, "SELECT count(*) FROM vision.feature_changes WHERE source = %s::regclass",
                  (table,))[0][0] == 0
+    # a bulk load (more than REREAD_FACTOR times that) is read from the table, not held first
+    fill(db, table, 5501, 14000)
+    ids, vectors = features(db, table)
+    assert similar(other, table, 13000) == brute(ids, vectors, vectors[-1001], 10, exclude=13000)
+    generation3, _, n = snapshot_row(db, table)
+    assert generation3 != generation2 and n == len(ids) == 13999
+
+
+def test_an_index_and_a_renewed_snapshot_answer_together(db, table, connect):
+    fill(db, table, 1, 12_000)
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}', ef_search => 64)")
+    index_snap = query(db, "SELECT snap::text FROM vision.indexes WHERE source = %s::regclass",
+                       (table,))[0][0]
+    fill(db, table, 12_001, 14_100)  # past MERGE_ROWS: the next search renews the snapshot
+    ids, vectors = features(db, table)
+    other = connect()
+    for image_id in (14_000, 5):  # approximate: 9 of the true 10 at least
+        got = similar(other, table, image_id, approximate=True)
+        assert len(set(got) & set(brute(ids, vectors, vectors[image_id - 1], 10,
+                                        exclude=image_id))) >= 9
+    assert not any("exact search" in n for n in other.notices)
+    assert query(db, "SELECT snap::text FROM vision.feature_snapshots WHERE source = "
+                     "%s::regclass", (table,))[0][0] != index_snap
+    assert query(db, "SELECT pending_changes FROM vision.index_status WHERE source = "
+                     "%s::regclass", (table,))[0][0] == 2100
+    assert query(db, f"SELECT vision.refresh_index('{table}', '{MODEL}')")[0][0] == "added 2100"
+    got = similar(other, table, 14_000, approximate=True)
+    assert len(set(got) & set(brute(ids, vectors, vectors[14_000 - 1], 10, exclude=14_000))) >= 9
 
 
 def test_missing_or_damaged_file_is_rebuilt_from_the_table(db, table, connect):
@@ -250,3 +282,34 @@ def test_an_index_above_one_gigabyte(db):
         assert len(hits) == 5
     finally:
         query(db, f"DROP TABLE {name}")
+
+
+def test_pg_dump_and_restore_keep_search_working(fresh_db):
+    """The tables are the truth: a restored database searches as the original did, its store
+    files written again from the restored rows (another database has its own folder)."""
+    conn = psycopg2.connect(host=SOCKET_DIR, port=PORT, user=USER, dbname=fresh_db)
+    conn.autocommit = True
+    query(conn, "CREATE EXTENSION pgvision CASCADE")
+    query(conn, "CREATE TABLE dumped (id bigint PRIMARY KEY)")
+    fill(conn, "dumped", 1, 300)
+    query(conn, f"SELECT vision.create_index('dumped', '{MODEL}')")
+    before = {i: similar(conn, "dumped", i, approximate=True) for i in (3, 150)}
+    conn.close()
+    bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip()
+    dump = subprocess.run([os.path.join(bindir, "pg_dump"), "-Fc", "-h", SOCKET_DIR, "-p",
+                           str(PORT), "-U", USER, fresh_db], capture_output=True, check=True).stdout
+    janitor = DatabaseJanitor(user=USER, host=SOCKET_DIR, port=PORT, dbname="pgvision_restored")
+    janitor.drop()
+    with janitor:
+        subprocess.run([os.path.join(bindir, "pg_restore"), "--exit-on-error", "-h", SOCKET_DIR,
+                        "-p", str(PORT), "-U", USER, "-d", "pgvision_restored"], input=dump,
+                       check=True, capture_output=True)
+        restored = psycopg2.connect(host=SOCKET_DIR, port=PORT, user=USER,
+                                    dbname="pgvision_restored")
+        restored.autocommit = True
+        try:
+            after = {i: similar(restored, "dumped", i, approximate=True) for i in (3, 150)}
+            assert after == before
+            assert query(restored, "SELECT count(*) FROM vision.index_chunks")[0][0] >= 1
+        finally:
+            restored.close()

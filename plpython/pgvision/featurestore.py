@@ -110,13 +110,19 @@ def load(plpy, GD, function, model, source, dims):
 
 # --- live view: a shared snapshot plus the changes since ----------------------------------
 
-MERGE_ROWS = 2000        # merge the changes into a new snapshot past this many rows ...
-MERGE_FRACTION = 0.05    # ... and this fraction of the snapshot
+# The changes since a snapshot are held by every backend that searches (privately): past
+# MERGE_ROWS and MERGE_FRACTION of the snapshot they are merged into a new one; past
+# REREAD_FACTOR times that (a bulk load) the new one is read from the table instead of the
+# changes being read into memory first.
+MERGE_ROWS = 2000
+MERGE_FRACTION = 0.01
+REREAD_FACTOR = 4
 
 
 class Live:
-    """What a backend holds of (model, source): the shared snapshot (mapped read-only; None
-    when it lives privately) and the changes since it was taken, read from the table.
+    """What a backend holds of (model, source): the shared snapshot (a mapped store.Snapshot,
+    or a _PrivateSnapshot where none could be recorded) and the changes since it was taken,
+    read from the table.
 
     ``changed`` (ascending) are the ids changed, added or deleted since the snapshot;
     ``delta`` the current vectors of those that still exist. A snapshot row whose id is in
@@ -209,7 +215,8 @@ def live(plpy, GD, function, model, source, dims, current=None):
 
     ``current`` is the row of :func:`state` when the caller read it already. The first
     backend to need a snapshot builds it (or a new one, when the changes since the last
-    have grown past MERGE_ROWS and MERGE_FRACTION) for every backend of the server."""
+    have grown past MERGE_ROWS and MERGE_FRACTION) for every backend of the server; a
+    backend holds at most about that many changed vectors of its own."""
     current = current if current is not None else state(plpy, GD, model, source)
     cache = GD.setdefault(_CACHE, {})
     key = (model, source)
@@ -238,10 +245,15 @@ def live(plpy, GD, function, model, source, dims, current=None):
             return view
         current = build_snapshot(plpy, GD, function, model, source, dims, current)
         snapshot = _map(current["sha256"], dims)
+    limit = max(MERGE_ROWS, MERGE_FRACTION * len(snapshot.ids))
+    if count_changes(plpy, GD, model, source, current["snap"]) > REREAD_FACTOR * limit \
+            and (may_write if may_write is not None else _may_write(plpy, GD)):
+        may_write = True
+        current = build_snapshot(plpy, GD, function, model, source, dims, current)
+        snapshot = _map(current["sha256"], dims)
     changed, delta = changes_since(plpy, GD, function, model, source, dims, current["snap"])
     view = Live(current, snapshot, changed, delta)
-    if len(changed) > max(MERGE_ROWS, MERGE_FRACTION * len(snapshot.ids)) \
-            and (may_write if may_write is not None else _may_write(plpy, GD)):
+    if len(changed) > limit and (may_write if may_write is not None else _may_write(plpy, GD)):
         current = build_snapshot(plpy, GD, function, model, source, dims, current, view)
         view = Live(current, _map(current["sha256"], dims), *changes_since(
             plpy, GD, function, model, source, dims, current["snap"]))
@@ -342,16 +354,26 @@ def forget_changes(plpy, GD, model, source):
         ["text", "oid"]), [model, source])
 
 
+_SINCE = """
+    FROM vision.feature_changes
+    WHERE model = $1 AND source = $2
+      AND xid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($3::pg_catalog.pg_snapshot)
+      AND NOT pg_catalog.pg_visible_in_snapshot(xid, $3::pg_catalog.pg_snapshot)"""
+
+
+def count_changes(plpy, GD, model, source, snap):
+    """How many changes (an upper bound on the images) snapshot ``snap`` does not hold."""
+    return plpy.execute(plan(plpy, GD, "SELECT pg_catalog.count(*) AS n" + _SINCE,
+                             ["text", "oid", "text"]), [model, source, snap])[0]["n"]
+
+
 def changes_since(plpy, GD, function, model, source, dims, snap):
     """(ids changed since snapshot ``snap``, FeatureMatrix of the current vectors of those
     that still exist). A change is in the snapshot exactly when its transaction is visible
     in it, so changes committed in any order are all caught."""
     rows = plpy.execute(plan(plpy, GD, """
         SELECT c.image_id, pg_catalog.array_send(f.feature) AS f
-        FROM (SELECT DISTINCT image_id FROM vision.feature_changes
-              WHERE model = $1 AND source = $2
-                AND xid OPERATOR(pg_catalog.>=) pg_catalog.pg_snapshot_xmin($3::pg_catalog.pg_snapshot)
-                AND NOT pg_catalog.pg_visible_in_snapshot(xid, $3::pg_catalog.pg_snapshot)) c
+        FROM (SELECT DISTINCT image_id""" + _SINCE + """) c
         LEFT JOIN vision.features f
           ON f.model = $1 AND f.source = $2 AND f.image_id OPERATOR(pg_catalog.=) c.image_id
         ORDER BY c.image_id""", ["text", "oid", "text"]), [model, source, snap])

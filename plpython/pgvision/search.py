@@ -365,7 +365,8 @@ def _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates, a
         return exact_search
     ef = spi.parse_setting("pgvision.ef_search", current["ef_setting"], current["ef_search"])
     # images changed since the index was built are searched exactly, never from the index
-    if current["index_snap"] == current["snap"]:
+    # (the view's snapshot, which live() may just have renewed, is what the changes are of)
+    if current["index_snap"] == view.state["snap"]:
         changed, fresh = view.changed, view.delta
     else:
         changed, fresh = _changes(plpy, GD, fn, model, source, dims, current)
