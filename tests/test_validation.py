@@ -39,6 +39,8 @@ CASES = [
      'argument "m" must be between 2 and 128, got 1'),
     ("vision.create_index", lambda p, g: search.create_index(p, g, "t", ef_search=0),
      'argument "ef_search" must be between 1 and 4096, got 0'),
+    ("vision.create_index", lambda p, g: search.create_index(p, g, "t", storage="int4"),
+     "argument \"storage\" must be one of"),
     ("vision.refresh_index", lambda p, g: search.refresh_index(p, g, None),
      'argument "source" must not be NULL'),
     ("vision.refresh_neighbours", lambda p, g: search.refresh_neighbours(p, g, "t", k=0),

@@ -138,10 +138,6 @@ class Live:
         self.alive = None if stale is None or not stale.any() else ~stale
         self._matrix = None
 
-    @property
-    def dims(self):
-        return self.snapshot.vectors.shape[1]
-
     def matrix(self):
         """All current features as one FeatureMatrix: the mapped pages themselves when
         nothing changed since the snapshot, else a merged private copy (made once)."""
@@ -183,7 +179,6 @@ class _PrivateSnapshot:
 
     def __init__(self, matrix):
         self.ids, self.vectors, self.norms = matrix.ids, matrix.vectors, matrix.norms
-        self.path = None
 
 
 _STATE = """

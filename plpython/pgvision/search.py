@@ -198,7 +198,7 @@ def index_distance(scores, metric):
 
 
 class _Index:
-    """A mapped index with its entries' image ids and the packed bitmap of live entries."""
+    """A mapped index, its entries' image ids, and which entries are dead."""
 
     def __init__(self, handle, faiss_index, entry_ids, dead):
         self.handle = handle          # keeps the object faiss.read_index returned alive
