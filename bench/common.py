@@ -117,6 +117,17 @@ def copy_features(cur, table, model, ids, vectors):
                     "WITH (FORMAT binary)", io.BytesIO(data))
 
 
+def feature_table(cur, table, model, n, blocks):
+    """(Re)create ``table`` with ids 1..n and store ``blocks`` of (ids, vectors) as its
+    features for ``model``."""
+    cur.execute("DELETE FROM vision.features WHERE source = to_regclass(%s)", (table,))
+    cur.execute(f"DROP TABLE IF EXISTS {table}")
+    cur.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY)")
+    cur.execute(f"INSERT INTO {table} SELECT generate_series(1, {n})")
+    for ids, vectors in blocks:
+        copy_features(cur, table, model, ids, vectors)
+
+
 def clustered_blocks(n, dims=2048, centres=500, block=10_000, seed=0):
     """A synthetic catalog with the cluster structure of CNN features (a non-negative
     Gaussian mixture), as (ids, vectors) blocks, the same for the same seed: a million

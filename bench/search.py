@@ -25,7 +25,7 @@ import numpy as np
 import psycopg2
 from PIL import Image, ImageEnhance, ImageOps
 
-from common import SOURCES, photos
+from common import SOURCES, feature_table, photos
 
 MODEL, DIMS = "inception_v3", 2048
 
@@ -47,15 +47,8 @@ def perturbed(real, n, seed=1):
 
 
 def copy_features(cur, table, vectors):
-    cur.execute("DELETE FROM vision.features WHERE source = to_regclass(%s)", (table,))
-    cur.execute(f"DROP TABLE IF EXISTS {table}")
-    cur.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY)")
-    cur.execute(f"INSERT INTO {table} SELECT generate_series(1, {len(vectors)})")
-    buf = io.StringIO()
-    for i, v in enumerate(vectors, start=1):
-        buf.write(f"{MODEL}\t{table}\t{i}\t{{{','.join(f'{x:.4g}' for x in v)}}}\n")
-    buf.seek(0)
-    cur.copy_expert("COPY vision.features (model, source, image_id, feature) FROM STDIN", buf)
+    """``table`` with ids 1..n whose features are ``vectors`` (binary COPY: exact floats)."""
+    feature_table(cur, table, MODEL, len(vectors), [(np.arange(1, len(vectors) + 1), vectors)])
 
 
 def augmented_photos(per_photo=5, seed=0):

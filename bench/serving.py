@@ -34,7 +34,7 @@ import time
 import numpy as np
 import psycopg2
 
-from common import clustered_blocks, connect, copy_features
+from common import clustered_blocks, connect, copy_features, feature_table
 
 MODEL, DIMS, TABLE = "inception_v3", 2048, "bench_serving"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,12 +65,7 @@ def backend_pid(conn):
 
 
 def load(cur, n):
-    cur.execute(f"DELETE FROM vision.features WHERE source = to_regclass('{TABLE}')")
-    cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
-    cur.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY)")
-    cur.execute(f"INSERT INTO {TABLE} SELECT generate_series(1, {n})")
-    for ids, block in clustered_blocks(n, DIMS):
-        copy_features(cur, TABLE, MODEL, ids, block)
+    feature_table(cur, TABLE, MODEL, n, clustered_blocks(n, DIMS))
     # autovacuum would otherwise take a core from the measurements that follow
     cur.execute("VACUUM ANALYZE vision.features")
 

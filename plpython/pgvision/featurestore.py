@@ -64,12 +64,6 @@ def decode_array(data, expected_dims=None):
     return values["value"].astype(np.float32)
 
 
-def version(plpy, GD, model, source):
-    rows = plpy.execute(plan(plpy, GD, "SELECT version FROM vision.feature_versions "
-                             "WHERE model = $1 AND source = $2", ["text", "oid"]), [model, source])
-    return rows[0]["version"] if rows else 0
-
-
 def resolve_source(plpy, GD, function, model, source):
     """The source table's OID: ``source`` itself, or the only table with features for model."""
     if source is not None:
@@ -181,10 +175,23 @@ class _PrivateSnapshot:
         self.ids, self.vectors, self.norms = matrix.ids, matrix.vectors, matrix.norms
 
 
+def from_another_server(snap):
+    """SQL: whether the recorded transaction snapshot ``snap`` (a column) is ahead of this
+    server's, i.e. restored from another cluster, where its transaction ids mean nothing."""
+    return (f"pg_catalog.pg_snapshot_xmax({snap}) OPERATOR(pg_catalog.>) "
+            "pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())")
+
+
+def current_snapshot(plpy, GD):
+    """This statement's transaction snapshot, as text: take it before reading what a new
+    snapshot or index will hold, so nothing committed in between is lost."""
+    return plpy.execute(plan(plpy, GD, "SELECT pg_catalog.pg_current_snapshot()::text "
+                             "AS s"))[0]["s"]
+
+
 _STATE = """
     SELECT v.version, s.generation, s.sha256, s.snap::text AS snap, s.n,
-           pg_catalog.pg_snapshot_xmax(s.snap) OPERATOR(pg_catalog.>)
-             pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) AS snap_foreign{extra}
+           """ + from_another_server("s.snap") + """ AS snap_foreign{extra}
     FROM vision.feature_versions v
     LEFT JOIN vision.feature_snapshots s USING (model, source){join}
     WHERE v.model = $1 AND v.source = $2"""
@@ -304,7 +311,7 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None):
             and latest["sha256"] is not None and not latest["snap_foreign"] \
             and _map(latest["sha256"], dims) is not None:
         return latest  # built by another backend while this one waited
-    snap = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.pg_current_snapshot()::text AS s"))[0]["s"]
+    snap = current_snapshot(plpy, GD)
     if view is not None:
         # the changes are re-read under the new snapshot, so none committed meanwhile is lost
         changed, delta = changes_since(plpy, GD, function, model, source, dims,

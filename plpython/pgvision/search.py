@@ -219,6 +219,14 @@ class _Index:
         return self._alive[key]
 
 
+def _entries(row):
+    """An index row's entry image ids and dead flags, as stored by :func:`_store_index`."""
+    entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
+    dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
+                         count=len(entry_ids), bitorder="little").astype(bool)
+    return entry_ids, dead
+
+
 def _write_index(index):
     """Write a faiss index as a store file: (sha256, size)."""
     tmp = store.incoming()
@@ -254,8 +262,7 @@ _INDEX_STATE = dict(
     extra=""", i.generation AS index_generation, i.metric AS index_metric, i.ef_search,
            i.sha256 AS index_sha, i.snap::text AS index_snap, i.dims AS index_dims,
            i.storage AS index_storage, i.pca_dims AS index_pca,
-           pg_catalog.pg_snapshot_xmax(i.snap) OPERATOR(pg_catalog.>)
-             pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) AS index_foreign,
+           """ + featurestore.from_another_server("i.snap") + """ AS index_foreign,
            pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting""",
     join=" LEFT JOIN vision.indexes i USING (model, source)")
 
@@ -300,12 +307,9 @@ def _index(plpy, GD, fn, model, source, current):
     hit = cache.get((model, source))
     if hit is not None and hit[0] == current["index_generation"]:
         return hit[1]
-    row = plpy.execute(spi.plan(plpy, GD, "SELECT entry_ids, dead FROM vision.indexes "
-                                "WHERE model = $1 AND source = $2", ["text", "oid"]),
-                       [model, source])[0]
-    entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
-    dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
-                         count=len(entry_ids), bitorder="little").astype(bool)
+    entry_ids, dead = _entries(plpy.execute(spi.plan(
+        plpy, GD, "SELECT entry_ids, dead FROM vision.indexes WHERE model = $1 AND source = $2",
+        ["text", "oid"]), [model, source])[0])
     sha = current["index_sha"]
     index = _map_index(sha, entry_ids, dead)
     if index is None:
@@ -606,9 +610,8 @@ def refresh_index(plpy, GD, source, model=None):
     model = model_row["name"]
     row = plpy.execute(spi.plan(plpy, GD, """
         SELECT metric, m, ef_construction, ef_search, pca_dims, storage, snap::text AS snap,
-               sha256, entry_ids, dead, owner,
-               pg_catalog.pg_snapshot_xmax(snap) OPERATOR(pg_catalog.>)
-                 pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot()) AS foreign_snap
+               sha256, entry_ids, dead, owner, """ + featurestore.from_another_server("snap") + """
+                 AS foreign_snap
         FROM vision.indexes WHERE model = $1 AND source = $2""", ["text", "oid"]),
         [model, source])
     if not row:
@@ -621,15 +624,12 @@ def refresh_index(plpy, GD, source, model=None):
                                         "pca_dims", "storage")}
     # the snapshot the refreshed index will carry is taken before the changes are read, so
     # a change committed in between is both in the index and searched beside it, never lost
-    snap = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.pg_current_snapshot()::text "
-                                 "AS s"))[0]["s"]
+    snap = featurestore.current_snapshot(plpy, GD)
     changed, fresh = featurestore.changes_since(plpy, GD, fn, model, source, model_row["dims"],
                                                 row["snap"])
     if not len(changed) and not row["foreign_snap"]:
         return "fresh"
-    entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
-    dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
-                         count=len(entry_ids), bitorder="little").astype(bool)
+    entry_ids, dead = _entries(row)
     now_dead = dead | np.isin(entry_ids, changed)
     path = None if row["foreign_snap"] else store.check(row["sha256"], "faiss")
     if path is None and not row["foreign_snap"] and _restore_index(plpy, GD, fn, model, source, row["sha256"], entry_ids,

@@ -69,16 +69,22 @@ def incoming():
     return os.path.join(directory(), f"incoming-{os.getpid()}-{time.monotonic_ns()}.tmp")
 
 
+def _install(path, sha, kind):
+    """Rename a finished, synced file to ``<sha256>.<kind>`` and note it as checked."""
+    final = path_of(sha, kind)
+    os.replace(path, final)
+    _note_checked(final, sha)
+
+
 def adopt(path, kind):
     """Make a finished file at ``path`` (in the store directory) a store file: fsync, hash,
     rename to ``<sha256>.<kind>``; (sha256, size)."""
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
     sha = sha256_file(path)
-    final = path_of(sha, kind)
-    os.replace(path, final)
-    _note_checked(final, sha)
-    return sha, os.path.getsize(final)
+    size = os.path.getsize(path)
+    _install(path, sha, kind)
+    return sha, size
 
 
 class _HashingWriter:
@@ -107,9 +113,7 @@ class _HashingWriter:
         os.fsync(self.fh.fileno())
         self.fh.close()
         sha = self.digest.hexdigest()
-        final = path_of(sha, self.kind)
-        os.replace(self.tmp, final)
-        _note_checked(final, sha)
+        _install(self.tmp, sha, self.kind)
         return sha
 
     def abort(self):
