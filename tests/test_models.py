@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +172,50 @@ def test_loaded_models_lists_this_backends_cache(db, connect):
     query(other, "SELECT vision.extract_features(%s, 'mobilenet_v2')",
           (psycopg2.Binary(image_bytes(1)),))
     assert [r[0] for r in query(other, "SELECT * FROM vision.loaded_models()")] == ["mobilenet_v2"]
+
+
+def loaded(conn, module):
+    """Whether the connection's backend has imported ``module``."""
+    query(conn, "CREATE OR REPLACE FUNCTION pg_temp.loaded(m text) RETURNS boolean "
+                "LANGUAGE plpython3u AS $$ import sys; return m in sys.modules $$")
+    return query(conn, "SELECT pg_temp.loaded(%s)", (module,))[0][0]
+
+
+def offload_children():
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if "pgvision.offload" in line]
+
+
+def test_registration_runs_in_a_child_process_and_reports_progress(connect, tmp_path,
+                                                                   cleanup_models):
+    """The backend never holds TensorFlow for a registration (Inception-v3 cut at mixed7 left
+    0.8.0's backend at 3.1 GB); it relays the child's steps as NOTICEs and then extracts from
+    the converted file."""
+    conn = connect()
+    assert register(conn, "tiny", keras_bytes(tmp_path), preprocessing="raw") == 4
+    steps = " ".join(conn.notices)
+    for step in ("loading the Keras model (safe mode)", "converting to ONNX",
+                 "checking ONNX Runtime's features against TensorFlow's"):
+        assert f"vision.register_model: {step}" in steps
+    feature = query(conn, "SELECT vision.extract_features(%s, 'tiny')",
+                    (psycopg2.Binary(image_bytes(1)),))[0][0]
+    assert len(feature) == 4
+    assert query(conn, "SELECT * FROM vision.loaded_models()")[0][0] == "tiny"
+    assert not loaded(conn, "tensorflow") and not loaded(conn, "keras")
+
+
+def test_a_cancelled_registration_leaves_nothing(connect, cleanup_models):
+    conn = connect()
+    path = os.path.join(MODEL_DIR, "inception_v3.keras")
+    started = threading.Thread(target=lambda: (time.sleep(4), conn.cancel()))
+    started.start()
+    with pytest.raises(pgerr.QueryCanceled):
+        query(conn, "SELECT vision.register_model('inception_mixed7', model_path => %s, "
+                    "feature_layer => 'mixed7')", (path,))
+    started.join()
+    assert any("loading the Keras model" in n for n in conn.notices)
+    assert not query(conn, "SELECT 1 FROM vision.model_store WHERE name = 'inception_mixed7'")
+    assert not offload_children()  # the child was killed with the statement
 
 
 TFJS = os.path.join(CACHE, "node_modules", "@tensorflow", "tfjs")

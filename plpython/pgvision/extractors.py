@@ -137,7 +137,8 @@ def get_extractor(plpy, GD, function, row):
         return (row["model_path"], False) if row["model_path"] else \
             model_file(plpy, GD, function, row)
 
-    return load_extractor(GD, function, row, keras_file, spi.thread_settings(plpy, GD), runtime)
+    return load_extractor(GD, function, row, keras_file, spi.thread_settings(plpy, GD), runtime,
+                          plpy)
 
 
 def cached_extractor(GD, row):
@@ -168,18 +169,39 @@ def tensorflow_extractor(function, row, keras_file, threads=None):
                      row["preprocessing"], row["feature_layer"], row["pooling"], function)
 
 
-def load_extractor(GD, function, row, keras_file, threads, runtime, built=None):
-    """Load (or convert) the model on ``runtime`` and cache it in ``GD``; ``built``: a
-    TensorFlow extractor already at hand, to convert from instead of loading again."""
+def prepared(plpy, function, row, path, threads, onnx_target=None):
+    """Check (and, given ``onnx_target``, convert) the Keras file at ``path`` for ``row`` in a
+    child process (:func:`pgvision.runtimes.prepare_model`), so this backend never holds
+    TensorFlow for it."""
+    from . import offload
+
+    args = {key: row.get(key) for key in ("input_height", "input_width", "preprocessing",
+                                          "feature_layer", "pooling")}
+    args.update(function=function, path=path, threads=list(threads or (0, 0)),
+                onnx_target=onnx_target)
+    return offload.run(plpy, function, "prepare_model", args)
+
+
+def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None):
+    """Load (or convert, in a child process) the model on ``runtime`` and cache it in ``GD``.
+    ``plpy``: where the conversion's progress is told (None: nowhere)."""
     def build_tensorflow():
-        return built or tensorflow_extractor(function, row, keras_file, threads)
+        return tensorflow_extractor(function, row, keras_file, threads)
+
+    def convert_to(target):
+        path, temporary = keras_file()
+        try:
+            return prepared(plpy, function, row, path, threads, target)["onnx_error"]
+        finally:
+            if temporary:
+                os.unlink(path)
 
     if not runtimes.runs_on_onnx(runtime):
         extractor = build_tensorflow()
     else:
         extractor = runtimes.onnx_extractor(function, row, threads, onnx_dirs(),
-                                            runtime_dir("models"), build_tensorflow,
-                                            strict=runtime == "onnx")
+                                            runtime_dir("models"), convert_to,
+                                            build_tensorflow, strict=runtime == "onnx")
     cache = GD.setdefault(_CACHE, {})
     cache[row["name"]] = (row["sha256"], extractor)
     slots.record_models([f"{name} ({entry[1].runtime})" for name, entry in sorted(cache.items())])

@@ -14,11 +14,11 @@ import re
 import tempfile
 import zipfile
 
-from . import DEFAULT_MODEL, extractors, spi
+from . import DEFAULT_MODEL, extractors, runtimes, spi
 from .errors import (DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT,
                      EXTERNAL_ERROR, PgvisionError, require, require_choice, require_int_range,
                      require_not_null)
-from .files import default_model_dir, read_manifest, sha256_file
+from .files import default_model_dir, read_manifest, runtime_dir, sha256_file
 from .images import PREPROCESSING
 
 POOLING = ("avg", "max", "none")
@@ -85,7 +85,8 @@ def validate_registration(plpy, name, model_bytes, model_path, input_height, inp
 def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocessing="inception",
                    feature_layer=None, pooling="avg", input_height=None, input_width=None,
                    provenance="", replace=False):
-    """Validate, load in safe mode (proving it works), then insert the registry row."""
+    """Validate; load in safe mode, cut and convert to ONNX in a child process (proving it
+    works, with progress NOTICEs); then insert the registry row."""
     fn = FN_REGISTER
     validate_registration(plpy, name, model_bytes, model_path, input_height, input_width,
                           preprocessing, pooling)
@@ -104,23 +105,24 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
             tmp.write(data)
         path, temporary = tmp.name, True
     threads = spi.thread_settings(plpy, GD)
-    try:
-        model = extractors.load_keras_file(fn, path, threads)
+    runtime = spi.runtime_setting(plpy, GD)
+    row = dict(name=name, sha256=digest, input_height=input_height, input_width=input_width,
+               preprocessing=preprocessing, feature_layer=feature_layer, pooling=pooling)
+    target = None
+    if runtimes.runs_on_onnx(runtime):  # converting now makes every backend's first use fast
+        target = os.path.join(runtime_dir("models"), runtimes.onnx_file_name(
+            digest, feature_layer, pooling))
+    try:  # in a child process: this backend never holds TensorFlow for it
+        found = extractors.prepared(plpy, fn, row, path, threads, target)
     finally:
         if temporary:
             os.unlink(path)
-    shape = model.inputs[0].shape
-    if len(shape) != 4 or shape[-1] != 3:
-        raise PgvisionError(fn, f"the model's input must be (batch, height, width, 3) RGB, "
-                            f"got {tuple(shape)}")
-    height = input_height or shape[1]
-    width = input_width or shape[2]
-    if height is None or width is None:
-        raise PgvisionError(fn, "the model's input size is not fixed: pass input_height and "
-                            "input_width")
-    runtime = spi.runtime_setting(plpy, GD)
-    extractor = extractors.Extractor(model, (int(height), int(width)), preprocessing, feature_layer,
-                          pooling, fn)
+    if found["onnx_error"] and runtime == "onnx":
+        raise runtimes.unconvertible(fn, name, found["onnx_error"])
+    if found["onnx_error"]:
+        plpy.notice(f"{fn}: model {name!r} runs on TensorFlow: it does not convert to ONNX "
+                    f"({found['onnx_error']})")
+    height, width = found["input_height"], found["input_width"]
     plpy.execute(spi.plan(plpy, GD, """
         INSERT INTO vision.model_store AS m (name, model_bytes, model_path, sha256, input_height,
             input_width, preprocessing, feature_layer, pooling, dims, provenance)
@@ -134,12 +136,9 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
         ["text", "bytea", "text", "text", "int4", "int4", "text", "text", "text", "int4",
          "text"]),
         [name, model_bytes, model_path, digest, int(height), int(width), preprocessing,
-         feature_layer, pooling, extractor.dims, provenance or ""])
-    row = dict(name=name, sha256=digest, input_height=int(height), input_width=int(width),
-               preprocessing=preprocessing, feature_layer=feature_layer, pooling=pooling)
-    # Converting now (ONNX Runtime) means the first extraction of every backend is fast.
-    extractors.load_extractor(GD, fn, row, None, threads, runtime, built=extractor)
-    return extractor.dims
+         feature_layer, pooling, found["dims"], provenance or ""])
+    extractors.forget(GD, name)  # a replaced model's old copy; the new one loads on first use
+    return found["dims"]
 
 
 FN_APPLICATION = "vision.register_keras_application"
