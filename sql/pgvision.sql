@@ -853,6 +853,25 @@ $$;
 COMMENT ON FUNCTION vision.compare_classifiers IS
   'Cross-validate methods on the same labelled set; ranked by accuracy, macro_f1 or roc_auc.';
 
+CREATE FUNCTION vision.fine_tune(
+  name       text,
+  labels     regclass,
+  source     regclass,
+  base_model text     DEFAULT 'inception_v3',
+  blocks     integer  DEFAULT 1,
+  folds      integer  DEFAULT 3,
+  options    jsonb    DEFAULT '{}',
+  replace    boolean  DEFAULT false
+) RETURNS jsonb
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import finetune, spi
+return spi.call(plpy, GD, finetune.fine_tune, name, labels, source, base_model, blocks, folds,
+                options, replace)
+$$;
+COMMENT ON FUNCTION vision.fine_tune IS
+  'Retrain the top block(s) of a model on labelled image bytes (CV, early stopping); registers the result as a new model.';
+
 CREATE FUNCTION vision.evaluate_classifier(classifier text) RETURNS jsonb
 LANGUAGE plpython3u STABLE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -1253,6 +1272,6 @@ GRANT SELECT ON vision.feature_versions, vision.extract_progress, vision.index_s
   vision.bandit_state, vision.features_export, vision.predictions_export TO PUBLIC;
 REVOKE ALL ON FUNCTION vision.register_model, vision.register_keras_application,
   vision.drop_model, vision._register_builtin_models(), vision._put_classifier,
-  vision._forget_images FROM PUBLIC;
+  vision._forget_images, vision.fine_tune FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION vision.register_model, vision.register_keras_application,
-  vision.drop_model, vision._put_classifier TO vision_admin;
+  vision.drop_model, vision._put_classifier, vision.fine_tune TO vision_admin;

@@ -5,6 +5,7 @@ session, and one backend connection in it, so TensorFlow and each model load onc
 
 import io
 import os
+import sys
 
 import numpy as np
 import psycopg2
@@ -172,6 +173,12 @@ def keras_bytes(tmp_path, name="tiny", filters=4, lambda_layer=False, seed=0):
     path = tmp_path / f"{name}.keras"
     keras.Model(inputs, outputs).save(path)
     return path.read_bytes()
+
+
+def installed_model(name):
+    """The .keras file ``make install`` put in the venv that runs the tests (also where
+    PYTHONPATH=plpython points the package elsewhere)."""
+    return os.path.join(sys.prefix, "share", "pgvision", "models", f"{name}.keras")
 
 
 def register(db, name, data, **kwargs):

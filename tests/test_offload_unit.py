@@ -7,23 +7,23 @@ import pytest
 
 from pgvision import offload
 from pgvision.errors import PgvisionError
-from pgvision.files import default_model_dir
+from conftest import installed_model
 
 FN = "vision.register_model"
 
 
 class Plpy:
-    """Records NOTICEs; ``execute`` raises after ``cancel_after`` calls (a query cancel)."""
+    """Records NOTICEs; with ``cancel_on``, ``execute`` raises (as a query cancel does) once a
+    NOTICE containing it was told."""
 
-    def __init__(self, cancel_after=None):
-        self.notices, self.calls, self.cancel_after = [], 0, cancel_after
+    def __init__(self, cancel_on=None):
+        self.notices, self.cancel_on = [], cancel_on
 
     def notice(self, text):
         self.notices.append(text)
 
     def execute(self, query):
-        self.calls += 1
-        if self.cancel_after is not None and self.calls > self.cancel_after:
+        if self.cancel_on and any(self.cancel_on in n for n in self.notices):
             raise KeyboardInterrupt("canceling statement due to user request")
 
 
@@ -52,14 +52,15 @@ def test_a_child_that_dies_is_reported_with_its_last_words(monkeypatch, tmp_path
 
 
 def test_a_cancel_kills_the_child(tmp_path):
-    plpy = Plpy(cancel_after=2)
+    plpy = Plpy(cancel_on="loading the Keras model")
     target = tmp_path / "m.onnx"
     with pytest.raises(KeyboardInterrupt):
         offload.run(plpy, FN, "prepare_model", {
-            "function": FN, "path": os.path.join(default_model_dir(), "mobilenet_v2.keras"),
+            "function": FN, "path": installed_model("mobilenet_v2"),
             "input_height": None, "input_width": None, "preprocessing": "inception",
             "feature_layer": "out_relu", "pooling": "avg", "threads": [1, 1],
             "onnx_target": str(target)})
+    assert plpy.notices == [f"{FN}: loading the Keras model (safe mode) (0 s)"]
     assert not target.exists() and not list(tmp_path.iterdir())
     ps = os.popen("ps -eo args").read()
     assert "pgvision.offload prepare_model" not in ps

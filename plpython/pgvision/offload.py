@@ -60,7 +60,10 @@ def run(plpy, function, job, args, notice_prefix=None):
     env[_PROTOCOL_FD_ENV] = str(write_end)
     child = subprocess.Popen([python_executable(), "-m", "pgvision.offload", job],
                              stdin=subprocess.PIPE, stdout=log, stderr=log, env=env,
-                             pass_fds=(write_end,), close_fds=True)
+                             pass_fds=(write_end,), close_fds=True,
+                             # a backend's process group gets its cancel (SIGINT): the
+                             # backend must see it first, and then ends the child itself
+                             start_new_session=True)
     os.close(write_end)
     lines = queue.Queue()
 
@@ -136,8 +139,18 @@ def _job(name):
     return getattr(importlib.import_module(f"pgvision.{module}"), function)
 
 
+def _exit_with_parent():
+    """End the child if its backend ends (a backend that exits at once, as on a server's
+    immediate shutdown, cannot kill it)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(3)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     out = os.fdopen(int(os.environ[_PROTOCOL_FD_ENV]), "w", encoding="utf-8", buffering=1)
 
     def send(**message):
