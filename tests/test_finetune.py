@@ -49,7 +49,7 @@ def test_fine_tune_registers_a_model_that_extracts_like_any_other(shapes, connec
     curator = connect(user="curator")
     result = query(curator, FINE_TUNE, ("ft_tuned",))[0][0]  # jsonb
     assert result["model"] == "ft_tuned" and result["dims"] == 1280
-    assert result["images"] == 18 and result["from_layer"] == "block_16_project_BN"
+    assert result["images"] == 18 and result["from_layer"] == "block_15_add"
     assert [s["image_id"] for s in result["skipped"]] == [99]
     assert "not a decodable image" in result["skipped"][0]["reason"]
     assert any("image 99 skipped: not a decodable image" in n for n in curator.notices)
@@ -63,7 +63,7 @@ def test_fine_tune_registers_a_model_that_extracts_like_any_other(shapes, connec
                                                "vision.models WHERE name = 'ft_tuned'")[0]
     assert dims == 1280 and not builtin
     assert provenance.startswith("fine_tune of mobilenet_v2 on public.ft_labels (19 labels, 1 block(s) "
-                                 "from block_16_project_BN")
+                                 "from block_15_add")
     tuned, base = features(curator, 1, "ft_tuned"), features(curator, 1, "mobilenet_v2")
     assert tuned.shape == base.shape == (1280,) and not np.allclose(tuned, base, atol=1e-3)
     analyst = connect(user="analyst")

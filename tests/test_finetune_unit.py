@@ -21,9 +21,9 @@ def layer_names(model):
 
 @pytest.mark.parametrize("model, feature_layer, expected", [
     ("inception_v3", "mixed10", ["mixed9", "mixed8", "mixed7", "mixed6"]),
-    # MobileNet-v2: the final 1x1 convolution, then inverted-residual blocks 16, 15, 14
-    ("mobilenet_v2", "out_relu", ["block_16_project_BN", "block_15_add", "block_14_add",
-                                  "block_13_project_BN"]),
+    # MobileNet-v2: block 16 with the final 1x1 convolution above it, then blocks 15, 14, 13
+    ("mobilenet_v2", "out_relu", ["block_15_add", "block_14_add", "block_13_project_BN",
+                                  "block_12_add"]),
 ])
 def test_blocks_are_counted_down_from_the_feature_layer(model, feature_layer, expected):
     names = layer_names(model)

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 
-from . import runtimes, slots, spi
+from . import offload, runtimes, slots, spi
 from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
 from .files import default_model_dir, runtime_dir, sha256_file
 
@@ -169,12 +169,53 @@ def tensorflow_extractor(function, row, keras_file, threads=None):
                      row["preprocessing"], row["feature_layer"], row["pooling"], function)
 
 
+def prepare_model(args, progress):
+    """The child's job (see :mod:`pgvision.offload`): load a Keras file in safe mode, cut it
+    at its feature layer and pool it; convert it to ONNX at ``args["onnx_target"]`` (when
+    given) and check that ONNX Runtime gives TensorFlow's features. Returns the input size,
+    the feature dimensions and, when conversion failed, why."""
+    import numpy as np
+
+    function = args["function"]
+    progress("loading the Keras model (safe mode)")
+    model = load_keras_file(function, args["path"], tuple(args["threads"]))
+    shape = model.inputs[0].shape
+    if len(shape) != 4 or shape[-1] != 3:
+        raise PgvisionError(function, f"the model's input must be (batch, height, width, 3) "
+                            f"RGB, got {tuple(shape)}")
+    height, width = args["input_height"] or shape[1], args["input_width"] or shape[2]
+    if height is None or width is None:
+        raise PgvisionError(function, "the model's input size is not fixed: pass input_height "
+                            "and input_width")
+    progress(f"cutting at layer {args['feature_layer'] or '(output)'}, {args['pooling']} "
+             "pooling, and tracing")
+    extractor = Extractor(model, (int(height), int(width)), args["preprocessing"],
+                          args["feature_layer"], args["pooling"], function)
+    result = {"input_height": int(height), "input_width": int(width), "dims": extractor.dims,
+              "onnx_error": None}
+    if args.get("onnx_target"):
+        progress(f"converting to ONNX (opset {runtimes.OPSET})")
+        try:
+            runtimes.convert(extractor, args["onnx_target"])
+            progress("checking ONNX Runtime's features against TensorFlow's")
+            sample = np.random.default_rng(0).uniform(-1, 1, (2, int(height), int(width), 3))
+            sample = sample.astype(np.float32)
+            expected = extractor(sample)
+            got = runtimes.OnnxExtractor(args["onnx_target"], (height, width),
+                                         args["preprocessing"])(sample)
+            gap = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-6))
+            if gap > 1e-3:
+                os.unlink(args["onnx_target"])
+                raise ValueError(f"ONNX features differ from TensorFlow's by {gap:.1e}")
+        except Exception as err:  # tf2onnx and ONNX Runtime raise many types
+            result["onnx_error"] = f"{type(err).__name__}: {str(err)[:200]}"
+    return result
+
+
 def prepared(plpy, function, row, path, threads, onnx_target=None):
     """Check (and, given ``onnx_target``, convert) the Keras file at ``path`` for ``row`` in a
-    child process (:func:`pgvision.runtimes.prepare_model`), so this backend never holds
+    child process (:func:`prepare_model`), so this backend never holds
     TensorFlow for it."""
-    from . import offload
-
     args = {key: row.get(key) for key in ("input_height", "input_width", "preprocessing",
                                           "feature_layer", "pooling")}
     args.update(function=function, path=path, threads=list(threads or (0, 0)),

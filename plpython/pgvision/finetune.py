@@ -25,12 +25,12 @@ import time
 
 import numpy as np
 
-from . import classify, extractors, offload, registry, spi
+from . import classify, extractors, images, offload, registry, spi
 from .errors import (DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT, PgvisionError, require,
                      require_int_range, require_not_null)
 
 FN = "vision.fine_tune"
-DEFAULTS = {"epochs": 20, "learning_rate": 1e-4, "batch_size": 16, "patience": 3,
+DEFAULTS = {"epochs": 20, "learning_rate": 1e-3, "batch_size": 16, "patience": 3,
             "validation_fraction": 0.2, "seed": 0, "from_layer": None,
             "id_column": "image_id", "label_column": "label",
             "source_id_column": "id", "image_column": "image"}
@@ -78,16 +78,18 @@ def block_boundaries(names):
 
 
 def cut_layer_name(names, feature_layer, blocks):
-    """The layer whose output the trained part starts from: ``blocks`` boundaries before the
-    feature layer (which ends the last block, or follows it)."""
+    """The layer whose output the trained part starts from, ``blocks`` blocks below the
+    feature layer. Layers between the last block and the feature layer (MobileNet-v2's final
+    1x1 convolution) belong to the top block."""
     position = names.index(feature_layer)
     before = [n for n in block_boundaries(names) if names.index(n) < position]
+    if feature_layer not in block_boundaries(names) and before:
+        before = before[:-1]  # the last block ends below the trailing layers: train them too
     if len(before) < blocks:
         raise PgvisionError(FN, f'argument "blocks": the model has {len(before)} block(s) '
                             f"below {feature_layer!r} that pgvision recognises, got {blocks}",
                             hint='Name the first frozen layer\'s output: options => '
                             '\'{"from_layer": "..."}\'')
-    # the feature layer itself may close a block (mixed10): then count from the one before it
     return before[-blocks]
 
 
@@ -104,15 +106,13 @@ def _split(keras, model, feature_layer, pooling, cut):
 
 def _read_images(directory, size, mode, max_pixels, progress):
     """Decoded, preprocessed images from the job's folder: (batch, kept positions, skipped)."""
-    from .images import load_batch
-
     with open(os.path.join(directory, "images.json"), encoding="utf-8") as fh:
         meta = json.load(fh)
     with open(os.path.join(directory, "images.bin"), "rb") as fh:
         blob = fh.read()
-    images = [blob[start:start + length] for start, length in meta["spans"]]
-    progress(f"decoding {len(images)} images")
-    batch, ok, errors = load_batch(images, size, mode, max_pixels)
+    encoded = [blob[start:start + length] for start, length in meta["spans"]]
+    progress(f"decoding {len(encoded)} images")
+    batch, ok, errors = images.load_batch(encoded, size, mode, max_pixels)
     return batch, ok, errors
 
 
@@ -160,10 +160,19 @@ def _train(keras, top, start_weights, A, y, features, n_classes, opts, rng, prog
     if validation is not None:
         callbacks.append(keras.callbacks.EarlyStopping(patience=int(opts["patience"]),
                                                        restore_best_weights=True))
+        before = net.evaluate(*validation, verbose=0)
+        start = net.get_weights()
     history = net.fit(A[fit_idx], y[fit_idx], batch_size=int(opts["batch_size"]),
                       epochs=int(opts["epochs"]), validation_data=validation, verbose=0,
                       shuffle=True, callbacks=callbacks)
-    return (lambda X: net.predict(X, verbose=0, batch_size=64)), len(history.history["loss"])
+    kept = True
+    if validation is not None and net.evaluate(*validation, verbose=0) > before:
+        net.set_weights(start)  # training only made the held-out part worse: keep the start
+        kept = False
+        progress(f"{label}: no epoch beat the logistic head on the held-out images; "
+                 "keeping the base model's weights")
+    return (lambda X: net.predict(X, verbose=0, batch_size=64)), \
+        len(history.history["loss"]) if kept else 0
 
 
 def fine_tune_job(args, progress):
@@ -171,8 +180,6 @@ def fine_tune_job(args, progress):
     registry row, the images folder, labels, blocks, folds, options, the output path."""
     import keras
     from sklearn.model_selection import StratifiedKFold
-
-    from .extractors import load_keras_file
 
     opts, base = args["options"], args["base"]
     keras.utils.set_random_seed(int(opts["seed"]))
@@ -190,7 +197,7 @@ def fine_tune_job(args, progress):
                             f"decodable images ({len(skipped)} skipped, e.g. "
                             f"{skipped[:1]})")
     progress("loading the base model (safe mode)")
-    model = load_keras_file(FN, args["model_path"], tuple(args["threads"]))
+    model = extractors.load_keras_file(FN, args["model_path"], tuple(args["threads"]))
     names = [layer.name for layer in model.layers]
     feature_layer = base["feature_layer"] or names[-1]
     cut = opts["from_layer"] or cut_layer_name(names, feature_layer, args["blocks"])

@@ -75,8 +75,11 @@ def run(plpy, function, job, args, notice_prefix=None):
 
     threading.Thread(target=reader, daemon=True).start()
     try:
-        child.stdin.write(json.dumps(args).encode())
-        child.stdin.close()
+        try:
+            child.stdin.write(json.dumps(args).encode())
+            child.stdin.close()
+        except BrokenPipeError:  # it died at once: _relay says how
+            pass
         return _relay(plpy, function, prefix, child, lines, log)
     finally:
         if child.poll() is None:  # cancelled or failed while it ran: nothing half-made stays
@@ -126,7 +129,7 @@ def _relay(plpy, function, prefix, child, lines, log):
 # --- the child ---------------------------------------------------------------------------
 
 # job name → (module, function(args, progress) → result)
-JOBS = {"prepare_model": ("runtimes", "prepare_model"),
+JOBS = {"prepare_model": ("extractors", "prepare_model"),
         "fine_tune": ("finetune", "fine_tune_job"),
         "echo": None}
 
