@@ -126,6 +126,10 @@ def _head(keras, n_classes, start):
                                                      bias.astype(np.float32)]
 
 
+def _accuracy(net, A, y):
+    return float((net.predict(A, verbose=0, batch_size=64).argmax(axis=1) == y).mean())
+
+
 def _train(keras, top, start_weights, A, y, features, n_classes, opts, rng, progress, label):
     """Train top + a softmax head on activations A, the head started from the logistic
     classifier on the frozen ``features`` (so training starts at the baseline's answers);
@@ -133,14 +137,6 @@ def _train(keras, top, start_weights, A, y, features, n_classes, opts, rng, prog
     epochs run)."""
     from sklearn.model_selection import train_test_split
 
-    top.set_weights(start_weights)
-    normalise, dense, head_weights = _head(keras, n_classes,
-                                           classify.fit("logistic", features, y, {}, n_classes))
-    inputs = keras.Input(A.shape[1:])
-    net = keras.Model(inputs, dense(normalise(top(inputs))))
-    dense.set_weights(head_weights)
-    net.compile(optimizer=keras.optimizers.Adam(float(opts["learning_rate"])),
-                loss="sparse_categorical_crossentropy")
     fraction = float(opts["validation_fraction"])
     smallest = int(np.bincount(y, minlength=n_classes).min())
     if smallest >= 2 and int(round(len(y) * fraction)) >= n_classes:
@@ -149,6 +145,14 @@ def _train(keras, top, start_weights, A, y, features, n_classes, opts, rng, prog
         validation = (A[val_idx], y[val_idx])
     else:  # too few images to hold some out: train the full epochs
         fit_idx, validation = np.arange(len(y)), None
+    top.set_weights(start_weights)
+    start = classify.fit("logistic", features[fit_idx], y[fit_idx], {}, n_classes)
+    normalise, dense, head_weights = _head(keras, n_classes, start)
+    inputs = keras.Input(A.shape[1:])
+    net = keras.Model(inputs, dense(normalise(top(inputs))))
+    dense.set_weights(head_weights)
+    net.compile(optimizer=keras.optimizers.Adam(float(opts["learning_rate"])),
+                loss="sparse_categorical_crossentropy")
 
     class Progress(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -160,17 +164,19 @@ def _train(keras, top, start_weights, A, y, features, n_classes, opts, rng, prog
     if validation is not None:
         callbacks.append(keras.callbacks.EarlyStopping(patience=int(opts["patience"]),
                                                        restore_best_weights=True))
-        before = net.evaluate(*validation, verbose=0)
-        start = net.get_weights()
+        before = _accuracy(net, *validation)
+        started_at = net.get_weights()
+        progress(f"{label}: the logistic head on the frozen features classifies "
+                 f"{before:.3f} of the held-out images")
     history = net.fit(A[fit_idx], y[fit_idx], batch_size=int(opts["batch_size"]),
                       epochs=int(opts["epochs"]), validation_data=validation, verbose=0,
                       shuffle=True, callbacks=callbacks)
     kept = True
-    if validation is not None and net.evaluate(*validation, verbose=0) > before:
-        net.set_weights(start)  # training only made the held-out part worse: keep the start
+    if validation is not None and _accuracy(net, *validation) < before:
+        net.set_weights(started_at)  # training made the held-out part worse: keep the start
         kept = False
-        progress(f"{label}: no epoch beat the logistic head on the held-out images; "
-                 "keeping the base model's weights")
+        progress(f"{label}: training classified the held-out images worse than the "
+                 "logistic head on the frozen features; keeping the base model's weights")
     return (lambda X: net.predict(X, verbose=0, batch_size=64)), \
         len(history.history["loss"]) if kept else 0
 
