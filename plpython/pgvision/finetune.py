@@ -104,16 +104,28 @@ def _split(keras, model, feature_layer, pooling, cut):
     return keras.Model(model.inputs, middle), keras.Model(middle, features)
 
 
-def _read_images(directory, size, mode, max_pixels, progress):
-    """Decoded, preprocessed images from the job's folder: (batch, kept positions, skipped)."""
+def _frozen_pass(directory, bottom, size, mode, max_pixels, progress, batch=32):
+    """The frozen layers' output for each decodable image of the job's folder, decoded a
+    batch at a time (decoded Inception-v3 inputs are 1 MB an image): (activations, kept
+    positions, {position: why skipped})."""
     with open(os.path.join(directory, "images.json"), encoding="utf-8") as fh:
-        meta = json.load(fh)
+        spans = json.load(fh)["spans"]
+    outputs, ok, errors = [], [], {}
     with open(os.path.join(directory, "images.bin"), "rb") as fh:
         blob = fh.read()
-    encoded = [blob[start:start + length] for start, length in meta["spans"]]
-    progress(f"decoding {len(encoded)} images")
-    batch, ok, errors = images.load_batch(encoded, size, mode, max_pixels)
-    return batch, ok, errors
+    for first in range(0, len(spans), batch):
+        encoded = [blob[start:start + length] for start, length in spans[first:first + batch]]
+        X, kept, failed = images.load_batch(encoded, size, mode, max_pixels)
+        ok += [first + p for p in kept]
+        errors.update({first + p: why for p, why in failed.items()})
+        if len(X):
+            outputs.append(bottom.predict(X, verbose=0))
+        if first and first % (batch * 8) == 0:
+            progress(f"frozen layers: {first}/{len(spans)} images")
+    if not outputs:
+        raise PgvisionError(FN, f'argument "source": none of the {len(spans)} labelled images '
+                            f"is decodable (e.g. {next(iter(errors.values()))})")
+    return np.concatenate(outputs), ok, errors
 
 
 def _head(keras, n_classes, start):
@@ -191,17 +203,7 @@ def fine_tune_job(args, progress):
     keras.utils.set_random_seed(int(opts["seed"]))
     rng = np.random.default_rng(int(opts["seed"]))
     size = (base["input_height"], base["input_width"])
-    X, ok, errors = _read_images(args["images"], size, base["preprocessing"],
-                                 args["max_pixels"], progress)
-    skipped = [{"image_id": args["ids"][p], "reason": reason} for p, reason in sorted(
-        errors.items())]
     labels = args["label_names"]
-    y = np.array(args["targets"], dtype=np.int64)[ok]
-    counts = np.bincount(y, minlength=len(labels))
-    if counts.min() < 2:
-        raise PgvisionError(FN, f"class {labels[int(counts.argmin())]!r} has fewer than 2 "
-                            f"decodable images ({len(skipped)} skipped, e.g. "
-                            f"{skipped[:1]})")
     progress("loading the base model (safe mode)")
     model = extractors.load_keras_file(FN, args["model_path"], tuple(args["threads"]))
     names = [layer.name for layer in model.layers]
@@ -215,12 +217,20 @@ def fine_tune_job(args, progress):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     trainable = sum(int(np.prod(w.shape)) for w in top.trainable_weights)
-    progress(f"running the frozen layers up to {cut!r} once over {len(y)} images "
+    progress(f"running the frozen layers up to {cut!r} once over {len(args['ids'])} images "
              f"({trainable:,} weights above it will train)")
     started = time.monotonic()
-    A = np.concatenate([bottom.predict(X[i:i + 32], verbose=0) for i in range(0, len(X), 32)])
-    del X
+    A, ok, errors = _frozen_pass(args["images"], bottom, size, base["preprocessing"],
+                                 args["max_pixels"], progress)
     frozen_seconds = time.monotonic() - started
+    skipped = [{"image_id": args["ids"][p], "reason": reason} for p, reason in sorted(
+        errors.items())]
+    y = np.array(args["targets"], dtype=np.int64)[ok]
+    counts = np.bincount(y, minlength=len(labels))
+    if counts.min() < 2:
+        raise PgvisionError(FN, f"class {labels[int(counts.argmin())]!r} has fewer than 2 "
+                            f"decodable images ({len(skipped)} skipped, e.g. "
+                            f"{skipped[:1]})")
     start_weights = top.get_weights()
     base_features = top.predict(A, verbose=0, batch_size=64)
 
@@ -248,6 +258,7 @@ def fine_tune_job(args, progress):
     _, epochs = _train(keras, top, start_weights, A, y, base_features, len(labels), opts, rng,
                        progress, "final model")
     result["epochs"], result["train_seconds"] = epochs, round(time.monotonic() - started, 1)
+    result["tuned"] = epochs > 0  # False: training did worse, the base weights were kept
     progress("saving the fine-tuned model")
     tuned = keras.Model(model.inputs, model.get_layer(feature_layer).output)
     tuned.save(args["output"])
