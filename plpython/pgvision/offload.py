@@ -49,11 +49,10 @@ def child_environment():
     return env
 
 
-def run(plpy, function, job, args, notice_prefix=None):
+def run(plpy, function, job, args):
     """Run ``job`` with ``args`` (JSON-able) in a child; its result dict, or its error raised
     as a :class:`PgvisionError` of ``function``. ``plpy`` None: no NOTICEs, no cancel checks
     (a parallel worker, a script)."""
-    prefix = notice_prefix or function
     log = tempfile.TemporaryFile()
     read_end, write_end = os.pipe()
     env = child_environment()
@@ -80,7 +79,7 @@ def run(plpy, function, job, args, notice_prefix=None):
             child.stdin.close()
         except BrokenPipeError:  # it died at once: _relay says how
             pass
-        return _relay(plpy, function, prefix, child, lines, log)
+        return _relay(plpy, function, child, lines, log)
     finally:
         if child.poll() is None:  # cancelled or failed while it ran: nothing half-made stays
             child.kill()
@@ -88,7 +87,7 @@ def run(plpy, function, job, args, notice_prefix=None):
         log.close()
 
 
-def _relay(plpy, function, prefix, child, lines, log):
+def _relay(plpy, function, child, lines, log):
     started = last_notice = time.monotonic()
     last_text = "starting"
     while True:
@@ -104,7 +103,7 @@ def _relay(plpy, function, prefix, child, lines, log):
             if "progress" in message:
                 last_text = message["progress"]
                 if plpy is not None:
-                    plpy.notice(f"{prefix}: {last_text} ({now - started:.0f} s)")
+                    plpy.notice(f"{function}: {last_text} ({now - started:.0f} s)")
                 last_notice = now
                 continue
             child.wait()
@@ -116,7 +115,7 @@ def _relay(plpy, function, prefix, child, lines, log):
         if plpy is not None:
             plpy.execute("SELECT 1")  # where a query cancel is noticed (raises here)
             if now - last_notice >= HEARTBEAT:
-                plpy.notice(f"{prefix}: still {last_text} ({now - started:.0f} s)")
+                plpy.notice(f"{function}: still {last_text} ({now - started:.0f} s)")
                 last_notice = now
     code = child.wait()
     log.seek(0)
