@@ -283,13 +283,19 @@ def read_labels(plpy, fn, labels, opts):
                             '"label_column": "..."}\'') from None
 
 
-def _labelled(plpy, GD, fn, labels, source, model_row, opts):
-    """(vectors, class indices, label names, image ids) of the labelled images."""
+def labelled_rows(plpy, fn, labels, opts):
+    """:func:`read_labels`, refusing rows with a NULL id or label."""
     rel, rows = read_labels(plpy, fn, labels, opts)
     nulls = [r["id"] for r in rows if r["label"] is None or r["id"] is None]
     if nulls:
         raise PgvisionError(fn, f'argument "labels": {len(nulls)} row(s) of {rel} have a NULL '
                             f"id or label (image ids {nulls[:5]})", NULL_VALUE)
+    return rel, rows
+
+
+def _labelled(plpy, GD, fn, labels, source, model_row, opts):
+    """(vectors, class indices, label names, image ids) of the labelled images."""
+    rel, rows = labelled_rows(plpy, fn, labels, opts)
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     ids = np.array([r["id"] for r in rows], dtype=np.int64)
     present = np.isin(ids, matrix.ids)

@@ -25,9 +25,8 @@ import time
 
 import numpy as np
 
-from . import classify, extractors, images, offload, registry, spi
-from .errors import (DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT, PgvisionError, require,
-                     require_int_range, require_not_null)
+from . import classify, extract, extractors, images, offload, registry, spi
+from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_int_range, require_not_null
 
 FN = "vision.fine_tune"
 DEFAULTS = {"epochs": 20, "learning_rate": 1e-3, "batch_size": 16, "patience": 3,
@@ -81,9 +80,9 @@ def cut_layer_name(names, feature_layer, blocks):
     """The layer whose output the trained part starts from, ``blocks`` blocks below the
     feature layer. Layers between the last block and the feature layer (MobileNet-v2's final
     1x1 convolution) belong to the top block."""
-    position = names.index(feature_layer)
-    before = [n for n in block_boundaries(names) if names.index(n) < position]
-    if feature_layer not in block_boundaries(names) and before:
+    position, boundaries = names.index(feature_layer), block_boundaries(names)
+    before = [n for n in boundaries if names.index(n) < position]
+    if feature_layer not in boundaries and before:
         before = before[:-1]  # the last block ends below the trailing layers: train them too
     if len(before) < blocks:
         raise PgvisionError(FN, f'argument "blocks": the model has {len(before)} block(s) '
@@ -307,9 +306,7 @@ def fine_tune(plpy, GD, name, labels, source, base_model="inception_v3", blocks=
               options=None, replace=False):
     """Fine-tune ``base_model``'s top ``blocks`` on the labelled images of ``source``, register
     the result as model ``name``; returns the metrics as JSON."""
-    require_not_null(FN, "name", name)
-    require(FN, "name", name, registry.NAME_PATTERN.match(name) is not None,
-            "lower-case letters, digits and _ (starting with a letter, at most 63)")
+    registry.require_model_name(FN, name)
     require_not_null(FN, "labels", labels)
     require_not_null(FN, "source", source)
     require_int_range(FN, "blocks", blocks, 1, MAX_BLOCKS)
@@ -317,18 +314,10 @@ def fine_tune(plpy, GD, name, labels, source, base_model="inception_v3", blocks=
     require(FN, "folds", folds, folds != 1, "0 (no cross-validation) or between 2 and 10")
     opts = check_options(options)
     base = registry.lookup(plpy, GD, FN, base_model, "base_model")
-    if not replace and plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM vision.model_store "
-                                             "WHERE name = $1", ["text"]), [name]):
-        raise PgvisionError(FN, f'argument "name": a model named {name!r} is already '
-                            "registered", DUPLICATE_OBJECT, hint="Pass replace => true.")
-    source_oid = plpy.execute(plpy.prepare("SELECT $1::regclass::oid AS oid", ["regclass"]),
-                              [source])[0]["oid"]
+    registry.require_free_name(plpy, GD, FN, name, replace)
+    source_oid = extract.relid_of(plpy, source)
     spi.require_select(plpy, GD, FN, source_oid, "fine-tuning on its images")
-    rel, rows = classify.read_labels(plpy, FN, labels, opts)
-    nulls = [r["id"] for r in rows if r["label"] is None or r["id"] is None]
-    if nulls:
-        raise PgvisionError(FN, f'argument "labels": {len(nulls)} row(s) of {rel} have a NULL '
-                            f"id or label (image ids {nulls[:5]})", NULL_VALUE)
+    rel, rows = classify.labelled_rows(plpy, FN, labels, opts)
     label_names = sorted({r["label"] for r in rows})
     require(FN, "labels", rel, len(label_names) >= 2, "a table of at least two classes")
     index = {label: i for i, label in enumerate(label_names)}

@@ -55,12 +55,26 @@ FN_REGISTER = "vision.register_model"
 FN_DROP = "vision.drop_model"
 
 
+def require_model_name(function, name):
+    require_not_null(function, "name", name)
+    require(function, "name", name, NAME_PATTERN.match(name), "a lower-case identifier "
+            "(letters, digits, _; at most 63 characters)")
+
+
+def require_free_name(plpy, GD, function, name, replace):
+    """Refuse a name a model already has, unless it is to be replaced."""
+    exists = plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM vision.model_store WHERE name = $1",
+                                   ["text"]), [name])
+    if exists and not replace:
+        raise PgvisionError(function, f'argument "name": a model named {name!r} is already '
+                            "registered", DUPLICATE_OBJECT,
+                            hint="Pass replace => true to replace it.")
+
+
 def validate_registration(plpy, name, model_bytes, model_path, input_height, input_width,
                            preprocessing, pooling):
     fn = FN_REGISTER
-    require_not_null(fn, "name", name)
-    require(fn, "name", name, NAME_PATTERN.match(name), "a lower-case identifier "
-            "(letters, digits, _; at most 63 characters)")
+    require_model_name(fn, name)
     if (model_bytes is None) == (model_path is None):
         raise PgvisionError(fn, 'give exactly one of "model_bytes" and "model_path"')
     require_choice(fn, "preprocessing", preprocessing, PREPROCESSING)
@@ -90,11 +104,7 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
     fn = FN_REGISTER
     validate_registration(plpy, name, model_bytes, model_path, input_height, input_width,
                           preprocessing, pooling)
-    exists = plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM vision.model_store WHERE name = $1",
-                                   ["text"]), [name])
-    if exists and not replace:
-        raise PgvisionError(fn, f'argument "name": a model named {name!r} is already registered',
-                            DUPLICATE_OBJECT, hint="Pass replace => true to replace it.")
+    require_free_name(plpy, GD, fn, name, replace)
     if model_path is not None:
         path, digest, temporary = model_path, sha256_file(model_path), False
     else:
