@@ -50,11 +50,12 @@ psql:
 
 DSN ?= $(shell $(CLUSTER) dsn)
 
+# The DSN goes through the environment: make does not echo it and ps does not show it.
 migrate:
-	$(VENV)/bin/alembic -c migrations/alembic.ini -x dsn='$(DSN)' upgrade head
+	@DATABASE_URL='$(DSN)' $(VENV)/bin/pgvision migrate
 
 downgrade:
-	$(VENV)/bin/alembic -c migrations/alembic.ini -x dsn='$(DSN)' downgrade -1
+	@DATABASE_URL='$(DSN)' $(VENV)/bin/pgvision migrate --to -1
 
 demo: install-dev start migrate
 	@$(PYTHON) demo/demo.py --dsn '$(DSN)'

@@ -1,34 +1,76 @@
-"""Alembic environment: the target is given as `-x dsn=<libpq URI>` (or $PGVISION_DSN)."""
+"""Alembic environment: the target is given as `-x dsn=<libpq URI or key=value string>` or
+$PGVISION_DSN (`pgvision migrate` and `make migrate` use the variable, so the password never
+shows on a command line or in output); empty means libpq's PG* variables.
+
+pgvision keeps its revision in public.pgvision_alembic_version, so a database whose
+application uses Alembic too keeps both histories apart. Not in schema vision: the first
+revision creates that schema, and DROP EXTENSION drops it.
+"""
 
 import os
 import sys
 
+import psycopg2
 from alembic import context
 from sqlalchemy import create_engine, pool
 
 # Revisions import migrations/extension.py (what a revision does to the extensions).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+VERSION_TABLE = "pgvision_alembic_version"
 
-def target_url():
-    dsn = context.get_x_argument(as_dictionary=True).get("dsn") or os.environ.get("PGVISION_DSN")
-    if not dsn:
-        raise SystemExit("pgvision migrations: pass -x dsn=postgresql://... or set PGVISION_DSN")
-    # libpq URIs (postgresql://...) go to SQLAlchemy's psycopg2 dialect unchanged.
-    return dsn.replace("postgresql://", "postgresql+psycopg2://", 1) if dsn.startswith(
-        "postgresql://") else dsn
+
+def target_dsn():
+    x = context.get_x_argument(as_dictionary=True)
+    return x.get("dsn") if "dsn" in x else os.environ.get("PGVISION_DSN", "")
+
+
+def adopt_legacy_version(connection):
+    """pgvision up to 0.9.0 kept its revision in public.alembic_version (Alembic's default
+    table): move it to pgvision's own table where the row there is pgvision's, i.e. a
+    revision of these scripts whose version the installed extension has."""
+    from alembic.script import ScriptDirectory
+
+    exists = connection.exec_driver_sql(
+        "SELECT pg_catalog.to_regclass('public.alembic_version') IS NOT NULL, "
+        f"pg_catalog.to_regclass('public.{VERSION_TABLE}') IS NOT NULL, "
+        "(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgvision')").one()
+    legacy, ours, extversion = exists
+    if not legacy or ours or extversion is None:
+        return
+    script = ScriptDirectory.from_config(context.config)
+    versions = {r.revision: getattr(r.module, "VERSION", None) for r in script.walk_revisions()}
+    for (revision,) in connection.exec_driver_sql(
+            "SELECT version_num FROM public.alembic_version").all():
+        if versions.get(revision) == extversion:
+            connection.exec_driver_sql(
+                f"CREATE TABLE public.{VERSION_TABLE} (version_num varchar(32) NOT NULL "
+                f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY)")
+            connection.exec_driver_sql(
+                f"INSERT INTO public.{VERSION_TABLE} VALUES ('{revision}')")
+            connection.exec_driver_sql(
+                f"DELETE FROM public.alembic_version WHERE version_num = '{revision}'")
+            if not connection.exec_driver_sql("SELECT 1 FROM public.alembic_version").first():
+                connection.exec_driver_sql("DROP TABLE public.alembic_version")
+            return
 
 
 def run_migrations_online():
-    engine = create_engine(target_url(), poolclass=pool.NullPool)
+    dsn = target_dsn()
+    engine = create_engine("postgresql+psycopg2://", poolclass=pool.NullPool,
+                           creator=lambda: psycopg2.connect(dsn))
     with engine.connect() as connection:
-        context.configure(connection=connection, transactional_ddl=True)
+        with connection.begin():
+            adopt_legacy_version(connection)
+        context.configure(connection=connection, transactional_ddl=True,
+                          version_table=VERSION_TABLE, version_table_schema="public")
         with context.begin_transaction():
             context.run_migrations()
 
 
 if context.is_offline_mode():
-    context.configure(url=target_url(), literal_binds=True)
+    context.configure(url="postgresql+psycopg2://", literal_binds=True,
+                      version_table=VERSION_TABLE, version_table_schema="public")
     with context.begin_transaction():
         context.run_migrations()
 else:

@@ -10,7 +10,7 @@ import pgvision
 from conftest import PORT, SOCKET_DIR, USER, dsn, query
 
 OLDEST = {"pgvision": "0.1.0", "pgvision_cluster": "0.5.0"}
-PREVIOUS = "0.8.0"
+PREVIOUS = "0.9.0"
 SCHEMAS = ("vision", "vision_cluster")
 
 # Everything an extension script can create or change, by name (OIDs differ between

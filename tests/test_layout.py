@@ -17,7 +17,7 @@ from conftest import ROOT
 HEADS = ("pgvision.sql", "pgvision_cluster.sql")
 STATEMENT = re.compile(r"CREATE (?:FUNCTION|PROCEDURE) ([\w.]+)\((.*?)\)(\s.*?) AS \$\$\n(.*?)\$\$;",
                        re.S)
-CALL = re.compile(r"return \[?spi\.(call|call_no_spi)\(plpy, (?:GD, )?([\w.]+),(.*?)\)\]?\s*$",
+CALL = re.compile(r"return \[?spi\.(call|call_no_spi)\(plpy, (?:GD, )?([\w.]+)(?:,(.*?))?\)\]?\s*$",
                   re.S)
 DIRECT = re.compile(r"return ([a-z]+)\.(\w+)\((.*?)\)\s*$", re.S)
 MODULES = sorted(m.name for m in pkgutil.iter_modules(pgvision.__path__))
@@ -62,6 +62,7 @@ def test_a_wrapper_passes_its_arguments_by_the_python_names(name, params, body):
     match = CALL.search(body)
     if match:
         kind, target, args = match.groups()
+        args = args or ""
         skip = 2 if kind == "call" else 0  # call: fn(plpy, GD, ...); call_no_spi: fn(GD, ...)
     else:
         match = DIRECT.search(body)

@@ -4,8 +4,8 @@ names the function, the argument and the value (server-free: tests/fakeplpy.py).
 import pytest
 
 from fakeplpy import FakePlpy
-from pgvision import (catalog, classify, extract, handles, recommend, registry, search, shards,
-                      upkeep)
+from pgvision import (catalog, classify, extract, handles, pictures, recommend, registry,
+                      search, shards, upkeep)
 from pgvision.errors import NULL_VALUE, PgvisionError
 
 
@@ -146,10 +146,18 @@ CASES = [
      "argument \"method\" must be one of 'kmeans', got 'dbscan'"),
     ("vision.embed_2d", lambda p, g: catalog.embed_2d(p, g, method="umap"),
      "argument \"method\" must be one of 'tsne', 'pca', got 'umap'"),
-    ("vision.plot_map", lambda p, g: catalog.plot_map(p, g, color_by=None),
+    ("vision.plot_map", lambda p, g: pictures.plot_map(p, g, color_by=None),
      'argument "color_by" must not be NULL'),
-    ("vision.plot_map", lambda p, g: catalog.plot_map(p, g, size=10),
+    ("vision.plot_map", lambda p, g: pictures.plot_map(p, g, size=10),
      'argument "size" must be between 200 and 4000, got 10'),
+    ("vision.contact_sheet", lambda p, g: pictures.contact_sheet(p, g),
+     'argument "image_id" must be given, or image_ids: exactly one of them, got \'neither\''),
+    ("vision.contact_sheet", lambda p, g: pictures.contact_sheet(p, g, 1, [1, 2]),
+     'argument "image_id" must be given, or image_ids: exactly one of them, got \'both\''),
+    ("vision.contact_sheet", lambda p, g: pictures.contact_sheet(p, g, 1, k=0),
+     'argument "k" must be between 1 and 200, got 0'),
+    ("vision.contact_sheet", lambda p, g: pictures.contact_sheet(p, g, None, [1, None]),
+     'argument "image_ids" must be an array without NULLs, got \'NULL element\''),
     ("vision.maintain", lambda p, g: upkeep.maintain(p, g, None),
      'argument "source" must not be NULL'),
     ("vision.keep_current", lambda p, g: upkeep.keep_current(p, g, None),

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 
-from . import offload, runtimes, slots, spi
+from . import offload, runtimes, serverlog, slots, spi
 from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
 from .files import default_model_dir, runtime_dir, sha256_file
 
@@ -20,11 +20,12 @@ _CACHE = "pgvision.models"
 
 def import_tensorflow(plpy, GD):
     """Keras, with TensorFlow imported as this backend needs it (threads, JIT off)."""
-    return import_keras(spi.thread_settings(plpy, GD))
+    return import_keras(spi.thread_settings(plpy, GD), log=plpy.log)
 
 
-def import_keras(threads=None):
-    """Import TensorFlow/Keras once per process; ``threads`` applies only to that first import."""
+def import_keras(threads=None, log=None):
+    """Import TensorFlow/Keras once per process; ``threads`` applies only to that first import.
+    What TensorFlow prints while it starts goes to ``log`` as one line (pgvision.serverlog)."""
     if "tensorflow" in sys.modules:
         import keras
         return keras
@@ -32,7 +33,9 @@ def import_keras(threads=None):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if not hasattr(sys, "argv"):  # absl reads sys.argv, which an embedded interpreter lacks
         sys.argv = ["postgres"]
-    import tensorflow as tf
+    with serverlog.captured_stderr("tensorflow", log):
+        import tensorflow as tf
+    serverlog.quiet_loggers()
     if threads is not None:
         tf.config.threading.set_intra_op_parallelism_threads(threads[0])
         tf.config.threading.set_inter_op_parallelism_threads(threads[1])

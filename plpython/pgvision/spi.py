@@ -5,8 +5,8 @@ Every SQL function of the extension is ``spi.call(plpy, GD, module.function, arg
 ``plpy`` and ``GD`` are passed in, so every module imports and tests without a server.
 """
 
-from . import __version__, runtimes, store
-from .errors import INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, PgvisionError
+from . import __version__, runtimes, serverlog, store
+from .errors import INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError
 from .images import DEFAULT_MAX_PIXELS
 from .slots import default_max_model_backends
 
@@ -35,7 +35,8 @@ def call_no_spi(plpy, fn, *args):
     """:func:`call` for functions that must not query (they run in parallel workers,
     where PL/Python cannot start the subtransaction every SPI call needs)."""
     try:
-        return fn(*args)
+        with serverlog.relayed_warnings(plpy.notice):
+            return fn(*args)
     except PgvisionError as err:
         extra = {"hint": err.hint} if err.hint else {}
         plpy.error(str(err), sqlstate=err.sqlstate, **extra)
@@ -183,6 +184,19 @@ def max_model_backends(plpy, GD):
 def max_batch_memory(plpy, GD):
     """``pgvision.max_batch_memory_mb``: what one extraction batch may take, in bytes."""
     return limit(plpy, GD, "pgvision.max_batch_memory_mb") << 20
+
+
+def require_column(plpy, GD, function, argument, relid, column):
+    """The SQL type of a table's column named by ``argument``; refuse a column it lacks."""
+    rows = plpy.execute(plan(plpy, GD, """
+        SELECT pg_catalog.format_type(atttypid, atttypmod) AS type FROM pg_catalog.pg_attribute
+        WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped""",
+        ["oid", "name"]), [relid, column])
+    if not rows:
+        raise PgvisionError(function, f'argument "{argument}": table '
+                            f"{table_name(plpy, GD, relid)} has no column {column!r}",
+                            UNDEFINED_OBJECT)
+    return rows[0]["type"]
 
 
 def require_select(plpy, GD, function, relid, purpose):

@@ -1,0 +1,301 @@
+"""PNG pictures of a catalog, drawn with Pillow: the 2-D map (``vision.plot_map``) and
+contact sheets of a query image beside its neighbours (``vision.contact_sheet``).
+
+Maps colour groups with a palette that stays distinct past ten groups, list them in a legend
+beside the picture (never over it) in natural order (cluster 2 before cluster 10), and can
+write ids or a column's text beside each image. Sheets put the query first, framed, then the
+neighbours nearest first, each captioned with id, label and distance.
+
+    >>> sorted(["cluster 10", "cluster 2", "cluster 1"], key=natural_key)
+    ['cluster 1', 'cluster 2', 'cluster 10']
+    >>> len(set(palette(30))) == 30
+    True
+"""
+
+import colorsys
+import io
+import math
+import re
+
+import numpy as np
+
+from . import featurestore, images, search, spi
+from .errors import (ImageError, PgvisionError, UNDEFINED_OBJECT, require,
+                     require_int_range, require_not_null)
+
+FN_PLOT = "vision.plot_map"
+FN_SHEET = "vision.contact_sheet"
+
+# Tableau's ten, then their light pairs, then golden-angle hues at two saturations.
+_TAB20 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+          (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+          (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229)]
+QUERY_FRAME = (230, 126, 34)
+TILE_BACKGROUND = (232, 232, 232)
+
+
+def palette(n):
+    """``n`` RGB colours, no two alike."""
+    colours = list(_TAB20[:n])
+    i = 0
+    while len(colours) < n:
+        hue = (i * 0.618033988749895 + 0.05) % 1.0
+        saturation, value = ((0.85, 0.75), (0.55, 0.95), (0.95, 0.55))[(i // 7) % 3]
+        rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, saturation, value))
+        if rgb not in colours:
+            colours.append(rgb)
+        i += 1
+    return colours
+
+
+def natural_key(text):
+    """Sort key that orders the numbers inside text by value."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", str(text)) if part]
+
+
+def _font(size):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def _png(img):
+    buf = io.BytesIO()
+    img.save(buf, "PNG", optimize=False)
+    return buf.getvalue()
+
+
+# --- the map ------------------------------------------------------------------------------
+
+LEGEND_WIDTH = 220
+HEADER = 30
+
+
+def map_geometry(n, size):
+    """(thumbnail side, margin) for n images on a size x size plot: thumbnails shrink as
+    the map fills, between 24 and 96 pixels."""
+    thumb = int(min(96, max(24, 0.9 * size / math.sqrt(max(n, 1)))))
+    return thumb, thumb // 2 + 6
+
+
+def draw_map(xy, groups, size=800, thumbnails=None, title="", labels=None):
+    """PNG bytes: a size x size plot of the points xy (thumbnails where given, framed in
+    their group's colour), a title band above it and the legend in a panel to its right."""
+    from PIL import Image, ImageDraw
+
+    names = sorted(set(groups), key=natural_key)
+    colour = dict(zip(names, palette(len(names))))
+    counts = {g: 0 for g in names}
+    for g in groups:
+        counts[g] += 1
+    img = Image.new("RGB", (size + LEGEND_WIDTH, size + HEADER), "white")
+    draw = ImageDraw.Draw(img)
+    thumb, margin = map_geometry(len(xy), size)
+    margin += 14 if labels else 0  # room for the text under the lowest image
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    pts = margin + (xy - lo) / span * (size - 2 * margin)
+    pts[:, 1] += HEADER
+    radius = max(3, thumb // 8)
+    for (x, y), g, picture in zip(pts, groups, thumbnails or [None] * len(pts)):
+        x, y = int(x), int(y)
+        if picture is not None:
+            t = picture.copy()
+            t.thumbnail((thumb, thumb))
+            left, top = x - t.width // 2, y - t.height // 2
+            img.paste(t, (left, top))
+            draw.rectangle([left - 2, top - 2, left + t.width + 1, top + t.height + 1],
+                           outline=colour[g], width=2)
+        else:
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour[g])
+    if labels:
+        font = _font(11)
+        for (x, y), text in zip(pts, labels):
+            if text is not None:
+                draw.text((int(x), int(y) + (thumb // 2 if thumbnails else radius) + 2),
+                          str(text)[:24], fill="black", font=font, anchor="mt",
+                          stroke_width=2, stroke_fill="white")
+    draw.text((10, 8), title, fill="black", font=_font(14))
+    draw.line([(size, HEADER), (size, size + HEADER)], fill=(210, 210, 210))
+    _legend(draw, names, colour, counts, size + 12, HEADER + 4, size - 8)
+    return _png(img)
+
+
+def legend_rows(n, height, row=18):
+    """How many legend entries fit in ``height`` pixels (one row kept for '... more')."""
+    fits = max(1, height // row)
+    return n if n <= fits else fits - 1
+
+
+def _legend(draw, names, colour, counts, left, top, height, row=18):
+    font = _font(12)
+    shown = legend_rows(len(names), height, row)
+    for i, g in enumerate(names[:shown]):
+        y = top + row * i
+        draw.rectangle([left, y + 3, left + 12, y + 15], fill=colour[g])
+        draw.text((left + 20, y + 2), f"{str(g)[:22]} ({counts[g]})", fill="black", font=font)
+    if shown < len(names):
+        draw.text((left, top + row * shown + 2), f"... and {len(names) - shown} more",
+                  fill="grey", font=font)
+
+
+def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=False,
+             image_column="image", id_column="id", size=800, labels=None):
+    """PNG (bytea) of the stored 2-D map, coloured by cluster or by a classifier's labels;
+    ``labels`` writes 'id' or a column's text beside each image."""
+    fn = FN_PLOT
+    require_not_null(fn, "color_by", color_by)
+    require_int_range(fn, "size", size, 200, 4000)
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    rows = plpy.execute(spi.plan(plpy, GD, """
+        SELECT m.image_id, m.x, m.y, m.method, c.cluster
+        FROM vision.map_2d m LEFT JOIN vision.clusters c USING (model, source, image_id)
+        WHERE m.model = $1 AND m.source = $2 ORDER BY m.image_id""", ["text", "oid"]),
+        [model_row["name"], source])
+    if not rows:
+        raise PgvisionError(fn, f"model {model_row['name']!r} has no 2-D map for this table",
+                            UNDEFINED_OBJECT, hint="Run vision.embed_2d(...) first.")
+    if color_by == "cluster":
+        groups = ["none" if r["cluster"] is None else f"cluster {r['cluster']}" for r in rows]
+    else:
+        predicted = dict((r["image_id"], r["label"]) for r in plpy.execute(spi.plan(
+            plpy, GD, "SELECT image_id, label FROM vision.predictions WHERE classifier = $1 "
+            "AND source = $2", ["text", "oid"]), [color_by, source]))
+        if not predicted:
+            raise PgvisionError(fn, f'argument "color_by" must be \'cluster\' or a classifier '
+                                f"with predictions for this table (vision.classify_table), got "
+                                f"{color_by!r}", UNDEFINED_OBJECT)
+        groups = [predicted.get(r["image_id"], "unlabelled") for r in rows]
+    ids = [r["image_id"] for r in rows]
+    stored = {}
+    if thumbnails or (labels is not None and labels != "id"):
+        stored = _read_images(plpy, GD, fn, source, ids, id_column,
+                              image_column if thumbnails else None,
+                              None if labels in (None, "id") else labels, "labels")
+    pictures = None
+    if thumbnails:
+        pictures = [_decoded(plpy, GD, stored.get(i, {}).get("image"), 96) for i in ids]
+    texts = None
+    if labels == "id":
+        texts = ids
+    elif labels is not None:
+        texts = [stored.get(i, {}).get("label") for i in ids]
+    return draw_map(np.array([[r["x"], r["y"]] for r in rows], dtype=np.float64), groups, size,
+                    pictures, f"{model_row['name']} features, {rows[0]['method']}, "
+                    f"{len(rows)} images", texts)
+
+
+# --- contact sheets -----------------------------------------------------------------------
+
+SHEET_GAP = 10
+SHEET_CAPTION = 38
+
+
+def sheet_layout(n, tile=160, columns=5):
+    """(width, height, boxes) of a sheet of n tiles: box i is the (left, top) of tile i's
+    picture area, tile x tile pixels, filled row by row; a caption band lies under each."""
+    columns = max(1, min(columns, n))
+    rows = math.ceil(n / columns)
+    width = SHEET_GAP + columns * (tile + SHEET_GAP)
+    height = HEADER + rows * (tile + SHEET_CAPTION + SHEET_GAP) + SHEET_GAP
+    boxes = [(SHEET_GAP + (i % columns) * (tile + SHEET_GAP),
+              HEADER + (i // columns) * (tile + SHEET_CAPTION + SHEET_GAP)) for i in range(n)]
+    return width, height, boxes
+
+
+def draw_sheet(tiles, tile=160, columns=5, title=""):
+    """PNG bytes of tiles [(picture or None, [caption lines], is_query)], in order."""
+    from PIL import Image, ImageDraw
+
+    width, height, boxes = sheet_layout(len(tiles), tile, columns)
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font(12)
+    for (picture, caption, is_query), (left, top) in zip(tiles, boxes):
+        draw.rectangle([left, top, left + tile - 1, top + tile - 1], fill=TILE_BACKGROUND)
+        if picture is not None:
+            t = picture.copy()
+            t.thumbnail((tile, tile))
+            img.paste(t, (left + (tile - t.width) // 2, top + (tile - t.height) // 2))
+        else:
+            draw.text((left + tile // 2, top + tile // 2), "no picture", fill="grey",
+                      font=font, anchor="mm")
+        if is_query:
+            draw.rectangle([left - 4, top - 4, left + tile + 3, top + tile + 3],
+                           outline=QUERY_FRAME, width=4)
+        for line_no, line in enumerate(caption[:2]):
+            draw.text((left, top + tile + 5 + 15 * line_no), line[:tile // 6], fill="black",
+                      font=font)
+    draw.text((SHEET_GAP, 8), title, fill="black", font=_font(14))
+    return _png(img)
+
+
+def contact_sheet(plpy, GD, image_id=None, image_ids=None, k=8, source=None, model=None,
+                  label_column=None, image_column="image", id_column="id", tile=160,
+                  columns=5):
+    """PNG (bytea): a stored image and its k nearest neighbours (``image_id``), or the
+    images ``image_ids`` in that order, captioned with id, ``label_column`` and distance."""
+    fn = FN_SHEET
+    require(fn, "image_id", "neither" if image_id is None else "both",
+            (image_id is None) != (image_ids is None),
+            "given, or image_ids: exactly one of them")
+    require_int_range(fn, "k", k, 1, 200)
+    require_int_range(fn, "tile", tile, 48, 512)
+    require_int_range(fn, "columns", columns, 1, 20)
+    if image_ids is not None:
+        require(fn, "image_ids", f"{len(image_ids)} ids", 1 <= len(image_ids) <= 200,
+                "an array of 1 to 200 image ids")
+        require(fn, "image_ids", "NULL element", None not in image_ids, "an array without NULLs")
+    model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    if image_id is not None:
+        found = search.similar(plpy, GD, image_id, k, model_row["name"], "cosine", source)
+        ids = [image_id] + [i for i, _, _ in found]
+        distances = {i: d for i, d, _ in found}
+    else:
+        ids, distances = list(image_ids), {}
+    stored = _read_images(plpy, GD, fn, source, ids, id_column, image_column, label_column,
+                          "label_column")
+    tiles = []
+    for position, i in enumerate(ids):
+        row = stored.get(i, {})
+        head = ("query " if image_id is not None and position == 0 else
+                f"{position}. " if image_id is not None else "") + f"id {i}"
+        if i in distances:
+            head += f"  d={distances[i]:.3f}"
+        caption = [head] + ([str(row["label"])] if row.get("label") is not None else [])
+        tiles.append((_decoded(plpy, GD, row.get("image"), tile), caption,
+                      image_id is not None and position == 0))
+    title = (f"{len(ids) - 1} nearest to image {image_id} ({model_row['name']}, cosine)"
+             if image_id is not None else f"{len(ids)} images")
+    return draw_sheet(tiles, tile, columns, f"{spi.table_name(plpy, GD, source)}: {title}")
+
+
+def _read_images(plpy, GD, fn, source, ids, id_column, image_column, label_column,
+                 label_argument):
+    """{id: {"image": bytes or None, "label": text or None}} of the ids, read as the caller
+    (so the table's privileges and row security apply)."""
+    spi.require_column(plpy, GD, fn, "id_column", source, id_column)
+    picked = [f"{plpy.quote_ident(id_column)}::pg_catalog.int8 AS id"]
+    if image_column is not None:
+        spi.require_column(plpy, GD, fn, "image_column", source, image_column)
+        picked.append(f"{plpy.quote_ident(image_column)} AS image")
+    if label_column is not None:
+        spi.require_column(plpy, GD, fn, label_argument, source, label_column)
+        picked.append(f"{plpy.quote_ident(label_column)}::pg_catalog.text AS label")
+    rows = plpy.execute(plpy.prepare(
+        f"SELECT {', '.join(picked)} FROM {spi.table_name(plpy, GD, source)} "
+        f"WHERE {plpy.quote_ident(id_column)} OPERATOR(pg_catalog.=) ANY ($1)", ["int8[]"]),
+        [list(ids)])
+    return {r["id"]: {"image": r.get("image"), "label": r.get("label")} for r in rows}
+
+
+def _decoded(plpy, GD, data, side):
+    """An RGB picture of image bytes (decoded near ``side`` pixels), or None."""
+    if data is None:
+        return None
+    try:
+        return images.decode(data, spi.max_pixels(plpy, GD), (side, side))
+    except ImageError:
+        return None

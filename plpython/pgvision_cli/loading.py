@@ -1,0 +1,173 @@
+"""``pgvision load``: image files into a table with binary COPY, one committed batch at a
+time, skipping what is already there (by SHA-256) and what is no image, with the reason.
+
+A table made by ``--create`` has the columns the loader fills::
+
+    id bigint (identity) | name text | size_bytes bigint | format text | sha256 text UNIQUE
+    | image bytea | loaded_at timestamptz
+
+An existing table needs ``image bytea``; ``name``, ``size_bytes``, ``format`` and
+``sha256`` are filled where it has them (without ``sha256`` duplicates are not detected).
+"""
+
+import glob
+import hashlib
+import io
+import os
+import struct
+
+from PIL import Image
+
+META_COLUMNS = ("name", "size_bytes", "format", "sha256")
+CREATE = """CREATE TABLE {table} (
+  id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name       text NOT NULL,
+  size_bytes bigint NOT NULL,
+  format     text NOT NULL,
+  sha256     text NOT NULL UNIQUE,
+  image      bytea NOT NULL,
+  loaded_at  timestamptz NOT NULL DEFAULT now()
+)"""
+
+_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_TRAILER = struct.pack("!h", -1)
+
+
+def expand(paths):
+    """Regular files named by ``paths`` (files, folders walked recursively, or globs), in
+    sorted order without repeats; and the arguments that named nothing."""
+    files, unmatched = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            found = [os.path.join(d, f) for d, _, names in os.walk(path) for f in names]
+        elif os.path.isfile(path):
+            found = [path]
+        else:
+            found = [p for p in glob.glob(path, recursive=True) if os.path.isfile(p)]
+        if not found:
+            unmatched.append(path)
+        files.extend(sorted(found))
+    seen, ordered = set(), []
+    for f in files:
+        key = os.path.realpath(f)
+        if key not in seen:
+            seen.add(key)
+            ordered.append(f)
+    return ordered, unmatched
+
+
+def image_format(data):
+    """Pillow's name of the image format of ``data`` ('JPEG', 'PNG', ...), or raise
+    ValueError with the reason it is no image. Reads the header only: a truncated image is
+    still loaded, and ``vision.extract_table`` records it as undecodable."""
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.format
+    except Image.UnidentifiedImageError:
+        raise ValueError("not an image (no format Pillow reads)") from None
+    except Exception as err:  # Pillow raises many kinds; the reason is what matters
+        raise ValueError(f"not an image ({err})") from None
+
+
+def _field(value):
+    if value is None:
+        return struct.pack("!i", -1)
+    if isinstance(value, int):
+        return struct.pack("!iq", 8, value)
+    data = value.encode() if isinstance(value, str) else value
+    return struct.pack("!i", len(data)) + data
+
+
+def copy_row(values):
+    """One tuple of a binary COPY stream (text, bigint and bytea fields)."""
+    return struct.pack("!h", len(values)) + b"".join(_field(v) for v in values)
+
+
+class CopyStream:
+    """A file-like object psycopg2's ``copy_expert`` reads a binary COPY from, pulling rows
+    from an iterator as the server takes them (so the progress bar moves with the upload
+    and at most one file is in memory)."""
+
+    def __init__(self, rows):
+        self._rows = iter(rows)
+        self._buffer = bytearray(_HEADER)
+        self._done = False
+
+    def read(self, size=65536):
+        while len(self._buffer) < size and not self._done:
+            row = next(self._rows, None)
+            if row is None:
+                self._buffer += _TRAILER
+                self._done = True
+            else:
+                self._buffer += copy_row(row)
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return chunk
+
+    readline = read
+
+
+class Loader:
+    """Loads files into ``table`` (already quoted) over ``conn`` (not autocommit)."""
+
+    def __init__(self, conn, table, columns, batch_bytes=64 << 20, on_file=None):
+        self.conn, self.table, self.batch_bytes = conn, table, batch_bytes
+        self.columns = [c for c in META_COLUMNS if c in columns] + ["image"]
+        self.on_file = on_file or (lambda path, size, outcome: None)
+        self.stored, self.seen = set(), {}  # hashes in the table; hash -> file of this run
+        if "sha256" in columns:
+            with conn.cursor("pgvision_known_hashes") as cur:
+                cur.itersize = 100_000
+                cur.execute(f"SELECT sha256 FROM {table}")
+                self.stored = {row[0] for row in cur}
+            conn.commit()
+        self.loaded, self.loaded_bytes, self.skipped = 0, 0, []
+
+    def _rows(self, files):
+        sent = 0
+        for path in files:
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+                fmt = image_format(data)
+            except (OSError, ValueError) as err:
+                self._skip(path, err.strerror if isinstance(err, OSError) else str(err))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in self.stored:
+                self._skip(path, "already in the table (same bytes)", len(data))
+                continue
+            if digest in self.seen:
+                self._skip(path, f"duplicate (same bytes as {self.seen[digest]})", len(data))
+                continue
+            self.seen[digest] = path
+            values = {"name": os.path.basename(path), "size_bytes": len(data), "format": fmt,
+                      "sha256": digest, "image": data}
+            yield [values[c] for c in self.columns]
+            self.loaded += 1
+            self.loaded_bytes += len(data)
+            self.on_file(path, len(data), None)
+            sent += len(data)
+            if sent >= self.batch_bytes:
+                return
+
+    def _skip(self, path, reason, size=None):
+        self.skipped.append((path, reason))
+        self.on_file(path, os.path.getsize(path) if size is None and os.path.exists(path)
+                     else size or 0, reason)
+
+    def load(self, files):
+        """COPY ``files`` in batches of about ``batch_bytes``, committing each batch."""
+        files = iter(files)
+        pending = True
+        while pending:
+            before = self.loaded + len(self.skipped)
+            with self.conn.cursor() as cur:
+                cur.copy_expert(f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN "
+                                "(FORMAT binary)", CopyStream(self._rows(files)))
+            self.conn.commit()
+            pending = self.loaded + len(self.skipped) > before
+        return self

@@ -1,0 +1,74 @@
+"""``pgvision similar --html``: one self-contained HTML page (thumbnails inlined as data:
+URIs, no network, no files beside it) with the query first and its neighbours after.
+
+When the page has loaded it sets ``data-loaded`` on ``<body>`` to the number of pictures
+the browser decoded, so a headless browser can check it (tests/test_cli.py does).
+"""
+
+import base64
+import html
+import io
+
+from PIL import Image, ImageOps
+
+STYLE = """
+body { font: 14px system-ui, sans-serif; margin: 24px; color: #222; background: #fafafa; }
+h1 { font-size: 18px; font-weight: 600; }
+.grid { display: flex; flex-wrap: wrap; gap: 12px; }
+figure { margin: 0; width: %(tile)dpx; background: #fff; border: 1px solid #ddd;
+         border-radius: 6px; padding: 6px; }
+figure.query { border: 3px solid #e67e22; }
+figure img, figure .missing { width: %(tile)dpx; height: %(tile)dpx; object-fit: contain;
+         display: block; background: #eee; }
+figure .missing { display: flex; align-items: center; justify-content: center; color: #888; }
+figcaption { margin-top: 4px; line-height: 1.3; overflow-wrap: anywhere; }
+.distance { color: #666; font-variant-numeric: tabular-nums; }
+"""
+
+SCRIPT = """
+window.addEventListener("load", function () {
+  var ok = 0;
+  document.querySelectorAll("figure img").forEach(function (img) {
+    if (img.complete && img.naturalWidth > 0) { ok += 1; }
+  });
+  document.body.setAttribute("data-loaded", String(ok));
+});
+"""
+
+
+def thumbnail_uri(data, tile=200):
+    """A data: URI of a JPEG thumbnail of image bytes, or None if they do not decode."""
+    try:
+        img = ImageOps.exif_transpose(Image.open(io.BytesIO(bytes(data))))
+        img = img.convert("RGB")
+        img.thumbnail((tile, tile))
+    except Exception:  # undecodable bytes are shown as a grey tile
+        return None
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def tile_html(item, tile, query=False):
+    """One <figure>: item has id, name, distance (None for the query) and image bytes."""
+    uri = thumbnail_uri(item["image"], tile) if item.get("image") is not None else None
+    picture = (f'<img src="{uri}" alt="image {item["id"]}">' if uri
+               else '<div class="missing">no picture</div>')
+    lines = [f"<b>{'query' if query else '#' + str(item['rank'])}</b> id {item['id']}"
+             if item.get("id") is not None else "<b>query</b>"]
+    if item.get("name"):
+        lines.append(html.escape(str(item["name"])))
+    if item.get("distance") is not None:
+        lines.append(f'<span class="distance">distance {item["distance"]:.4f}</span>')
+    return (f'<figure class="{"query" if query else "neighbour"}">{picture}'
+            f'<figcaption>{"<br>".join(lines)}</figcaption></figure>')
+
+
+def similar_page(title, query, neighbours, tile=200):
+    """The whole page as a string."""
+    tiles = [tile_html(query, tile, query=True)] + [tile_html(n, tile) for n in neighbours]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE % {'tile': tile}}</style>"
+            f"<script>{SCRIPT}</script></head><body>"
+            f"<h1>{html.escape(title)}</h1><div class=\"grid\">{''.join(tiles)}</div>"
+            "</body></html>\n")
