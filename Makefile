@@ -1,6 +1,7 @@
 # pgvision — `make demo` and `make test` are all a new machine needs (Debian 12).
 #
-#   make install   Debian packages, server-side venv, extension files, offline models
+#   make install   Debian packages, server-side venv, extension files, offline models, and
+#                  the `pgvision` command (make uninstall removes what it added)
 #   make start     the project-local Postgres cluster (.pg/, Unix socket only)
 #   make demo      install + start + migrate + load sample images + extract + summary
 #   make test      pytest against the local cluster (real Postgres, real TensorFlow)
@@ -20,7 +21,7 @@ PYTEST_ARGS ?=
 
 export VENV PG_CONFIG
 
-.PHONY: install install-dev start stop status dsn psql migrate downgrade demo test test-fast \
+.PHONY: install install-dev install-runtime uninstall start stop status dsn psql migrate downgrade demo test test-fast \
         bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
         bench-chart bench-security bench-upkeep bench-serving \
@@ -31,6 +32,15 @@ install:
 
 install-dev:
 	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) WITH_DEV=1 scripts/install.sh
+
+# Serving only (docker/Dockerfile's runtime stage): no TensorFlow, no node; the converted
+# models must already be in $(VENV)/share/pgvision/models.
+install-runtime:
+	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) RUNTIME_ONLY=1 scripts/install.sh
+
+# Removes the local cluster (asked first; YES=1), extension files, command and venv.
+uninstall:
+	$(SUDO) env VENV=$(VENV) PG_CONFIG=$(PG_CONFIG) scripts/uninstall.sh
 
 start:
 	@$(CLUSTER) start

@@ -82,6 +82,7 @@ case "${1:-}" in
   dsn) dsn ;;
   socket-dir) echo "$run" ;;
   base-dir) echo "$default_base" ;;
+  cluster-dir) echo "$base" ;;
   psql) shift; exec psql "$(dsn)" "$@" ;;
   *) echo "usage: $0 start|stop|status|dsn|socket-dir|psql" >&2; exit 2 ;;
 esac

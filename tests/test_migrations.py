@@ -51,9 +51,7 @@ def test_upgrade_downgrade_upgrade(fresh_db):
         assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
             [(pgvision.__version__,)]
         assert query(conn, "SELECT count(*) > 0 FROM vision.models")[0][0]
-        head = sorted(f for f in os.listdir(os.path.join(ROOT, "migrations", "versions"))
-                      if f.endswith(".py"))[-1].split("_")[0]
-        assert f"{head} (head)" in alembic(fresh_db, "current").stdout
+        assert f"{head_revision()} (head)" in alembic(fresh_db, "current").stdout
         alembic(fresh_db, "downgrade", "0001")
         assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
             [("0.1.0",)]
@@ -89,3 +87,109 @@ def test_a_coordinator_upgrades_pgvision_cluster_with_pgvision(fresh_db):
                                          ("pgvision_cluster", pgvision.__version__)]
     finally:
         conn.close()
+
+
+APP_ENV = '''
+from alembic import context
+from sqlalchemy import create_engine, pool
+import os
+engine = create_engine(os.environ["APP_URL"], poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+'''
+APP_REVISION = '''
+from alembic import op
+revision = "0001"  # the same id as pgvision's first revision: the histories stay apart
+down_revision = None
+branch_labels = None
+depends_on = None
+def upgrade():
+    op.execute("CREATE TABLE app_orders (id int PRIMARY KEY)")
+def downgrade():
+    op.execute("DROP TABLE app_orders")
+'''
+
+
+def pgvision_migrate(dbname, *args, password=None):
+    """`pgvision migrate` with DATABASE_URL (a password in it, which trust auth ignores)."""
+    secret = f":{password}" if password else ""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["DATABASE_URL"] = f"postgresql://postgres{secret}@/{dbname}?host={SOCKET_DIR}&port=5432"
+    done = subprocess.run([os.path.join(sys.prefix, "bin", "pgvision"), "migrate", *args],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_pgvision_keeps_its_revision_apart_from_an_applications_alembic(fresh_db, tmp_path):
+    app = tmp_path / "app"
+    (app / "versions").mkdir(parents=True)
+    (app / "env.py").write_text(APP_ENV)
+    (app / "script.py.mako").write_text("")
+    (app / "versions" / "0001_orders.py").write_text(APP_REVISION)
+    (tmp_path / "alembic.ini").write_text(f"[alembic]\nscript_location = {app}\n")
+    app_env = dict(os.environ, APP_URL="postgresql+psycopg2://postgres@/"
+                   f"{fresh_db}?host={SOCKET_DIR}&port=5432")
+
+    def app_alembic(*args):
+        return subprocess.run([sys.executable, "-m", "alembic", "-c",
+                               str(tmp_path / "alembic.ini"), *args], check=True,
+                              capture_output=True, text=True, env=app_env).stdout
+
+    app_alembic("upgrade", "head")
+    done = pgvision_migrate(fresh_db, password="s3cret-in-the-url")
+    assert "s3cret" not in done.stdout + done.stderr
+    assert f"revision none -> {head_revision()}" in done.stderr
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        assert query(conn, "SELECT version_num FROM public.alembic_version") == [("0001",)]
+        assert query(conn, "SELECT version_num FROM public.pgvision_alembic_version") == \
+            [(head_revision(),)]
+        assert "0001 (head)" in app_alembic("current")
+        pgvision_migrate(fresh_db, "--to", "0009")
+        assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") \
+            == [("0.9.0",)]
+        app_alembic("downgrade", "base")
+        assert query(conn, "SELECT to_regclass('app_orders')") == [(None,)]
+        pgvision_migrate(fresh_db)
+        assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") \
+            == [(pgvision.__version__,)]
+    finally:
+        conn.close()
+
+
+def test_a_database_migrated_before_0_10_moves_its_revision_to_pgvision_table(fresh_db):
+    """pgvision up to 0.9.0 kept its revision in public.alembic_version."""
+    pgvision_migrate(fresh_db, "--to", "0009")
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        query(conn, "ALTER TABLE public.pgvision_alembic_version RENAME TO alembic_version")
+        query(conn, "ALTER TABLE public.alembic_version RENAME CONSTRAINT "
+                    "pgvision_alembic_version_pkc TO alembic_version_pkc")  # as 0.9.0 left it
+        pgvision_migrate(fresh_db)
+        assert query(conn, "SELECT to_regclass('public.alembic_version')") == [(None,)]
+        assert query(conn, "SELECT version_num FROM public.pgvision_alembic_version") == \
+            [(head_revision(),)]
+        assert query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") \
+            == [(pgvision.__version__,)]
+    finally:
+        conn.close()
+
+
+def test_make_migrate_never_shows_the_password(fresh_db):
+    url = f"postgresql://postgres:s3cret-in-make@/{fresh_db}?host={SOCKET_DIR}&port=5432"
+    done = subprocess.run(["make", "-C", ROOT, "migrate", f"DSN={url}"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
+    assert f"migrating postgresql://postgres@{SOCKET_DIR}/{fresh_db} to head" in done.stderr
+    assert "pgvision revision none -> " in done.stderr
+
+
+def head_revision():
+    versions = os.path.join(ROOT, "migrations", "versions")
+    return sorted(f for f in os.listdir(versions) if f.endswith(".py"))[-1].split("_")[0]

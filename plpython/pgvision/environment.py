@@ -15,11 +15,11 @@ from . import __version__, spi
 from .files import default_model_dir
 
 # distribution name -> what it is for; TensorFlow is optional for serving (ONNX Runtime
-# extracts), needed to register or fine-tune models and for the softmax head.
+# extracts, scikit-learn trains the heads), needed to register or fine-tune models.
 PACKAGES = {"numpy": "required", "pillow": "required", "onnxruntime": "required",
             "faiss-cpu": "required", "scikit-learn": "required",
-            "tensorflow-cpu": "registering, fine-tuning and softmax training",
-            "keras": "registering, fine-tuning and softmax training",
+            "tensorflow-cpu": "registering and fine-tuning models",
+            "keras": "registering and fine-tuning models",
             "tf2onnx": "converting registered models to ONNX"}
 
 

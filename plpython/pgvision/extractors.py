@@ -18,14 +18,15 @@ from .files import default_model_dir, runtime_dir, sha256_file
 _CACHE = "pgvision.models"
 
 
-def import_tensorflow(plpy, GD):
+def import_tensorflow(plpy, GD, function="pgvision"):
     """Keras, with TensorFlow imported as this backend needs it (threads, JIT off)."""
-    return import_keras(spi.thread_settings(plpy, GD), log=plpy.log)
+    return import_keras(spi.thread_settings(plpy, GD), log=plpy.log, function=function)
 
 
-def import_keras(threads=None, log=None):
+def import_keras(threads=None, log=None, function="pgvision"):
     """Import TensorFlow/Keras once per process; ``threads`` applies only to that first import.
-    What TensorFlow prints while it starts goes to ``log`` as one line (pgvision.serverlog)."""
+    What TensorFlow prints while it starts goes to ``log`` as one line (pgvision.serverlog).
+    A server without TensorFlow (a serving-only install) gets an error that says so."""
     if "tensorflow" in sys.modules:
         import keras
         return keras
@@ -33,8 +34,15 @@ def import_keras(threads=None, log=None):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     if not hasattr(sys, "argv"):  # absl reads sys.argv, which an embedded interpreter lacks
         sys.argv = ["postgres"]
-    with serverlog.captured_stderr("tensorflow", log):
-        import tensorflow as tf
+    try:
+        with serverlog.captured_stderr("tensorflow", log):
+            import tensorflow as tf
+    except ImportError as err:
+        raise PgvisionError(function, f"TensorFlow is not installed in the server's Python "
+                            f"({err}); this install serves extraction with ONNX Runtime only",
+                            EXTERNAL_ERROR, hint="Registering, converting and fine-tuning "
+                            "models need the full install (requirements.txt, or the "
+                            "Docker image's full target).") from None
     serverlog.quiet_loggers()
     if threads is not None:
         tf.config.threading.set_intra_op_parallelism_threads(threads[0])
@@ -43,9 +51,9 @@ def import_keras(threads=None, log=None):
     return keras
 
 
-def load_keras_file(function, path, threads=None):
+def load_keras_file(function, path, threads=None, log=None):
     """Load a ``.keras`` file in safe mode, uncompiled."""
-    keras = import_keras(threads)
+    keras = import_keras(threads, log, function)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # Keras raises many types; the user needs the reason
@@ -159,12 +167,12 @@ def onnx_dirs():
     return [default_model_dir(), runtime_dir("models")]
 
 
-def tensorflow_extractor(function, row, keras_file, threads=None):
+def tensorflow_extractor(function, row, keras_file, threads=None, log=None):
     """Load the Keras model (``keras_file()`` → (path, temporary)) and cut it as ``row`` (a
-    registry row or manifest entry) says."""
+    registry row or manifest entry) says; TensorFlow's start-up lines go to ``log``."""
     path, temporary = keras_file()
     try:
-        model = load_keras_file(function, path, threads)
+        model = load_keras_file(function, path, threads, log)
     finally:
         if temporary:
             os.unlink(path)
@@ -230,7 +238,8 @@ def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None):
     """Load (or convert, in a child process) the model on ``runtime`` and cache it in ``GD``.
     ``plpy``: where the conversion's progress is told (None: nowhere)."""
     def build_tensorflow():
-        return tensorflow_extractor(function, row, keras_file, threads)
+        return tensorflow_extractor(function, row, keras_file, threads,
+                                    plpy.log if plpy is not None else None)
 
     def convert_to(target):
         path, temporary = keras_file()

@@ -173,7 +173,7 @@ def register_keras_application(plpy, GD, name, application, weights="imagenet", 
     require_choice(fn, "application", application, sorted(APPLICATIONS))
     require(fn, "weights", weights, weights in ("imagenet", None), "'imagenet' or NULL")
     size, preprocessing = APPLICATIONS[application]
-    keras = extractors.import_tensorflow(plpy, GD)
+    keras = extractors.import_tensorflow(plpy, GD, fn)
     try:
         model = getattr(keras.applications, application)(
             weights=weights, include_top=False, pooling="avg", input_shape=(size, size, 3))

@@ -293,9 +293,11 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
 # --- similar ------------------------------------------------------------------------------
 
 def image_rows(session, qualified, ids, id_column="id", image_column="image", names=True):
-    """{id: {"image": bytes, "name": text}} of the given ids, read as the connecting role."""
+    """{id: {"image": bytes, "name": text}} of the given ids, read as the connecting role;
+    the name from a column "name" (as `pgvision load` makes) or else "label"."""
     columns = table_columns(session, qualified)
-    name_sql = '"name"::text' if names and "name" in columns else "NULL::text"
+    caption = next((c for c in ("name", "label") if c in columns), None) if names else None
+    name_sql = f'"{caption}"::text' if caption else "NULL::text"
     rows = run_sql(session, f'SELECT "{id_column}"::bigint, "{image_column}", {name_sql} '
                    f'FROM {qualified} WHERE "{id_column}" = ANY(%s)', (list(ids),))
     return {r[0]: {"id": r[0], "image": bytes(r[1]) if r[1] is not None else None,
@@ -342,7 +344,8 @@ def similar(session, file, image_id, table, k, model, html_out):
     for column in ("rank", "id", "name", "distance"):
         listing.add_column(column, justify="right" if column != "name" else "left")
     for n in neighbours:
-        listing.add_row(str(n["rank"]), str(n["id"]), n["name"] or "", f"{n['distance']:.4f}")
+        listing.add_row(str(n["rank"]), str(n["id"]), n["name"] or "",
+                        f"{max(n['distance'], 0.0):.4f}")  # no -0.0000 from rounding
     out_console.print(listing)
     if html_out:
         title = f"pgvision: {len(neighbours)} images of {qualified} nearest to " + (

@@ -59,7 +59,7 @@ def tile_html(item, tile, query=False):
     if item.get("name"):
         lines.append(html.escape(str(item["name"])))
     if item.get("distance") is not None:
-        lines.append(f'<span class="distance">distance {item["distance"]:.4f}</span>')
+        lines.append(f'<span class="distance">distance {max(item["distance"], 0.0):.4f}</span>')
     return (f'<figure class="{"query" if query else "neighbour"}">{picture}'
             f'<figcaption>{"<br>".join(lines)}</figcaption></figure>')
 
