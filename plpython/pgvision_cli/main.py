@@ -339,8 +339,9 @@ def similar(session, file, image_id, table, k, model, html_out):
         query = stored.get(image_id, {"id": image_id, "image": None, "name": None})
     neighbours = [dict(stored.get(i, {"id": i, "image": None, "name": None}), distance=d, rank=r)
                   for i, d, r in rows]
-    listing = Table(title=f"nearest to {query['name'] or 'image ' + str(image_id)} "
-                    f"({model}, cosine distance)", title_justify="left")
+    out_console.print(f"nearest to {query['name'] or 'image ' + str(image_id)} "
+                      f"({model}, cosine distance)")
+    listing = Table()
     for column in ("rank", "id", "name", "distance"):
         listing.add_column(column, justify="right" if column != "name" else "left")
     for n in neighbours:
