@@ -134,7 +134,7 @@ def test_map_embeds_and_plots_a_png(db, shop, tmp_path):
     assert query(db, "SELECT count(*) FROM vision.map_2d WHERE source = 'shop_items'::regclass")[0][0] == 200
     png = bytes(query(db, f"SELECT vision.plot_map('{MODEL}', source => 'shop_items')")[0][0])
     img = Image.open(io.BytesIO(png))
-    assert img.format == "PNG" and img.size == (800, 800)
+    assert img.format == "PNG" and img.size == (800 + 220, 800 + 30)  # map, legend, title
     pixels = np.asarray(img.convert("RGB")).reshape(-1, 3)
     assert len({tuple(p) for p in pixels[::7]}) > 5  # coloured points, not a blank canvas
     (tmp_path / "map.png").write_bytes(png)

@@ -90,7 +90,8 @@ def relayed_warnings(notice):
     for w in caught:
         if issubclass(w.category, _FOR_DEVELOPERS):
             continue
-        text = f"pgvision: {library_of(w.filename)}: {w.category.__name__}: {one_line(str(w.message))}"
+        text = (f"pgvision: {library_of(w.filename)}: {w.category.__name__}: "
+                f"{one_line(str(w.message))}")
         if text not in seen:
             seen.add(text)
             notice(text)

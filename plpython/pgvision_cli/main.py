@@ -84,6 +84,7 @@ def server_error(err):
     """A psycopg2 error as the server said it (message, detail, hint), and exit 1."""
     diag = getattr(err, "diag", None)
     text = (diag.message_primary if diag and diag.message_primary else str(err)).strip()
+    text = text.removeprefix("plpy.Error: ")  # PL/Python's wrapping says nothing to a user
     for extra in (getattr(diag, "message_detail", None), getattr(diag, "message_hint", None)):
         if extra:
             text += f"\n  {extra}"
@@ -430,6 +431,11 @@ def map_(session, table, out_path, model, color_by, clusters, thumbnails, labels
         session.say(f"t-SNE map of {qualified} ...")
         run_sql(session, "SELECT vision.embed_2d(%s, source => %s::regclass)", (model, qualified))
     if color_by == "cluster":
+        images = run_sql(session, "SELECT count(*) FROM vision.features WHERE source = "
+                         "%s::regclass AND model = %s", (qualified, model))[0][0]
+        if clusters > images:
+            session.say(f"{qualified} has {images} images with features: {images} clusters")
+            clusters = images
         have_clusters = run_sql(session, "SELECT count(*) FROM vision.clusters WHERE source = "
                                 "%s::regclass AND model = %s", (qualified, model))[0][0]
         if refresh or not have_clusters:

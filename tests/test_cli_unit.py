@@ -1,0 +1,136 @@
+"""The command line's pure parts without a server: the binary COPY stream (decoded back by
+the format's rules), file expansion, image detection, password redaction; and
+pgvision.serverlog (fd-level capture, warnings as notices)."""
+
+import io
+import os
+import struct
+import warnings
+
+import pytest
+from PIL import Image
+
+from conftest import image_bytes
+from pgvision import serverlog
+from pgvision_cli import connection, loading
+
+
+def decode_copy(stream):
+    """Rows of a binary COPY stream, read by the documented format (not by our writer)."""
+    data = b"".join(iter(lambda: stream.read(7), b""))
+    assert data[:11] == b"PGCOPY\n\xff\r\n\x00"
+    flags, extension = struct.unpack("!ii", data[11:19])
+    assert (flags, extension) == (0, 0)
+    pos, rows = 19, []
+    while True:
+        (count,) = struct.unpack("!h", data[pos:pos + 2])
+        pos += 2
+        if count == -1:
+            assert pos == len(data)
+            return rows
+        row = []
+        for _ in range(count):
+            (size,) = struct.unpack("!i", data[pos:pos + 4])
+            pos += 4
+            row.append(None if size == -1 else data[pos:pos + size])
+            pos += max(size, 0)
+        rows.append(row)
+
+
+def test_a_copy_stream_holds_every_row_and_field():
+    rows = [["a.jpg", 3, "JPEG", b"\x00\xff\x01"], ["é.png", 2**40, None, b""]]
+    decoded = decode_copy(loading.CopyStream(rows))
+    assert decoded == [[b"a.jpg", struct.pack("!q", 3), b"JPEG", b"\x00\xff\x01"],
+                       ["é.png".encode(), struct.pack("!q", 2**40), None, b""]]
+    assert decode_copy(loading.CopyStream([])) == []
+
+
+def test_expand_walks_folders_matches_globs_and_drops_repeats(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/1.jpg", "a/b/2.png", "a/b/3.txt", "4.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    files, unmatched = loading.expand([str(tmp_path / "a"), str(tmp_path / "**" / "*.jpg"),
+                                       str(tmp_path / "nothing*")])
+    names = [os.path.relpath(f, tmp_path) for f in files]
+    assert names == ["a/1.jpg", "a/b/2.png", "a/b/3.txt", "4.jpg"]
+    assert unmatched == [str(tmp_path / "nothing*")]
+
+
+def test_image_format_names_the_format_or_the_reason():
+    assert loading.image_format(image_bytes(1)) == "JPEG"
+    assert loading.image_format(image_bytes(1, fmt="PNG")) == "PNG"
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "WEBP")
+    assert loading.image_format(buf.getvalue()) == "WEBP"
+    with pytest.raises(ValueError, match="empty file"):
+        loading.image_format(b"")
+    with pytest.raises(ValueError, match="not an image"):
+        loading.image_format(b"%PDF-1.4 not a picture")
+
+
+@pytest.mark.parametrize("dsn,shown", [
+    ("postgresql://ann:s3cret@db.example:5433/shop?sslmode=require",
+     "postgresql://ann@db.example:5433/shop"),
+    ("host=/run/pg dbname=shop user=ann password=s3cret", "postgresql://ann@/run/pg/shop"),
+    ("postgresql://ann:s3cret@/shop?host=/run/pg", "postgresql://ann@/run/pg/shop"),
+    ("not a dsn ===", "postgresql://(unparsable connection string)"),
+])
+def test_a_connection_is_shown_without_its_password(dsn, shown, monkeypatch):
+    for variable in ("PGUSER", "PGHOST", "PGPORT", "PGDATABASE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert connection.redact(dsn) == shown
+    assert "s3cret" not in connection.redact(dsn)
+
+
+def test_the_connection_comes_from_the_option_then_database_url(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql:///from_env")
+    assert connection.resolve("postgresql:///given") == "postgresql:///given"
+    assert connection.resolve(None) == "postgresql:///from_env"
+    monkeypatch.delenv("DATABASE_URL")
+    assert connection.resolve(None) == ""  # libpq's PG* variables and defaults
+
+
+def test_what_c_code_writes_to_stderr_becomes_one_prefixed_log_line():
+    logged = []
+    with serverlog.captured_stderr("tensorflow", logged.append):
+        os.write(2, b"WARNING: All log messages before absl::InitializeLog()\n")
+        os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on.\n\n")
+    assert logged == ["pgvision: tensorflow: WARNING: All log messages before "
+                      "absl::InitializeLog() | I0000 port.cc:153] oneDNN custom operations are on."]
+    with serverlog.captured_stderr("tensorflow", logged.append):
+        pass
+    assert len(logged) == 1  # nothing said, nothing logged
+
+
+def test_warnings_become_notices_and_deprecations_are_dropped():
+    notices = []
+
+    class ConvergenceWarning(UserWarning):
+        pass
+
+    with serverlog.relayed_warnings(notices.append):
+        warnings.warn_explicit("Maximum number of iteration reached.\nIncrease max_iter.",
+                               ConvergenceWarning, "/v/site-packages/sklearn/linear_model/x.py", 1)
+        warnings.warn_explicit("Maximum number of iteration reached.\nIncrease max_iter.",
+                               ConvergenceWarning, "/v/site-packages/sklearn/linear_model/x.py", 1)
+        warnings.warn("l1_ratios will change", FutureWarning)
+    assert notices == ["pgvision: scikit-learn: ConvergenceWarning: Maximum number of "
+                       "iteration reached. | Increase max_iter."]
+
+
+def test_every_subcommand_has_help():
+    from click.testing import CliRunner
+
+    from pgvision_cli.main import cli
+
+    runner = CliRunner()
+    paths = [[name] for name in cli.commands if name != "models"]
+    paths += [["models", name] for name in cli.commands["models"].commands]
+    assert {p[-1] for p in paths} >= {"load", "extract", "similar", "classify", "map",
+                                      "contact-sheet", "migrate", "doctor", "list",
+                                      "register", "drop"}
+    for path in paths:
+        done = runner.invoke(cli, [*path, "--help"])
+        assert done.exit_code == 0 and "Usage: cli " + " ".join(path) in done.output, path
+    top = runner.invoke(cli, ["--help"]).output
+    assert "DATABASE_URL" in top and "130 interrupted" in top
