@@ -177,6 +177,8 @@ def main():
           f"(t-SNE map in {seconds:.1f} s, thumbnails framed by cluster).")
     print("\nTry it yourself:  psql \"$(make -s dsn)\"  then  "
           f"SELECT id, label FROM {TABLE};  SELECT * FROM vision.models;")
+    print(f"  or the command:  export DATABASE_URL=\"$(make -s dsn)\"; pgvision similar --id 4 "
+          f"--table {TABLE} --html out/similar.html")
 
 
 if __name__ == "__main__":

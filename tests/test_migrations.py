@@ -170,7 +170,8 @@ def test_a_database_migrated_before_0_10_moves_its_revision_to_pgvision_table(fr
         query(conn, "ALTER TABLE public.pgvision_alembic_version RENAME TO alembic_version")
         query(conn, "ALTER TABLE public.alembic_version RENAME CONSTRAINT "
                     "pgvision_alembic_version_pkc TO alembic_version_pkc")  # as 0.9.0 left it
-        pgvision_migrate(fresh_db)
+        done = pgvision_migrate(fresh_db)
+        assert f"revision (extension 0.9.0) -> {head_revision()}" in done.stderr
         assert query(conn, "SELECT to_regclass('public.alembic_version')") == [(None,)]
         assert query(conn, "SELECT version_num FROM public.pgvision_alembic_version") == \
             [(head_revision(),)]

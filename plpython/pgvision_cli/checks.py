@@ -28,14 +28,21 @@ def migrations_dir():
 def current_revision(dsn):
     import psycopg2
 
+    """pgvision's Alembic revision in the database; where it has none yet but the extension
+    is there (created by hand, or migrated by 0.9.0 or older), "extension <version>"."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_catalog.to_regclass(%s)", (f"public.{VERSION_TABLE}",))
-        if cur.fetchone()[0] is None:
-            return None
-        cur.execute(f"SELECT version_num FROM public.{VERSION_TABLE}")
-        row = cur.fetchone()
+        cur.execute("SELECT pg_catalog.to_regclass(%s), (SELECT extversion FROM "
+                    "pg_catalog.pg_extension WHERE extname = 'pgvision')",
+                    (f"public.{VERSION_TABLE}",))
+        table, extversion = cur.fetchone()
+        row = None
+        if table is not None:
+            cur.execute(f"SELECT version_num FROM public.{VERSION_TABLE}")
+            row = cur.fetchone()
     conn.close()
-    return row[0] if row else None
+    if row:
+        return row[0]
+    return f"(extension {extversion})" if extversion else None
 
 
 def migrate(dsn, target="head"):
@@ -62,7 +69,7 @@ def migrate(dsn, target="head"):
         script = ScriptDirectory.from_config(config)
         revisions = [r.revision for r in script.walk_revisions("base", "heads")]
         down = target.startswith("-") or (
-            before is not None and target in revisions
+            before in revisions and target in revisions
             and revisions.index(target) > revisions.index(before))
         (command.downgrade if down else command.upgrade)(config, target)
     except (CommandError, psycopg2.Error) as err:

@@ -6,8 +6,9 @@ A table made by ``--create`` has the columns the loader fills::
     id bigint (identity) | name text | size_bytes bigint | format text | sha256 text UNIQUE
     | image bytea | loaded_at timestamptz
 
-An existing table needs ``image bytea``; ``name``, ``size_bytes``, ``format`` and
-``sha256`` are filled where it has them (without ``sha256`` duplicates are not detected).
+An existing table needs ``image bytea`` and an id the table fills itself (identity, serial
+or a default); ``name``, ``size_bytes``, ``format`` and ``sha256`` are filled where it has
+them (without ``sha256`` duplicates are not detected).
 """
 
 import glob

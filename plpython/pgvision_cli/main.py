@@ -267,7 +267,10 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
                 time.sleep(0.3)
             jobs, done, total, failed = run_sql(session, progress_sql,
                                                 (first_job, qualified, model))[0]
-            bar.update(task, total=max(total, 1), completed=max(done, total and done))
+            if total == 0:  # nothing was left to extract
+                bar.update(task, total=1, completed=1, rate="nothing to do")
+            else:
+                bar.update(task, total=total, completed=done)
     except KeyboardInterrupt:
         for conn in conns:
             conn.cancel()
