@@ -25,8 +25,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # 1. Debian packages ----------------------------------------------------------------------
-packages=(postgresql-15 postgresql-plpython3-15 postgresql-contrib postgresql-15-plproxy
-          postgresql-15-cron python3-venv)
+# postgresql-15 holds the contrib modules (postgres_fdw): no postgresql-contrib, which on the
+# PGDG repository of the official Docker image would pull in the newest major version.
+packages=(postgresql-15 postgresql-plpython3-15 postgresql-15-plproxy postgresql-15-cron
+          python3-venv)
 if [ "$RUNTIME_ONLY" != 1 ] && ! { command -v node && command -v npm; } >/dev/null; then
   packages+=(nodejs npm)
 fi
