@@ -134,3 +134,14 @@ def test_every_subcommand_has_help():
         assert done.exit_code == 0 and "Usage: cli " + " ".join(path) in done.output, path
     top = runner.invoke(cli, ["--help"]).output
     assert "DATABASE_URL" in top and "130 interrupted" in top
+
+
+def test_names_with_brackets_are_printed_as_they_are(tmp_path):
+    """Rich reads [word] as markup: file names and server messages must not be."""
+    from click.testing import CliRunner
+
+    from pgvision_cli.main import cli
+
+    done = CliRunner().invoke(cli, ["--dsn", "host=/nonexistent port=1", "load",
+                                    str(tmp_path / "[red]nothing*"), "--table", "t"])
+    assert "nothing matches" in done.output and "[red]nothing*" in done.output

@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn,
                            TransferSpeedColumn)
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 import pgvision
 
@@ -52,13 +54,14 @@ class Session:
             self._conn = self.connect()
         return self._conn
 
-    def say(self, message):
+    def say(self, message, style=None):
+        """A line on stderr, as plain text (file names and server messages may hold [...])."""
         if not self.quiet:
-            err_console.print(message)
+            err_console.print(message, style=style, markup=False, soft_wrap=True)
 
     def detail(self, message):
         if self.verbose:
-            err_console.print(f"[dim]{message}[/dim]")
+            err_console.print(message, style="dim", markup=False, soft_wrap=True)
 
     def progress(self, *columns):
         return Progress(*columns, console=err_console, disable=self.quiet, transient=False)
@@ -76,7 +79,7 @@ class NoticeRelay(list):
 
 
 def fail(message, code=FAILED):
-    err_console.print(f"[bold red]pgvision:[/bold red] {message}", soft_wrap=True)
+    err_console.print(Text("pgvision: ", style="bold red") + Text(message), soft_wrap=True)
     sys.exit(code)
 
 
@@ -152,7 +155,7 @@ def load(session, paths, table, create, batch_mb):
     """
     files, unmatched = loading.expand(paths)
     for path in unmatched:
-        session.say(f"[yellow]nothing matches {path!r}[/yellow]")
+        session.say(f"nothing matches {path!r}", "yellow")
     if not files:
         fail("no files to load")
     if run_sql(session, "SELECT pg_catalog.to_regclass(%s)", (table,))[0][0] is None:
@@ -166,8 +169,7 @@ def load(session, paths, table, create, batch_mb):
     if columns.get("image") != "bytea":
         fail(f"table {qualified} needs a column image bytea (it has: {', '.join(columns)})")
     if "sha256" not in columns:
-        session.say(f"[yellow]{qualified} has no sha256 column: duplicates are not "
-                    "detected[/yellow]")
+        session.say(f"{qualified} has no sha256 column: duplicates are not detected", "yellow")
     total = sum(os.path.getsize(f) for f in files)
     columns_shown = (TextColumn("[bold]load[/bold]"), BarColumn(), TaskProgressColumn(),
                      TextColumn("{task.fields[files]} files"), TransferSpeedColumn(),
@@ -248,7 +250,7 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
         coalesce(sum(total), 0)::bigint, coalesce(sum(failed), 0)::bigint
         FROM vision.extract_progress
         WHERE job_id > %s AND source = %s::regclass AND model = %s"""
-    columns = (TextColumn(f"[bold]{model}[/bold]"), BarColumn(), TaskProgressColumn(),
+    columns = (TextColumn(f"[bold]{escape(model)}[/bold]"), BarColumn(), TaskProgressColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                TimeRemainingColumn())
     started = time.monotonic()
@@ -344,12 +346,12 @@ def similar(session, file, image_id, table, k, model, html_out):
     neighbours = [dict(stored.get(i, {"id": i, "image": None, "name": None}), distance=d, rank=r)
                   for i, d, r in rows]
     out_console.print(f"nearest to {query['name'] or 'image ' + str(image_id)} "
-                      f"({model}, cosine distance)")
+                      f"({model}, cosine distance)", markup=False)
     listing = Table()
     for column in ("rank", "id", "name", "distance"):
         listing.add_column(column, justify="right" if column != "name" else "left")
     for n in neighbours:
-        listing.add_row(str(n["rank"]), str(n["id"]), n["name"] or "",
+        listing.add_row(str(n["rank"]), str(n["id"]), escape(n["name"] or ""),
                         f"{max(n['distance'], 0.0):.4f}")  # no -0.0000 from rounding
     out_console.print(listing)
     if html_out:
@@ -389,7 +391,7 @@ def classify(session, files, classifier, table, image_id, top):
         for label, p in run_sql(session, "SELECT label, probability FROM vision.classify(%s, %s, "
                                 "top_k => %s, source => %s::regclass)",
                                 (image_id, classifier, top, quoted_table(session, table))):
-            listing.add_row(f"id {image_id}", label, f"{p:.3f}")
+            listing.add_row(f"id {image_id}", escape(label), f"{p:.3f}")
     elif table:
         n = run_sql(session, "SELECT vision.classify_table(%s, source => %s::regclass)",
                     (classifier, quoted_table(session, table)))[0][0]
@@ -399,7 +401,7 @@ def classify(session, files, classifier, table, image_id, top):
             data = fh.read()
         for label, p in run_sql(session, "SELECT label, probability FROM vision.classify_image("
                                 "%s, %s, top_k => %s)", (psycopg2.Binary(data), classifier, top)):
-            listing.add_row(os.path.basename(path), label, f"{p:.3f}")
+            listing.add_row(escape(os.path.basename(path)), escape(label), f"{p:.3f}")
     if listing.row_count:
         out_console.print(listing)
 
@@ -415,7 +417,8 @@ def classify(session, files, classifier, table, image_id, top):
               help="'cluster', or a classifier whose predictions colour the points.")
 @click.option("--clusters", default=8, show_default=True, type=click.IntRange(2, 1000),
               help="K of the K-means run first when the table has no clusters yet.")
-@click.option("--thumbnails/--points", default=True, show_default=True)
+@click.option("--thumbnails/--points", default=None,
+              help="Images or coloured points [default: thumbnails up to 2,000 images].")
 @click.option("--labels", default=None, help="Write beside each image: 'id', or a text "
               "column of the table.")
 @click.option("--size", default=1000, show_default=True, type=click.IntRange(200, 4000))
@@ -428,14 +431,16 @@ def map_(session, table, out_path, model, color_by, clusters, thumbnails, labels
     has none yet, then writes vision.plot_map's PNG to --out.
     """
     qualified = quoted_table(session, table)
+    images = run_sql(session, "SELECT count(*) FROM vision.features WHERE source = "
+                     "%s::regclass AND model = %s", (qualified, model))[0][0]
+    if thumbnails is None:  # thumbnails read every image's bytes: not for a whole catalog
+        thumbnails = images <= 2000
     have_map = run_sql(session, "SELECT count(*) FROM vision.map_2d WHERE source = %s::regclass "
                        "AND model = %s", (qualified, model))[0][0]
     if refresh or not have_map:
         session.say(f"t-SNE map of {qualified} ...")
         run_sql(session, "SELECT vision.embed_2d(%s, source => %s::regclass)", (model, qualified))
     if color_by == "cluster":
-        images = run_sql(session, "SELECT count(*) FROM vision.features WHERE source = "
-                         "%s::regclass AND model = %s", (qualified, model))[0][0]
         if clusters > images:
             session.say(f"{qualified} has {images} images with features: {images} clusters")
             clusters = images
@@ -493,7 +498,7 @@ def models_list(session):
     listing = Table("name", "dims", "input", "preprocessing", "stored", "provenance")
     for row in run_sql(session, "SELECT name, dims, input_height || 'x' || input_width, "
                        "preprocessing, stored_in, provenance FROM vision.models ORDER BY name"):
-        listing.add_row(*[str(v) for v in row])
+        listing.add_row(*[escape(str(v)) for v in row])
     out_console.print(listing)
 
 
@@ -561,12 +566,13 @@ def doctor(session):
     """Check the server, the backend's Python and pgvision; each problem with its fix."""
     problems = 0
     for name, ok, found, fix in checks.doctor(session.conn):
-        state = {True: "[green]ok     [/green]", False: "[red]PROBLEM[/red]",
-                 None: "[yellow]note   [/yellow]"}[ok]
+        state = {True: Text("ok     ", "green"), False: Text("PROBLEM", "red"),
+                 None: Text("note   ", "yellow")}[ok]
         problems += ok is False
-        out_console.print(f"{state} {name:<20} {found}", soft_wrap=True)
+        out_console.print(state + Text(f" {name:<20} {found}"), soft_wrap=True)
         if fix and ok is not True:
-            out_console.print(f"        {'':<20} [dim]fix:[/dim] {fix}", soft_wrap=True)
+            out_console.print(Text(f"        {'':<20} ") + Text("fix:", "dim") + Text(f" {fix}"),
+                              soft_wrap=True)
     if problems:
         session.say(f"{problems} problem(s)")
         sys.exit(connection.PROBLEMS)
