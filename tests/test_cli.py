@@ -2,7 +2,6 @@
 against the real server; the page `similar --html` writes is opened in headless Chromium."""
 
 import hashlib
-import io
 import os
 import re
 import shutil

@@ -137,7 +137,9 @@ def doctor(conn):
                  f"package {env['pgvision']}, extension {installed}",
                  None if env["pgvision"] == installed else
                  "pgvision migrate (or install the package of the extension's version)"))
-    for name, role in sorted(env["package_roles"].items(), key=lambda kv: (kv[1] != "required", kv[0])):
+    required_first = sorted(env["package_roles"].items(),
+                            key=lambda kv: (kv[1] != "required", kv[0]))
+    for name, role in required_first:
         found = env["packages"].get(name)
         required = role == "required"
         rows.append((f"  {name}", True if found else (False if required else None),

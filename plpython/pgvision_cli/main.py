@@ -106,6 +106,15 @@ def run_sql(session, sql, params=None, conn=None):
         server_error(err)
 
 
+def ident(name):
+    """A name quoted as an SQL identifier.
+
+    >>> ident('my "odd" table')
+    '"my ""odd"" table"'
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
 def quoted_table(session, table):
     """The table's schema-qualified, quoted name as the server resolves it (or exit)."""
     rows = run_sql(session, "SELECT pg_catalog.to_regclass(%s)::text", (table,))
@@ -161,8 +170,7 @@ def load(session, paths, table, create, batch_mb):
     if run_sql(session, "SELECT pg_catalog.to_regclass(%s)", (table,))[0][0] is None:
         if not create:
             fail(f"table {table!r} does not exist; add --create to make it")
-        ident = ".".join(f'"{p}"' for p in table.split("."))
-        run_sql(session, loading.CREATE.format(table=ident))
+        run_sql(session, loading.CREATE.format(table=".".join(ident(p) for p in table.split("."))))
         session.say(f"created table {table}")
     qualified = quoted_table(session, table)
     columns = table_columns(session, qualified)
@@ -229,7 +237,8 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
     cancels them; what was committed stays and running it again goes on from there.
     """
     qualified = quoted_table(session, table)
-    first_job = run_sql(session, "SELECT coalesce(max(job_id), 0) FROM vision.extract_progress")[0][0]
+    first_job = run_sql(session, "SELECT coalesce(max(job_id), 0) "
+                        "FROM vision.extract_progress")[0][0]
     outcomes, conns = [None] * workers, [session.connect() for _ in range(workers)]
 
     def work(i):
@@ -246,10 +255,15 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
             outcomes[i] = ("error", err)
 
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(workers)]
-    progress_sql = """SELECT count(*)::int, coalesce(sum(processed + failed), 0)::bigint,
-        coalesce(sum(total), 0)::bigint, coalesce(sum(failed), 0)::bigint
-        FROM vision.extract_progress
-        WHERE job_id > %s AND source = %s::regclass AND model = %s"""
+    def progress():
+        """(jobs, rows done, rows in all, failed) of the jobs this command started."""
+        return run_sql(session, """
+            SELECT count(*)::int, coalesce(sum(processed + failed), 0)::bigint,
+                   coalesce(sum(total), 0)::bigint, coalesce(sum(failed), 0)::bigint
+            FROM vision.extract_progress
+            WHERE job_id > %s AND source = %s::regclass AND model = %s""",
+                       (first_job, qualified, model))[0]
+
     columns = (TextColumn(f"[bold]{escape(model)}[/bold]"), BarColumn(), TaskProgressColumn(),
                MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -260,15 +274,13 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
             for t in threads:
                 t.start()
             while any(t.is_alive() for t in threads):
-                jobs, done, total, failed = run_sql(session, progress_sql,
-                                                    (first_job, qualified, model))[0]
+                jobs, done, total, failed = progress()
                 if jobs == workers:
                     rate = done / max(time.monotonic() - started, 1e-9)
                     bar.update(task, total=total, completed=done,
                                rate=f"{rate:.1f} img/s" + (f", {failed} failed" if failed else ""))
                 time.sleep(0.3)
-            jobs, done, total, failed = run_sql(session, progress_sql,
-                                                (first_job, qualified, model))[0]
+            jobs, done, total, failed = progress()
             if total == 0:  # nothing was left to extract
                 bar.update(task, total=1, completed=1, rate="nothing to do")
             else:
@@ -278,7 +290,7 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
             conn.cancel()
         for t in threads:
             t.join(30)
-        done = run_sql(session, progress_sql, (first_job, qualified, model))[0][1]
+        done = progress()[1]
         fail(f"cancelled: {done} images of {qualified} were extracted and committed; run the "
              "same command again to go on", INTERRUPTED)
     errors = [o[1] for o in outcomes if o and o[0] == "error"]
@@ -303,9 +315,10 @@ def image_rows(session, qualified, ids, id_column="id", image_column="image", na
     the name from a column "name" (as `pgvision load` makes) or else "label"."""
     columns = table_columns(session, qualified)
     caption = next((c for c in ("name", "label") if c in columns), None) if names else None
-    name_sql = f'"{caption}"::text' if caption else "NULL::text"
-    rows = run_sql(session, f'SELECT "{id_column}"::bigint, "{image_column}", {name_sql} '
-                   f'FROM {qualified} WHERE "{id_column}" = ANY(%s)', (list(ids),))
+    name_sql = f"{ident(caption)}::text" if caption else "NULL::text"
+    rows = run_sql(session, f"SELECT {ident(id_column)}::bigint, {ident(image_column)}, "
+                   f"{name_sql} FROM {qualified} WHERE {ident(id_column)} = ANY(%s)",
+                   (list(ids),))
     return {r[0]: {"id": r[0], "image": bytes(r[1]) if r[1] is not None else None,
                    "name": r[2]} for r in rows}
 
