@@ -53,6 +53,9 @@ def test_the_image_runs_the_official_entrypoint_with_what_it_needs():
                    "VOLUME /var/lib/postgresql/data", "PYTHONPATH=/opt/pgvision/venv",
                    "/docker-entrypoint-initdb.d/"):
         assert needed in runtime, needed
+    with open(os.path.join(ROOT, ".dockerignore")) as fh:
+        ignored = fh.read().split()
+    assert {".pg", ".git", ".bench-venv", "out"} <= set(ignored)  # no cluster data in the image
     with open(os.path.join(ROOT, "docker", "compose.yaml")) as fh:
         compose = fh.read()
     assert "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?" in compose and "target: serving" in compose
