@@ -2,6 +2,7 @@
 against the real server; the page `similar --html` writes is opened in headless Chromium."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -130,6 +131,11 @@ def test_extract_then_similar_writes_a_page_a_browser_shows(db, db_name, photo_d
     expected = query(db, "SELECT image_id FROM vision.similar(%s, k => 3, source => %s)",
                      (ids["chelsea.jpg"], table))
     assert [int(r[1]) for r in listed] == [r[0] for r in expected]
+    as_json = json.loads(pgvision("similar", "--id", str(ids["chelsea.jpg"]), "--table", table,
+                                  "-k", "3", "--json", db_name=db_name).stdout)
+    assert [(r["rank"], r["id"]) for r in as_json] == [(i + 1, r[0]) for i, r in
+                                                       enumerate(expected)]
+    assert as_json[0]["name"] == "chelsea.png" and 0 <= as_json[0]["distance"] < 0.1
     html = page.read_text()
     assert "http" not in html.replace("http-equiv", "")  # self-contained: nothing to fetch
     assert html.count("<figure") == 4 and html.index('class="query"') < html.index("neighbour")
@@ -238,6 +244,9 @@ def test_models_register_list_drop(db, db_name, tmp_path):
                     db_name=db_name)
     assert "registered cli_tiny: 4-d features" in done.stderr
     listed = pgvision("models", "list", db_name=db_name).stdout
+    assert {"name": "cli_tiny", "dims": 4, "input": "32x32", "preprocessing": "raw",
+            "stored": "database", "provenance": "pgvision models register cli_tiny.keras"} in \
+        json.loads(pgvision("models", "list", "--json", db_name=db_name).stdout)
     assert re.search(r"cli_tiny\s+│\s+4\s+│\s+32x32\s+│\s+raw", listed), listed
     again = pgvision("models", "register", "cli_tiny", str(model), db_name=db_name, check=False)
     assert again.returncode == 1 and "already" in again.stderr
@@ -256,9 +265,12 @@ def test_doctor_reports_each_check_and_its_fix(db, db_name):
     query(db, f"ALTER DATABASE {db_name} SET jit = on")
     try:
         broken = pgvision("doctor", db_name=db_name, check=False)
+        broken_json = pgvision("doctor", "--json", db_name=db_name, check=False)
     finally:
         query(db, f"ALTER DATABASE {db_name} SET jit = off")
-    assert broken.returncode == 4
+    assert broken.returncode == broken_json.returncode == 4
+    jit = next(c for c in json.loads(broken_json.stdout) if c["check"] == "jit")
+    assert (jit["ok"], jit["found"]) == (False, "jit = on") and "ALTER DATABASE" in jit["fix"]
     assert re.search(r"PROBLEM\s+jit\s+jit = on\n\s+fix: ALTER DATABASE", broken.stdout)
 
 

@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 the server refused (the message says why), 2 wrong usage,
 is kept, and running the same command again resumes).
 """
 
+import json
 import os
 import sys
 import threading
@@ -104,6 +105,25 @@ def run_sql(session, sql, params=None, conn=None):
             return cur.fetchall() if cur.description else []
     except psycopg2.Error as err:
         server_error(err)
+
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True,
+                           help="Print the rows as a JSON array (for scripts).")
+
+
+def show(records, as_json, right=()):
+    """Rows (dicts) as a table on stdout, or as one JSON array with --json."""
+    if as_json:
+        print(json.dumps(records, default=str))
+        return
+    if not records:
+        return
+    listing = Table()
+    for column in records[0]:
+        listing.add_column(column, justify="right" if column in right else "left")
+    for record in records:
+        listing.add_row(*[escape("" if v is None else str(v)) for v in record.values()])
+    out_console.print(listing)
 
 
 def ident(name):
@@ -331,8 +351,9 @@ def image_rows(session, qualified, ids, id_column="id", image_column="image", na
 @click.option("--model", "-m", default="inception_v3", show_default=True)
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write one self-contained HTML page of the results.")
+@JSON_OPTION
 @click.pass_obj
-def similar(session, file, image_id, table, k, model, html_out):
+def similar(session, file, image_id, table, k, model, html_out, as_json):
     """The K images of TABLE most like a stored image (--id N) or an image FILE.
 
     \b
@@ -358,15 +379,13 @@ def similar(session, file, image_id, table, k, model, html_out):
         query = stored.get(image_id, {"id": image_id, "image": None, "name": None})
     neighbours = [dict(stored.get(i, {"id": i, "image": None, "name": None}), distance=d, rank=r)
                   for i, d, r in rows]
-    out_console.print(f"nearest to {query['name'] or 'image ' + str(image_id)} "
-                      f"({model}, cosine distance)", markup=False)
-    listing = Table()
-    for column in ("rank", "id", "name", "distance"):
-        listing.add_column(column, justify="right" if column != "name" else "left")
-    for n in neighbours:
-        listing.add_row(str(n["rank"]), str(n["id"]), escape(n["name"] or ""),
-                        f"{max(n['distance'], 0.0):.4f}")  # no -0.0000 from rounding
-    out_console.print(listing)
+    if not as_json:
+        out_console.print(f"nearest to {query['name'] or 'image ' + str(image_id)} "
+                          f"({model}, cosine distance)", markup=False)
+    show([{"rank": n["rank"], "id": n["id"], "name": n["name"],
+           "distance": max(n["distance"], 0.0) if as_json  # no -0.0000 from rounding
+           else f"{max(n['distance'], 0.0):.4f}"} for n in neighbours],
+         as_json, right=("rank", "id", "distance"))
     if html_out:
         title = f"pgvision: {len(neighbours)} images of {qualified} nearest to " + (
             f"image {image_id}" if image_id is not None else query["name"])
@@ -384,8 +403,9 @@ def similar(session, file, image_id, table, k, model, html_out):
               "row of the table into vision.predictions.")
 @click.option("--id", "image_id", type=int, help="A stored image's id.")
 @click.option("--top", default=3, show_default=True, type=click.IntRange(1, 100))
+@JSON_OPTION
 @click.pass_obj
-def classify(session, files, classifier, table, image_id, top):
+def classify(session, files, classifier, table, image_id, top, as_json):
     """Most likely labels of image FILES, of a stored image (--id with --table), or of every
     row of a table (--table alone, stored in vision.predictions).
 
@@ -399,12 +419,17 @@ def classify(session, files, classifier, table, image_id, top):
         raise click.UsageError("--id needs --table")
     if not files and not table:
         raise click.UsageError("give image FILES, --table T, or --id N --table T")
-    listing = Table("image", "label", "probability")
+    records = []
+
+    def add(image, label, p):
+        records.append({"image": image, "label": label,
+                        "probability": p if as_json else f"{p:.3f}"})
+
     if image_id is not None:
         for label, p in run_sql(session, "SELECT label, probability FROM vision.classify(%s, %s, "
                                 "top_k => %s, source => %s::regclass)",
                                 (image_id, classifier, top, quoted_table(session, table))):
-            listing.add_row(f"id {image_id}", escape(label), f"{p:.3f}")
+            add(f"id {image_id}", label, p)
     elif table:
         n = run_sql(session, "SELECT vision.classify_table(%s, source => %s::regclass)",
                     (classifier, quoted_table(session, table)))[0][0]
@@ -414,9 +439,8 @@ def classify(session, files, classifier, table, image_id, top):
             data = fh.read()
         for label, p in run_sql(session, "SELECT label, probability FROM vision.classify_image("
                                 "%s, %s, top_k => %s)", (psycopg2.Binary(data), classifier, top)):
-            listing.add_row(escape(os.path.basename(path)), escape(label), f"{p:.3f}")
-    if listing.row_count:
-        out_console.print(listing)
+            add(os.path.basename(path), label, p)
+    show(records, as_json, right=("probability",))
 
 
 # --- map ----------------------------------------------------------------------------------
@@ -505,14 +529,14 @@ def models():
 
 
 @models.command(name="list")
+@JSON_OPTION
 @click.pass_obj
-def models_list(session):
+def models_list(session, as_json):
     """The registered models."""
-    listing = Table("name", "dims", "input", "preprocessing", "stored", "provenance")
-    for row in run_sql(session, "SELECT name, dims, input_height || 'x' || input_width, "
-                       "preprocessing, stored_in, provenance FROM vision.models ORDER BY name"):
-        listing.add_row(*[escape(str(v)) for v in row])
-    out_console.print(listing)
+    columns = ("name", "dims", "input", "preprocessing", "stored", "provenance")
+    show([dict(zip(columns, row)) for row in run_sql(
+        session, "SELECT name, dims, input_height || 'x' || input_width, preprocessing, "
+        "stored_in, provenance FROM vision.models ORDER BY name")], as_json, right=("dims",))
 
 
 @models.command(name="register")
@@ -574,20 +598,26 @@ def migrate(session, target):
 
 
 @cli.command()
+@JSON_OPTION
 @click.pass_obj
-def doctor(session):
+def doctor(session, as_json):
     """Check the server, the backend's Python and pgvision; each problem with its fix."""
-    problems = 0
-    for name, ok, found, fix in checks.doctor(session.conn):
-        state = {True: Text("ok     ", "green"), False: Text("PROBLEM", "red"),
-                 None: Text("note   ", "yellow")}[ok]
-        problems += ok is False
-        out_console.print(state + Text(f" {name:<20} {found}"), soft_wrap=True)
-        if fix and ok is not True:
-            out_console.print(Text(f"        {'':<20} ") + Text("fix:", "dim") + Text(f" {fix}"),
-                              soft_wrap=True)
+    results = checks.doctor(session.conn)
+    problems = sum(ok is False for _, ok, _, _ in results)
+    if as_json:
+        show([{"check": name.strip(), "ok": ok, "found": found, "fix": fix}
+              for name, ok, found, fix in results], True)
+    else:
+        for name, ok, found, fix in results:
+            state = {True: Text("ok     ", "green"), False: Text("PROBLEM", "red"),
+                     None: Text("note   ", "yellow")}[ok]
+            out_console.print(state + Text(f" {name:<20} {found}"), soft_wrap=True)
+            if fix and ok is not True:
+                out_console.print(Text(f"        {'':<20} ") + Text("fix:", "dim")
+                                  + Text(f" {fix}"), soft_wrap=True)
     if problems:
-        session.say(f"{problems} problem(s)")
+        if not as_json:
+            session.say(f"{problems} problem(s)")
         sys.exit(connection.PROBLEMS)
 
 
