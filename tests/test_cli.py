@@ -97,6 +97,41 @@ def test_load_resumes_where_a_load_stopped(db, db_name, photo_dir, table):
     assert query(db, f"SELECT count(*), count(DISTINCT sha256) FROM {table}")[0] == (8, 8)
 
 
+def test_ctrl_c_during_a_load_keeps_whole_batches_and_a_rerun_finishes(db, db_name, table,
+                                                                     tmp_path):
+    from conftest import image_bytes
+
+    base = image_bytes(1, (1600, 1200))  # ~0.9 MB of noise: 240 of them take seconds
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(240):  # distinct bytes: a JPEG comment segment after the header
+        (folder / f"{i:04d}.jpg").write_bytes(base[:2] + b"\xff\xfe\x00\x06"
+                                              + i.to_bytes(4, "big") + base[2:])
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    process = subprocess.Popen([COMMAND, "load", str(folder), "--table", table, "--create",
+                                "--batch-mb", "8"], env={**environment,
+                                                         "DATABASE_URL": dsn(db_name)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if query(db, "SELECT to_regclass(%s) IS NOT NULL", (table,))[0][0] and \
+                query(db, f"SELECT count(*) FROM {table}")[0][0] > 0:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted: the batches committed so far stay" in err
+    kept = query(db, f"SELECT name, sha256, size_bytes FROM {table}")
+    assert 0 < len(kept) < 240
+    for name, sha, size in kept:  # every row whole: nothing of the cancelled batch
+        data = (folder / name).read_bytes()
+        assert (sha, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    done = pgvision("load", str(folder), "--table", table, db_name=db_name)
+    assert f"loaded {240 - len(kept)} images" in done.stderr
+    assert query(db, f"SELECT count(*) FROM {table}")[0][0] == 240
+
+
 def test_usage_and_connection_errors_have_their_exit_codes(db_name, photo_dir, table):
     missing = pgvision("load", str(photo_dir), "--table", table, db_name=db_name, check=False)
     assert missing.returncode == 1 and "does not exist; add --create" in missing.stderr
