@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from . import extractors, handles, registry, spi
-from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE, UNDEFINED_OBJECT,
+from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE,
                      ImageError, PgvisionError, require_choice, require_int_range,
                      require_not_null)
 from .images import decode, load_batch, preprocess, to_array
@@ -76,14 +76,6 @@ def array_text(vector):
 _TEMPLATES = {}
 
 
-def _column_type(plpy, relid, column):
-    rows = plpy.execute(plpy.prepare(
-        "SELECT pg_catalog.format_type(atttypid, atttypmod) AS type FROM pg_catalog.pg_attribute "
-        "WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
-        ["oid", "name"]), [relid, column])
-    return rows[0]["type"] if rows else None
-
-
 def _check_arguments(fn, source, id_column, image_column, batch_size, retry_failed, parts, part,
                      max_rows=None):
     """The checks that need no query."""
@@ -97,7 +89,7 @@ def _check_arguments(fn, source, id_column, image_column, batch_size, retry_fail
         require_int_range(fn, "max_rows", max_rows, 1, 1 << 31)
 
 
-def _validate_table(plpy, fn, relid, id_column, image_column):
+def _validate_table(plpy, GD, fn, relid, id_column, image_column):
     """Resolve the table and check its columns; return (relid, qualified table name)."""
     relid, qualified = [plpy.execute(plpy.prepare(
         "SELECT c.oid AS relid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name "
@@ -105,10 +97,7 @@ def _validate_table(plpy, fn, relid, id_column, image_column):
         "WHERE c.oid = $1", ["oid"]), [relid])[0][k] for k in ("relid", "name")]
     for argument, column, wanted in (("id_column", id_column, INTEGER_TYPES),
                                      ("image_column", image_column, ("bytea",))):
-        found = _column_type(plpy, relid, column)
-        if found is None:
-            raise PgvisionError(fn, f'argument "{argument}": table {qualified} has no column '
-                                f"{column!r}", UNDEFINED_OBJECT)
+        found = spi.require_column(plpy, GD, fn, argument, relid, column)
         if found not in wanted:
             raise PgvisionError(fn, f'argument "{argument}": column {column!r} of {qualified} is '
                                 f"{found}, expected {' or '.join(wanted)}", DATATYPE_MISMATCH)
@@ -171,7 +160,7 @@ def extract_pending(plpy, GD, fn, pin, relid, id_column, image_column, model, ba
     ``max_rows`` stops after that many rows (``vision.extract_rows``, which cannot commit).
     Returns ``(job_id, processed, failed, rows pending at the start)``.
     """
-    relid, qualified = _validate_table(plpy, fn, relid, id_column, image_column)
+    relid, qualified = _validate_table(plpy, GD, fn, relid, id_column, image_column)
     spi.require_select(plpy, GD, fn, relid, "extracting features of its images")
     row = registry.lookup(plpy, GD, fn, model)
     return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,

@@ -178,7 +178,8 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
                               None if labels in (None, "id") else labels, "labels")
     pictures = None
     if thumbnails:
-        pictures = [_decoded(plpy, GD, stored.get(i, {}).get("image"), 96) for i in ids]
+        max_pixels = spi.max_pixels(plpy, GD)
+        pictures = [_decoded(stored.get(i, {}).get("image"), 96, max_pixels) for i in ids]
     texts = None
     if labels == "id":
         texts = ids
@@ -259,7 +260,7 @@ def contact_sheet(plpy, GD, image_id=None, image_ids=None, k=8, source=None, mod
         ids, distances = list(image_ids), {}
     stored = _read_images(plpy, GD, fn, source, ids, id_column, image_column, label_column,
                           "label_column")
-    tiles = []
+    tiles, max_pixels = [], spi.max_pixels(plpy, GD)
     for position, i in enumerate(ids):
         row = stored.get(i, {})
         head = ("query " if image_id is not None and position == 0 else
@@ -267,7 +268,7 @@ def contact_sheet(plpy, GD, image_id=None, image_ids=None, k=8, source=None, mod
         if i in distances:
             head += f"  d={distances[i]:.3f}"
         caption = [head] + ([str(row["label"])] if row.get("label") is not None else [])
-        tiles.append((_decoded(plpy, GD, row.get("image"), tile), caption,
+        tiles.append((_decoded(row.get("image"), tile, max_pixels), caption,
                       image_id is not None and position == 0))
     title = (f"{len(ids) - 1} nearest to image {image_id} ({model_row['name']}, cosine)"
              if image_id is not None else f"{len(ids)} images")
@@ -293,11 +294,11 @@ def _read_images(plpy, GD, fn, source, ids, id_column, image_column, label_colum
     return {r["id"]: {"image": r.get("image"), "label": r.get("label")} for r in rows}
 
 
-def _decoded(plpy, GD, data, side):
+def _decoded(data, side, max_pixels):
     """An RGB picture of image bytes (decoded near ``side`` pixels), or None."""
     if data is None:
         return None
     try:
-        return images.decode(data, spi.max_pixels(plpy, GD), (side, side))
+        return images.decode(data, max_pixels, (side, side))
     except ImageError:
         return None
