@@ -145,3 +145,36 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path):
     done = CliRunner().invoke(cli, ["--dsn", "host=/nonexistent port=1", "load",
                                     str(tmp_path / "[red]nothing*"), "--table", "t"])
     assert "nothing matches" in done.output and "[red]nothing*" in done.output
+
+
+def test_ctrl_c_inside_copy_stays_an_interrupt():
+    """psycopg2 turns an exception raised in the stream's read() into its own error ("COPY
+    from stdin failed: error in .read() call"); the loader gives the interrupt back."""
+
+    class Cursor:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def copy_expert(self, sql, stream):
+            try:
+                stream.read(1 << 16)
+            except BaseException:
+                raise RuntimeError("COPY from stdin failed: error in .read() call") from None
+
+    class Conn:
+        def cursor(self):
+            return Cursor()
+
+    loader = loading.Loader(Conn(), "t", ["image"])
+
+    def files():
+        raise KeyboardInterrupt
+        yield  # a generator: the interrupt comes while COPY reads
+
+    with pytest.raises(KeyboardInterrupt):
+        loader.load(files())
+    stream = loading.CopyStream(iter([]))
+    assert not stream.interrupted and stream.read(5) == b"PGCOP"

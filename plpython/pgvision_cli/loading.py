@@ -95,8 +95,16 @@ class CopyStream:
         self._rows = iter(rows)
         self._buffer = bytearray(_HEADER)
         self._done = False
+        self.interrupted = False  # psycopg2 turns an exception in read() into its own
 
     def read(self, size=65536):
+        try:
+            return self._read(size)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
+
+    def _read(self, size):
         while len(self._buffer) < size and not self._done:
             row = next(self._rows, None)
             if row is None:
@@ -108,7 +116,8 @@ class CopyStream:
         del self._buffer[:size]
         return chunk
 
-    readline = read
+    def readline(self, size=65536):
+        return self.read(size)
 
 
 class Loader:
@@ -166,9 +175,15 @@ class Loader:
         pending = True
         while pending:
             before = self.loaded + len(self.skipped)
-            with self.conn.cursor() as cur:
-                cur.copy_expert(f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN "
-                                "(FORMAT binary)", CopyStream(self._rows(files)))
+            stream = CopyStream(self._rows(files))
+            try:
+                with self.conn.cursor() as cur:
+                    cur.copy_expert(f"COPY {self.table} ({', '.join(self.columns)}) FROM "
+                                    "STDIN (FORMAT binary)", stream)
+            except Exception:  # "COPY from stdin failed: error in .read() call"
+                if stream.interrupted:  # Ctrl-C while the stream was read: say so
+                    raise KeyboardInterrupt from None
+                raise
             self.conn.commit()
             pending = self.loaded + len(self.skipped) > before
         return self
