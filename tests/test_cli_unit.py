@@ -178,3 +178,39 @@ def test_ctrl_c_inside_copy_stays_an_interrupt():
         loader.load(files())
     stream = loading.CopyStream(iter([]))
     assert not stream.interrupted and stream.read(5) == b"PGCOP"
+
+
+def test_ctrl_c_as_a_signal_abandons_the_batch_at_the_next_chunk():
+    """The load's SIGINT handler only sets a flag (an exception raised wherever the signal
+    lands inside psycopg2 could become its own error): the stream stops at its next chunk,
+    the batch is not committed, and a second press raises at once."""
+    commits, chunks = [], []
+
+    class Cursor:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def copy_expert(self, sql, stream):
+            try:
+                chunks.append(stream.read(8))
+                loader.request_stop()  # the signal arrives between two reads
+                chunks.append(stream.read(8))
+            except BaseException:
+                raise RuntimeError("COPY from stdin failed: error in .read() call") from None
+
+    class Conn:
+        def cursor(self):
+            return Cursor()
+
+        def commit(self):
+            commits.append(True)
+
+    loader = loading.Loader(Conn(), "t", ["image"])
+    with pytest.raises(KeyboardInterrupt):
+        loader.load([])
+    assert chunks == [b"PGCOPY\n\xff"] and commits == []
+    with pytest.raises(KeyboardInterrupt):
+        loader.request_stop()

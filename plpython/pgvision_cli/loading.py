@@ -91,14 +91,17 @@ class CopyStream:
     from an iterator as the server takes them (so the progress bar moves with the upload
     and at most one file is in memory)."""
 
-    def __init__(self, rows):
+    def __init__(self, rows, stop=lambda: False):
         self._rows = iter(rows)
+        self._stop = stop
         self._buffer = bytearray(_HEADER)
         self._done = False
         self.interrupted = False  # psycopg2 turns an exception in read() into its own
 
     def read(self, size=65536):
         try:
+            if self._stop():  # abandons the COPY: the server rolls the batch back
+                raise KeyboardInterrupt
             return self._read(size)
         except KeyboardInterrupt:
             self.interrupted = True
@@ -135,6 +138,15 @@ class Loader:
                 self.stored = {row[0] for row in cur}
             conn.commit()
         self.loaded, self.loaded_bytes, self.skipped = 0, 0, []
+        self.stop_requested = False
+
+    def request_stop(self, *_signal):
+        """A SIGINT handler: the batch being sent is abandoned at its next chunk and ``load``
+        raises KeyboardInterrupt. Only a flag, because an exception raised at an arbitrary
+        point inside psycopg2's COPY can surface as its own error; a second press raises."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
 
     def _rows(self, files):
         sent = 0
@@ -175,15 +187,17 @@ class Loader:
         pending = True
         while pending:
             before = self.loaded + len(self.skipped)
-            stream = CopyStream(self._rows(files))
+            stream = CopyStream(self._rows(files), lambda: self.stop_requested)
             try:
                 with self.conn.cursor() as cur:
                     cur.copy_expert(f"COPY {self.table} ({', '.join(self.columns)}) FROM "
                                     "STDIN (FORMAT binary)", stream)
             except Exception:  # "COPY from stdin failed: error in .read() call"
-                if stream.interrupted:  # Ctrl-C while the stream was read: say so
+                if stream.interrupted or self.stop_requested:  # Ctrl-C: say so
                     raise KeyboardInterrupt from None
                 raise
-            self.conn.commit()
+            self.conn.commit()  # a batch that was whole when the stop came is kept
+            if self.stop_requested:
+                raise KeyboardInterrupt
             pending = self.loaded + len(self.skipped) > before
         return self

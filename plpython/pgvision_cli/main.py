@@ -8,6 +8,7 @@ is kept, and running the same command again resumes).
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -217,7 +218,11 @@ def load(session, paths, table, create, batch_mb):
         import psycopg2
         try:
             loader = loading.Loader(conn, qualified, columns, batch_mb << 20, on_file)
-            loader.load(files)
+            previous = signal.signal(signal.SIGINT, loader.request_stop)
+            try:
+                loader.load(files)
+            finally:
+                signal.signal(signal.SIGINT, previous)
         except KeyboardInterrupt:
             conn.cancel()
             conn.rollback()
