@@ -147,28 +147,37 @@ def test_names_with_brackets_are_printed_as_they_are(tmp_path):
     assert "nothing matches" in done.output and "[red]nothing*" in done.output
 
 
+class PsycopgLikeConnection:
+    """Enough of a psycopg2 connection for ``Loader.load``: its cursor's copy_expert runs
+    ``reads(stream)`` and, like psycopg2, turns any exception in it into its own error."""
+
+    def __init__(self, reads):
+        self.reads, self.commits = reads, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def cursor(self):
+        return self
+
+    def copy_expert(self, sql, stream):
+        try:
+            self.reads(stream)
+        except BaseException:
+            raise RuntimeError("COPY from stdin failed: error in .read() call") from None
+
+    def commit(self):
+        self.commits += 1
+
+
 def test_ctrl_c_inside_copy_stays_an_interrupt():
     """psycopg2 turns an exception raised in the stream's read() into its own error ("COPY
     from stdin failed: error in .read() call"); the loader gives the interrupt back."""
-
-    class Cursor:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def copy_expert(self, sql, stream):
-            try:
-                stream.read(1 << 16)
-            except BaseException:
-                raise RuntimeError("COPY from stdin failed: error in .read() call") from None
-
-    class Conn:
-        def cursor(self):
-            return Cursor()
-
-    loader = loading.Loader(Conn(), "t", ["image"])
+    conn = PsycopgLikeConnection(lambda stream: stream.read(1 << 16))
+    loader = loading.Loader(conn, "t", ["image"])
 
     def files():
         raise KeyboardInterrupt
@@ -176,6 +185,7 @@ def test_ctrl_c_inside_copy_stays_an_interrupt():
 
     with pytest.raises(KeyboardInterrupt):
         loader.load(files())
+    assert conn.commits == 0
     stream = loading.CopyStream(iter([]))
     assert not stream.interrupted and stream.read(5) == b"PGCOP"
 
@@ -184,33 +194,17 @@ def test_ctrl_c_as_a_signal_abandons_the_batch_at_the_next_chunk():
     """The load's SIGINT handler only sets a flag (an exception raised wherever the signal
     lands inside psycopg2 could become its own error): the stream stops at its next chunk,
     the batch is not committed, and a second press raises at once."""
-    commits, chunks = [], []
+    chunks = []
 
-    class Cursor:
-        def __enter__(self):
-            return self
+    def reads(stream):
+        chunks.append(stream.read(8))
+        loader.request_stop()  # the signal arrives between two reads
+        chunks.append(stream.read(8))
 
-        def __exit__(self, *exc):
-            return False
-
-        def copy_expert(self, sql, stream):
-            try:
-                chunks.append(stream.read(8))
-                loader.request_stop()  # the signal arrives between two reads
-                chunks.append(stream.read(8))
-            except BaseException:
-                raise RuntimeError("COPY from stdin failed: error in .read() call") from None
-
-    class Conn:
-        def cursor(self):
-            return Cursor()
-
-        def commit(self):
-            commits.append(True)
-
-    loader = loading.Loader(Conn(), "t", ["image"])
+    conn = PsycopgLikeConnection(reads)
+    loader = loading.Loader(conn, "t", ["image"])
     with pytest.raises(KeyboardInterrupt):
         loader.load([])
-    assert chunks == [b"PGCOPY\n\xff"] and commits == []
+    assert chunks == [b"PGCOPY\n\xff"] and conn.commits == 0
     with pytest.raises(KeyboardInterrupt):
         loader.request_stop()
