@@ -150,6 +150,10 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
     fn = FN_PLOT
     require_not_null(fn, "color_by", color_by)
     require_int_range(fn, "size", size, 200, 4000)
+    if thumbnails or labels not in (None, "id"):  # the columns it reads
+        require_not_null(fn, "id_column", id_column)
+    if thumbnails:
+        require_not_null(fn, "image_column", image_column)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     rows = plpy.execute(spi.plan(plpy, GD, """
         SELECT m.image_id, m.x, m.y, m.method, c.cluster
@@ -247,6 +251,8 @@ def contact_sheet(plpy, GD, image_id=None, image_ids=None, k=8, source=None, mod
     require_int_range(fn, "k", k, 1, 200)
     require_int_range(fn, "tile", tile, 48, 512)
     require_int_range(fn, "columns", columns, 1, 20)
+    require_not_null(fn, "id_column", id_column)
+    require_not_null(fn, "image_column", image_column)
     if image_ids is not None:
         require(fn, "image_ids", f"{len(image_ids)} ids", 1 <= len(image_ids) <= 200,
                 "an array of 1 to 200 image ids")
