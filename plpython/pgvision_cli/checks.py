@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+from . import connection
+
 VERSION_TABLE = "pgvision_alembic_version"
 
 
@@ -26,11 +28,9 @@ def migrations_dir():
 
 
 def current_revision(dsn):
-    import psycopg2
-
     """pgvision's Alembic revision in the database; where it has none yet but the extension
     is there (created by hand, or migrated by 0.9.0 or older), "extension <version>"."""
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+    with connection.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_catalog.to_regclass(%s), (SELECT extversion FROM "
                     "pg_catalog.pg_extension WHERE extname = 'pgvision')",
                     (f"public.{VERSION_TABLE}",))

@@ -450,6 +450,12 @@ def classify(session, files, classifier, table, image_id, top, as_json):
 
 # --- map ----------------------------------------------------------------------------------
 
+def write_png(session, path, png):
+    with open(path, "wb") as fh:
+        fh.write(bytes(png))
+    session.say(f"wrote {path} ({len(png) / 1e3:.0f} kB)")
+
+
 @cli.command(name="map")
 @click.option("--table", "-t", required=True)
 @click.option("--out", "-o", "out_path", default="map.png", show_default=True,
@@ -495,9 +501,7 @@ def map_(session, table, out_path, model, color_by, clusters, thumbnails, labels
     png = run_sql(session, "SELECT vision.plot_map(%s, color_by => %s, source => %s::regclass, "
                   "thumbnails => %s, labels => %s, size => %s)",
                   (model, color_by, qualified, thumbnails, labels, size))[0][0]
-    with open(out_path, "wb") as fh:
-        fh.write(bytes(png))
-    session.say(f"wrote {out_path} ({len(png) / 1e3:.0f} kB)")
+    write_png(session, out_path, png)
 
 
 @cli.command(name="contact-sheet")
@@ -521,9 +525,7 @@ def contact_sheet(session, table, image_id, ids, k, model, label_column, out_pat
     png = run_sql(session, "SELECT vision.contact_sheet(image_id => %s, image_ids => %s, k => %s, "
                   "source => %s::regclass, model => %s, label_column => %s)",
                   (image_id, id_list, k, quoted_table(session, table), model, label_column))[0][0]
-    with open(out_path, "wb") as fh:
-        fh.write(bytes(png))
-    session.say(f"wrote {out_path} ({len(png) / 1e3:.0f} kB)")
+    write_png(session, out_path, png)
 
 
 # --- models -------------------------------------------------------------------------------
