@@ -55,6 +55,41 @@ def adopt_legacy_version(connection):
             return
 
 
+def adopt_installed_extension(connection):
+    """Make pgvision's revision say what is installed: a database where pgvision was made
+    with CREATE EXTENSION (no revision yet), or moved by hand with ALTER EXTENSION ... UPDATE,
+    gets the revision of its installed version, so the next upgrade starts there and never
+    walks the extension backwards. A version newer than these scripts know is refused."""
+    from alembic.script import ScriptDirectory
+
+    from extension import installed_version, parse_version
+
+    installed = installed_version(connection)
+    if installed is None:
+        return
+    script = ScriptDirectory.from_config(context.config)
+    by_version = {getattr(r.module, "VERSION", None): r.revision for r in script.walk_revisions()}
+    newest = max((v for v in by_version if v), key=parse_version)
+    if parse_version(installed) > parse_version(newest):
+        raise RuntimeError(
+            f"the database runs pgvision {installed}, newer than these migrations know "
+            f"(up to {newest}): refusing to touch it. Use the migrations of pgvision "
+            f"{installed} or later.")
+    revision = by_version.get(installed)
+    if revision is None:
+        raise RuntimeError(f"the database runs pgvision {installed}, which no revision of "
+                           "these migrations installs: refusing to touch it.")
+    connection.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS public.{VERSION_TABLE} (version_num varchar(32) NOT NULL "
+        f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY)")
+    current = connection.exec_driver_sql(
+        f"SELECT version_num FROM public.{VERSION_TABLE}").scalar()
+    if current != revision:
+        connection.exec_driver_sql(f"DELETE FROM public.{VERSION_TABLE}")
+        connection.exec_driver_sql(
+            f"INSERT INTO public.{VERSION_TABLE} VALUES (%(r)s)", {"r": revision})
+
+
 def run_migrations_online():
     dsn = target_dsn()
     engine = create_engine("postgresql+psycopg2://", poolclass=pool.NullPool,
@@ -62,6 +97,7 @@ def run_migrations_online():
     with engine.connect() as connection:
         with connection.begin():
             adopt_legacy_version(connection)
+            adopt_installed_extension(connection)
         context.configure(connection=connection, transactional_ddl=True,
                           version_table=VERSION_TABLE, version_table_schema="public")
         with context.begin_transaction():

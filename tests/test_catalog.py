@@ -154,5 +154,10 @@ def test_a_downgrade_gives_back_the_previous_version(two_databases):
         query(previous, f"ALTER EXTENSION {extension} UPDATE TO '{PREVIOUS}'")
         query(downgraded, f"ALTER EXTENSION {extension} UPDATE")
     for extension in ("pgvision_cluster", "pgvision"):
+        with pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState,
+                           match="refusing to downgrade"):
+            query(downgraded, f"ALTER EXTENSION {extension} UPDATE TO '{PREVIOUS}'")
+    query(downgraded, "SET pgvision.allow_downgrade = on")  # asked for explicitly
+    for extension in ("pgvision_cluster", "pgvision"):
         query(downgraded, f"ALTER EXTENSION {extension} UPDATE TO '{PREVIOUS}'")
     assert_same_catalog(snapshot(previous), snapshot(downgraded))

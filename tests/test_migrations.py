@@ -7,7 +7,10 @@ import sys
 
 import psycopg2
 
+import pytest
+
 import pgvision
+import stored_rows
 from conftest import ROOT, SOCKET_DIR, extension_dir, query
 ALEMBIC = [sys.executable, "-m", "alembic", "-c", os.path.join(ROOT, "migrations", "alembic.ini")]
 
@@ -112,14 +115,14 @@ def downgrade():
 '''
 
 
-def pgvision_migrate(dbname, *args, password=None):
+def pgvision_migrate(dbname, *args, password=None, returncode=0):
     """`pgvision migrate` with DATABASE_URL (a password in it, which trust auth ignores)."""
     secret = f":{password}" if password else ""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["DATABASE_URL"] = f"postgresql://postgres{secret}@/{dbname}?host={SOCKET_DIR}&port=5432"
     done = subprocess.run([os.path.join(sys.prefix, "bin", "pgvision"), "migrate", *args],
                           capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == returncode, done.stderr
     return done
 
 
@@ -194,3 +197,130 @@ def test_make_migrate_never_shows_the_password(fresh_db):
 def head_revision():
     versions = os.path.join(ROOT, "migrations", "versions")
     return sorted(f for f in os.listdir(versions) if f.endswith(".py"))[-1].split("_")[0]
+
+
+# --- nothing lost: every installed version x every command, checked by row checksums --------
+
+def revision_versions():
+    """[(revision, extension version)] of the Alembic scripts, oldest first."""
+    sys.path.insert(0, os.path.join(ROOT, "migrations"))
+    versions = os.path.join(ROOT, "migrations", "versions")
+    found = []
+    for name in sorted(f for f in os.listdir(versions) if f.endswith(".py")):
+        spec = importlib.util.spec_from_file_location(name[:-3], os.path.join(versions, name))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        found.append((module.revision, module.VERSION))
+    return found
+
+
+VERSIONS = [version for _, version in revision_versions()]
+# Derived rows that an upgrade rebuilds in a new form, each announced when it happens:
+# 0.7.0 made vision.bandit_state a view over votes and clusters; 0.8.0 stores indexes in a new
+# format and says (WARNING) which ones to build again.
+REBUILT_BY = {"vision.bandit_state": "0.7.0", "vision.indexes": "0.8.0"}
+
+
+def extversion(conn):
+    return query(conn, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'")[0][0]
+
+
+def parse(version):
+    return tuple(int(part) for part in version.split("."))
+
+
+@pytest.mark.parametrize("installed", VERSIONS)
+def test_migrate_keeps_every_row_of_a_database_made_with_create_extension(fresh_db, installed):
+    """The README's path without Alembic (CREATE EXTENSION), at any version, then `pgvision
+    migrate`, twice, then Alembic itself: every row of every table is still there, equal in
+    every column the installed version had. 0.10.0's migrate walked a 0.10.0 database down to
+    0.2.0 and back, deleting classifiers, votes, indexes, clusters, maps and snapshots."""
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        query(conn, f"CREATE EXTENSION pgvision VERSION '{installed}' CASCADE")
+        filled = stored_rows.fill(conn)
+        had = stored_rows.columns(conn)
+        before = stored_rows.checksums(conn)
+        assert all(count >= 1 for count, _ in before.values()), before
+        done = pgvision_migrate(fresh_db)
+        assert f"revision (extension {installed}) -> {head_revision()}" in done.stderr
+        assert extversion(conn) == pgvision.__version__
+        kept = {table: cols for table, cols in had.items()
+                if parse(installed) >= parse(REBUILT_BY.get(table, "0.0.0"))}
+        after = stored_rows.checksums(conn, kept)
+        for table in kept:
+            assert after.get(table) == before[table], f"{table} changed: {filled}"
+        now = stored_rows.checksums(conn)
+        pgvision_migrate(fresh_db)
+        alembic(fresh_db, "upgrade", "head")
+        assert stored_rows.checksums(conn) == now
+        assert f"{head_revision()} (head)" in alembic(fresh_db, "current").stdout
+    finally:
+        conn.close()
+
+
+def test_migrate_adopts_a_version_moved_by_hand(fresh_db):
+    """Alembic's row says 0005, ALTER EXTENSION moved the extension to the newest version by
+    hand: migrate starts from what is installed, not from its row."""
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        pgvision_migrate(fresh_db, "--to", "0005")
+        query(conn, "ALTER EXTENSION pgvision UPDATE")
+        stored_rows.fill(conn)
+        before = stored_rows.checksums(conn)
+        done = pgvision_migrate(fresh_db)
+        assert f"revision 0005 -> {head_revision()}" in done.stderr
+        assert stored_rows.checksums(conn) == before
+        assert extversion(conn) == pgvision.__version__
+    finally:
+        conn.close()
+
+
+def test_a_downgrade_that_would_delete_rows_is_refused_unless_asked(fresh_db):
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        pgvision_migrate(fresh_db)
+        stored_rows.fill(conn)
+        before = stored_rows.checksums(conn)
+        # 0.8.0 -> 0.7.0 drops the snapshot, change and index tables: refused, nothing moved
+        done = pgvision_migrate(fresh_db, "--to", "0007", returncode=1)
+        assert "refusing the downgrade of pgvision to 0.7.0" in done.stderr
+        for table in ("vision.feature_snapshots", "vision.feature_changes",
+                      "vision.index_chunks"):
+            assert f"table {table} (" in done.stderr
+        assert "--allow-data-loss" in done.stderr
+        assert extversion(conn) == pgvision.__version__
+        assert stored_rows.checksums(conn) == before
+        with pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState,
+                           match="refusing to downgrade from"):
+            query(conn, f"ALTER EXTENSION pgvision UPDATE TO '{VERSIONS[-2]}'")
+        assert stored_rows.checksums(conn) == before
+        with pytest.raises(subprocess.CalledProcessError) as refused:
+            alembic(fresh_db, "downgrade", "base")
+        assert "it would delete stored rows" in refused.value.stderr
+        assert stored_rows.checksums(conn) == before
+        # asked for: it goes
+        pgvision_migrate(fresh_db, "--to", "0007", "--allow-data-loss")
+        assert extversion(conn) == "0.7.0"
+        assert query(conn, "SELECT to_regclass('vision.feature_snapshots')") == [(None,)]
+    finally:
+        conn.close()
+
+
+def test_a_downgrade_that_deletes_nothing_needs_no_flag(fresh_db):
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        pgvision_migrate(fresh_db)
+        stored_rows.fill(conn)
+        before = stored_rows.checksums(conn)
+        pgvision_migrate(fresh_db, "--to", "-1")
+        assert extversion(conn) == VERSIONS[-2]
+        assert stored_rows.checksums(conn) == before  # the last release added no table
+        pgvision_migrate(fresh_db)
+        assert stored_rows.checksums(conn) == before
+    finally:
+        conn.close()

@@ -10,6 +10,8 @@ Revises:
 
 from alembic import op
 
+from extension import drop_extension
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -23,5 +25,5 @@ def upgrade():
 
 
 def downgrade():
-    # Drops the schema vision with every model, feature and error row in it.
-    op.execute("DROP EXTENSION IF EXISTS pgvision CASCADE")
+    # Drops the schema vision: refused while it holds users' rows, unless data loss is asked for.
+    drop_extension(op)

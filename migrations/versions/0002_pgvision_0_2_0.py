@@ -6,20 +6,20 @@ Revises: 0001
 
 from alembic import op
 
+from extension import downgrade_to, upgrade_to
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
 VERSION = "0.2.0"
-
-# What sql/pgvision--0.1.0--0.2.0.sql added, newest first.
+PREVIOUS = "0.1.0"
 
 
 def upgrade():
-    op.execute(f"ALTER EXTENSION pgvision UPDATE TO '{VERSION}'")
+    upgrade_to(op, VERSION)
 
 
 def downgrade():
-    # sql/pgvision--0.2.0--0.1.0.sql drops what 0.2.0 added
-    op.execute("ALTER EXTENSION pgvision UPDATE TO '0.1.0'")
+    downgrade_to(op, PREVIOUS)

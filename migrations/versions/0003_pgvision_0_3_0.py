@@ -6,18 +6,20 @@ Revises: 0002
 
 from alembic import op
 
+from extension import downgrade_to, upgrade_to
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
 VERSION = "0.3.0"
+PREVIOUS = "0.2.0"
 
 
 def upgrade():
-    op.execute(f"ALTER EXTENSION pgvision UPDATE TO '{VERSION}'")
+    upgrade_to(op, VERSION)
 
 
 def downgrade():
-    # sql/pgvision--0.3.0--0.2.0.sql drops what 0.3.0 added
-    op.execute("ALTER EXTENSION pgvision UPDATE TO '0.2.0'")
+    downgrade_to(op, PREVIOUS)

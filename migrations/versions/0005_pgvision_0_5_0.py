@@ -6,18 +6,20 @@ Revises: 0004
 
 from alembic import op
 
+from extension import downgrade_to, upgrade_to
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 VERSION = "0.5.0"
+PREVIOUS = "0.4.0"
 
 
 def upgrade():
-    op.execute(f"ALTER EXTENSION pgvision UPDATE TO '{VERSION}'")
+    upgrade_to(op, VERSION)
 
 
 def downgrade():
-    # sql/pgvision--0.5.0--0.4.0.sql drops what 0.5.0 added
-    op.execute("ALTER EXTENSION pgvision UPDATE TO '0.4.0'")
+    downgrade_to(op, PREVIOUS)

@@ -6,6 +6,8 @@ Revises: 0005
 
 from alembic import op
 
+from extension import downgrade_to, upgrade_to
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -14,21 +16,10 @@ depends_on = None
 VERSION = "0.6.0"
 PREVIOUS = "0.5.0"
 
-# A coordinator also has pgvision_cluster, which shares pgvision's version.
-_CLUSTER = """DO $$ BEGIN
-  IF EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pgvision_cluster') THEN
-    ALTER EXTENSION pgvision_cluster UPDATE TO '{version}';
-  END IF;
-END $$"""
-
 
 def upgrade():
-    op.execute(f"ALTER EXTENSION pgvision UPDATE TO '{VERSION}'")
-    op.execute(_CLUSTER.format(version=VERSION))
+    upgrade_to(op, VERSION)
 
 
 def downgrade():
-    # sql/pgvision--0.6.0--0.5.0.sql (and pgvision_cluster--0.6.0--0.5.0.sql) drop what
-    # 0.6.0 added
-    op.execute(_CLUSTER.format(version=PREVIOUS))
-    op.execute(f"ALTER EXTENSION pgvision UPDATE TO '{PREVIOUS}'")
+    downgrade_to(op, PREVIOUS)

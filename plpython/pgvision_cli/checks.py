@@ -45,9 +45,13 @@ def current_revision(dsn):
     return f"(extension {extversion})" if extversion else None
 
 
-def migrate(dsn, target="head"):
+def migrate(dsn, target="head", allow_data_loss=False):
     """Run ``alembic upgrade target`` (or downgrade when target is below the current
-    revision or negative); returns (revision before, revision after)."""
+    revision or negative); returns (revision before, revision after).
+
+    A database whose extension has no revision yet starts at the revision of its installed
+    version (migrations/env.py adopts it): an upgrade never moves it backwards. A downgrade
+    that would delete stored rows is refused unless ``allow_data_loss``."""
     import psycopg2
     from alembic import command
     from alembic.config import Config
@@ -63,24 +67,31 @@ def migrate(dsn, target="head"):
         before = current_revision(dsn)
     except psycopg2.OperationalError as err:
         raise MigrationError(f"cannot connect: {str(err).strip()}") from None
-    previous = os.environ.get("PGVISION_DSN")
+    saved = {name: os.environ.get(name) for name in ("PGVISION_DSN", "PGVISION_ALLOW_DATA_LOSS")}
     os.environ["PGVISION_DSN"] = dsn  # env.py reads it; never on a command line or in output
+    os.environ["PGVISION_ALLOW_DATA_LOSS"] = "1" if allow_data_loss else "0"
     try:
         script = ScriptDirectory.from_config(config)
-        revisions = [r.revision for r in script.walk_revisions("base", "heads")]
+        walked = list(script.walk_revisions("base", "heads"))
+        revisions = [r.revision for r in walked]
+        start = before
+        if before not in revisions:  # "(extension X)": env.py adopts X's revision
+            start = next((r.revision for r in walked if before == "(extension "
+                          f"{getattr(r.module, 'VERSION', None)})"), before)
         down = target.startswith("-") or (
-            before in revisions and target in revisions
-            and revisions.index(target) > revisions.index(before))
+            start in revisions and target in revisions
+            and revisions.index(target) > revisions.index(start))
         (command.downgrade if down else command.upgrade)(config, target)
     except (CommandError, psycopg2.Error) as err:
         raise MigrationError(str(err).strip()) from None
     except Exception as err:  # SQLAlchemy wraps the server's error
         raise MigrationError(str(getattr(err, "orig", err)).strip()) from None
     finally:
-        if previous is None:
-            os.environ.pop("PGVISION_DSN", None)
-        else:
-            os.environ["PGVISION_DSN"] = previous
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return before, current_revision(dsn)
 
 

@@ -589,16 +589,20 @@ def models_drop(session, name, cascade):
 @cli.command()
 @click.option("--to", "target", default="head", show_default=True,
               help="Alembic revision to go to (head, a revision such as 0009, or -1).")
+@click.option("--allow-data-loss", is_flag=True,
+              help="Let a downgrade delete stored rows (refused without it).")
 @click.pass_obj
-def migrate(session, target):
+def migrate(session, target, allow_data_loss):
     """Install or upgrade (or downgrade) pgvision in the database with its Alembic revisions.
 
     Keeps its revision in public.pgvision_alembic_version, apart from an application's own
-    alembic_version.
+    alembic_version. A database made with CREATE EXTENSION starts at its installed version:
+    an upgrade never moves the extension backwards, and a downgrade that would delete
+    stored rows is refused unless --allow-data-loss.
     """
     session.say(f"migrating {connection.redact(session.dsn)} to {target}")
     try:
-        before, after = checks.migrate(session.dsn, target)
+        before, after = checks.migrate(session.dsn, target, allow_data_loss)
     except checks.MigrationError as err:
         fail(str(err))
     session.say(f"pgvision revision {before or 'none'} -> {after}")
