@@ -9,6 +9,8 @@ application role, and a vision_admin member.
 - Nobody writes pgvision's tables directly; owners alone replace or drop what they made;
   votes belong to the role that recorded them.
 - Limits protecting the server are never raised by a plain session.
+- The source table's row-level security holds for every answer: a role whose SELECT does not
+  return an image never gets its id, feature, score or label from pgvision either.
 """
 
 import json
@@ -449,3 +451,179 @@ def test_drop_extension_without_cascade_keeps_users_data(fresh_db):
         assert not query(conn, "SELECT 1 FROM pg_namespace WHERE nspname = 'vision'")
     finally:
         conn.close()
+
+
+# --- row-level security of the source table -------------------------------------------------
+
+RLS_TABLE = "sec_tenants"
+RLS_IDS = list(range(1, 13))
+SEEN = [i for i in RLS_IDS if i % 2 == 0]      # the reader's rows (tenant pv_reader)
+HIDDEN = [i for i in RLS_IDS if i % 2 == 1]
+
+
+@pytest.fixture(scope="module")
+def tenants(db, shared):
+    """A table of two tenants with a policy: pv_reader sees its 6 rows of 12. pv_owner (who
+    owns the table, so the policy does not apply to it) extracts, indexes, classifies,
+    clusters and maps all 12."""
+    owner = shared("owner")
+    query(owner, f"CREATE TABLE {RLS_TABLE} (id bigint PRIMARY KEY, image bytea, tenant name)")
+    for i in RLS_IDS:
+        query(owner, f"INSERT INTO {RLS_TABLE} VALUES (%s, %s, %s)",
+              (i, psycopg2.Binary(image_bytes(200 + i)),
+               ROLES["reader"] if i in SEEN else ROLES["app"]))
+    query(owner, f"INSERT INTO {RLS_TABLE} VALUES (101, 'not an image', %s), "
+                 "(102, 'not an image either', %s)", (ROLES["reader"], ROLES["app"]))
+    query(owner, f"ALTER TABLE {RLS_TABLE} ENABLE ROW LEVEL SECURITY")
+    query(owner, f"CREATE POLICY tenant ON {RLS_TABLE} USING (tenant = current_user)")
+    query(owner, f"GRANT SELECT ON {RLS_TABLE} TO {ROLES['reader']}, {ROLES['app']}")
+    query(owner, "CREATE TABLE sec_tenant_labels (image_id bigint, label text)")
+    query(owner, "INSERT INTO sec_tenant_labels SELECT id, CASE WHEN id % 3 = 0 THEN 'a' ELSE "
+                 f"'b' END FROM {RLS_TABLE} WHERE id < 100")
+    query(owner, f"GRANT SELECT ON sec_tenant_labels TO {ROLES['reader']}")
+    query(owner, f"CALL vision.extract_table('{RLS_TABLE}', model => '{FAST}')")
+    query(owner, f"SELECT vision.create_index('{RLS_TABLE}', '{FAST}')")
+    query(owner, f"SELECT vision.refresh_neighbours('{RLS_TABLE}', '{FAST}', 3)")
+    query(owner, f"SELECT vision.train_classifier('sec_tenant_kind', 'sec_tenant_labels', "
+                 f"'{RLS_TABLE}', '{FAST}', 'logistic', folds => 2)")
+    query(owner, "SELECT vision.classify_table('sec_tenant_kind')")
+    query(owner, f"SELECT vision.cluster('{FAST}', 2, source => '{RLS_TABLE}')")
+    query(owner, f"SELECT vision.embed_2d('{FAST}', 'pca', '{RLS_TABLE}')")
+    yield shared
+    query(db, f"DROP TABLE {RLS_TABLE}, sec_tenant_labels")
+    query(db, "DELETE FROM vision.classifiers WHERE name = 'sec_tenant_kind'")
+
+
+def ids_of(rows, column=0):
+    return {row[column] for row in rows}
+
+
+def test_stored_rows_of_hidden_images_are_not_readable(db, tenants):
+    reader, owner = tenants("reader", options=""), tenants("owner")
+    where = f"WHERE source = '{RLS_TABLE}'::regclass"
+    for table in ("features", "predictions", "clusters", "map_2d"):
+        assert ids_of(query(owner, f"SELECT image_id FROM vision.{table} {where}")) == \
+            set(RLS_IDS), table
+        assert ids_of(query(reader, f"SELECT image_id FROM vision.{table} {where}")) == \
+            set(SEEN), table
+    assert ids_of(query(reader, f"SELECT image_id FROM vision.extract_errors {where}")) == {101}
+    # a cached neighbour list is shown only where every image in it is the reader's
+    for image_id, neighbours in query(reader, "SELECT image_id, neighbour_ids FROM "
+                                              f"vision.neighbours {where}"):
+        assert {image_id, *neighbours} <= set(SEEN)
+    # a classifier trained on images the reader cannot see is not the reader's to read
+    assert query(reader, "SELECT count(*) FROM vision.classifiers "
+                         "WHERE name = 'sec_tenant_kind'") == [(0,)]
+    assert ids_of(query(reader, "SELECT image_id FROM vision.features_export "
+                                f"WHERE source = 'public.{RLS_TABLE}'")) == set(SEEN)
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_searches_answer_only_images_the_caller_can_see(db, tenants, approximate):
+    reader, owner = tenants("reader", options=""), tenants("owner")
+    mode = f"'{FAST}', source => '{RLS_TABLE}', approximate => {approximate}"
+    everyone = query(owner, f"SELECT image_id FROM vision.similar(2, 11, {mode})")
+    assert ids_of(everyone) == set(RLS_IDS) - {2}
+    found = query(reader, f"SELECT image_id, distance, rank FROM vision.similar(2, 3, {mode})")
+    assert [r[0] for r in found] == [i for (i,) in everyone if i in SEEN][:3]
+    assert [r[2] for r in found] == [1, 2, 3]
+    assert ids_of(query(reader, f"SELECT image_id FROM vision.similar(2, 10, {mode})")) == \
+        set(SEEN) - {2}
+    many = query(reader, f"SELECT query_id, image_id FROM vision.similar_many("
+                         f"ARRAY{SEEN}::bigint[], 10, {mode})")
+    assert ids_of(many, 1) <= set(SEEN) and ids_of(many) == set(SEEN)
+    # the hidden photo's own bytes and vector find it for the owner, never for the reader
+    hidden = HIDDEN[2]
+    vector = query(owner, "SELECT feature FROM vision.features WHERE source = "
+                          f"'{RLS_TABLE}'::regclass AND model = '{FAST}' AND image_id = %s",
+                   (hidden,))[0][0]
+    image = psycopg2.Binary(image_bytes(200 + hidden))
+    for call, argument in (("similar_to_vector(%s::real[]", vector),
+                           ("similar_to_image(%s", image)):
+        assert query(owner, f"SELECT image_id FROM vision.{call}, 1, {mode})",
+                     (argument,)) == [(hidden,)]
+        answered = query(reader, f"SELECT image_id FROM vision.{call}, 20, {mode})", (argument,))
+        assert ids_of(answered) == set(SEEN)
+
+
+def test_a_hidden_image_is_as_unknown_as_a_missing_one(db, tenants):
+    reader = tenants("reader", options="")  # a session of its own: no SET of other tests
+    messages = []
+    for image_id in (HIDDEN[0], 999):  # hidden, and not in the table at all
+        for call in (f"SELECT * FROM vision.similar({image_id}, 3, '{FAST}', "
+                     f"source => '{RLS_TABLE}')",
+                     f"SELECT * FROM vision.similar_many(ARRAY[{image_id}]::bigint[], 3, "
+                     f"'{FAST}', source => '{RLS_TABLE}')",
+                     f"SELECT * FROM vision.classify({image_id}, 'sec_kind', "
+                     f"source => '{RLS_TABLE}')",
+                     f"SELECT vision.record_vote('shopper', {image_id}, true, '{FAST}', "
+                     f"'{RLS_TABLE}')"):
+            with pytest.raises(psycopg2.Error) as refused:
+                query(reader, call)
+            messages.append(str(refused.value).split("\n")[0].replace(str(image_id), "N"))
+    assert messages[:4] == messages[4:]
+    assert all("has no features" in m or "have no features" in m for m in messages), messages
+
+
+def test_learners_use_and_answer_only_visible_images(db, tenants):
+    reader = tenants("reader", options="")  # a session of its own: no SET of other tests
+    for image_id, liked in ((SEEN[0], True), (SEEN[1], False), (SEEN[2], True)):
+        query(reader, "SELECT vision.record_vote('tenant_shopper', %s, %s, %s, %s)",
+              (image_id, liked, FAST, RLS_TABLE))
+    recommended = query(reader, "SELECT image_id FROM vision.recommend('tenant_shopper', 20, "
+                                f"model => '{FAST}', source => '{RLS_TABLE}')")
+    assert recommended and ids_of(recommended) <= set(SEEN)
+    for _ in range(8):
+        (_, image_id, _), = query(reader, "SELECT * FROM vision.bandit_next("
+                                          f"'tenant_shopper', '{FAST}', '{RLS_TABLE}')")
+        assert image_id in SEEN
+    # labels of images the reader cannot see are labels of images without features
+    with pytest.raises(pgerr.UndefinedObject, match=r"6 labelled image\(s\) have no features "
+                                                    r"for model 'mobilenet_v2' \(e.g. \[1, 3, "
+                                                    r"5, 7, 9\]\)"):
+        query(reader, "SELECT * FROM vision.compare_classifiers('sec_tenant_labels', "
+                      f"'{RLS_TABLE}', '{FAST}', ARRAY['knn'], folds => 2)")
+    png = query(reader, f"SELECT vision.plot_map('{FAST}', 'cluster', '{RLS_TABLE}', "
+                        "labels => 'id')")[0][0]
+    assert bytes(png[:8]) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readers_do_not_replace_what_the_owner_computed(db, shared):
+    reader = shared("reader")
+    before = snapshot(db)
+    for call in (f"SELECT vision.cluster('{FAST}', 1, source => '{TABLE}')",
+                 f"SELECT vision.refresh_neighbours('{TABLE}', '{FAST}', 2)",
+                 f"SELECT vision.embed_2d('{FAST}', 'pca', '{TABLE}')"):
+        with pytest.raises(pgerr.InsufficientPrivilege, match=r"only its owner \(pv_owner\) "
+                                                               r"or vision_admin"):
+            query(reader, call)
+    assert snapshot(db) == before
+
+
+def test_one_call_cannot_return_more_rows_than_an_admin_allows(db, shared):
+    query(db, f"ALTER ROLE {ROLES['reader']} SET pgvision.max_result_rows = 20")
+    try:
+        limited = shared("reader", options="")  # a new session reads the role's setting
+        with pytest.raises(pgerr.ProgramLimitExceeded,
+                           match=r"vision.similar_many: rows \(image_ids x k\) = 24 is over "
+                                 r"pgvision.max_result_rows \(20\)"):
+            query(limited, f"SELECT * FROM vision.similar_many(ARRAY{IDS}::bigint[], 3, "
+                           f"'{FAST}', source => '{TABLE}')")
+        query(limited, "SET pgvision.max_result_rows = 0")  # a session cannot lift it
+        with pytest.raises(pgerr.ProgramLimitExceeded):
+            query(limited, f"SELECT * FROM vision.similar_many(ARRAY{IDS}::bigint[], 3, "
+                           f"'{FAST}', source => '{TABLE}')")
+        assert len(query(limited, f"SELECT * FROM vision.similar_many(ARRAY[1, 2]::bigint[], "
+                                  f"3, '{FAST}', source => '{TABLE}')")) == 6
+        query(db, f"ALTER ROLE {ROLES['reader']} SET pgvision.max_picture_images = 4")
+        limited = shared("reader", options="")
+        on_map = query(db, f"SELECT count(*) FROM vision.map_2d WHERE source = '{TABLE}'::"
+                           "regclass")[0][0]
+        assert on_map > 4
+        with pytest.raises(pgerr.ProgramLimitExceeded,
+                           match=rf"thumbnails \(images on the map\) = {on_map} is over "
+                                 r"pgvision.max_picture_images \(4\)"):
+            query(limited, f"SELECT vision.plot_map('{FAST}', 'cluster', '{TABLE}', "
+                           "thumbnails => true)")
+    finally:
+        query(db, f"ALTER ROLE {ROLES['reader']} RESET ALL")

@@ -15,7 +15,7 @@ decoded with numpy, which is ~50x faster than converting real[] into Python list
 
 import numpy as np
 
-from .errors import DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError
+from .errors import DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError
 from . import registry, spi, store
 from .spi import plan, table_name  # noqa: F401  (other modules call featurestore.table_name)
 
@@ -97,9 +97,49 @@ def load_for(plpy, GD, function, model_row, source):
 
 
 def load(plpy, GD, function, model, source, dims):
-    """The current FeatureMatrix of (model, source): the shared snapshot with the changes
-    since it applied (see :func:`live`)."""
-    return live(plpy, GD, function, model, source, dims).matrix()
+    """The current FeatureMatrix of (model, source) as the caller may see it: the shared
+    snapshot with the changes since it applied (see :func:`live`), less the rows the source
+    table's row-level security hides from the caller."""
+    matrix = live(plpy, GD, function, model, source, dims).matrix()
+    seen = visible(plpy, GD, function, source)
+    if seen is None:
+        return matrix
+    keep = np.isin(matrix.ids, seen)
+    return FeatureMatrix(matrix.ids[keep], matrix.vectors[keep], matrix.norms[keep])
+
+
+# --- row-level security of the source table ------------------------------------------------
+
+def row_security(plpy, GD, source):
+    """The id column of ``source`` when its row-level security applies to the caller (a
+    policy may hide rows), else None ('' when pgvision does not know the id column)."""
+    row = plpy.execute(plan(plpy, GD, "SELECT pg_catalog.row_security_active($1) AS active, "
+                            "vision._id_column($1) AS id_column", ["oid"]), [source])[0]
+    if not row["active"]:
+        return None
+    return row["id_column"] or ""
+
+
+def visible(plpy, GD, function, source, ids=None):
+    """None when the caller's SELECT on ``source`` returns every row (no row-level security
+    applies to them); else the ascending ids among ``ids`` (all, when None) that it returns.
+    Run as the caller, so the table's own policies decide."""
+    column = row_security(plpy, GD, source)
+    if column is None:
+        return None
+    if column == "":
+        raise PgvisionError(function, f"row-level security of table "
+                            f"{table_name(plpy, GD, source)} applies, but pgvision does not "
+                            "know its id column", INSUFFICIENT_PRIVILEGE,
+                            hint="Extract its features with vision.extract_table first.")
+    col, table = plpy.quote_ident(column), table_name(plpy, GD, source)
+    select = f"SELECT {col}::pg_catalog.int8 AS id FROM {table}"
+    if ids is None:
+        rows = plpy.execute(plan(plpy, GD, select))
+    else:
+        rows = plpy.execute(plan(plpy, GD, select + f" WHERE {col} OPERATOR(pg_catalog.=) "
+                                 "ANY ($1)", ["int8[]"]), [[int(i) for i in ids]])
+    return np.unique(np.array([r["id"] for r in rows], dtype=np.int64))
 
 
 # --- live view: a shared snapshot plus the changes since ----------------------------------
@@ -365,20 +405,22 @@ _SINCE = """
 
 def count_changes(plpy, GD, model, source, snap):
     """How many changes (an upper bound on the images) snapshot ``snap`` does not hold."""
-    return plpy.execute(plan(plpy, GD, "SELECT pg_catalog.count(*) AS n" + _SINCE,
-                             ["text", "oid", "text"]), [model, source, snap])[0]["n"]
+    with spi.reading_for_everyone(GD):
+        return plpy.execute(plan(plpy, GD, "SELECT pg_catalog.count(*) AS n" + _SINCE,
+                                 ["text", "oid", "text"]), [model, source, snap])[0]["n"]
 
 
 def changes_since(plpy, GD, function, model, source, dims, snap):
     """(ids changed since snapshot ``snap``, FeatureMatrix of the current vectors of those
     that still exist). A change is in the snapshot exactly when its transaction is visible
     in it, so changes committed in any order are all caught."""
-    rows = plpy.execute(plan(plpy, GD, """
-        SELECT c.image_id, pg_catalog.array_send(f.feature) AS f
-        FROM (SELECT DISTINCT image_id""" + _SINCE + """) c
-        LEFT JOIN vision.features f
-          ON f.model = $1 AND f.source = $2 AND f.image_id OPERATOR(pg_catalog.=) c.image_id
-        ORDER BY c.image_id""", ["text", "oid", "text"]), [model, source, snap])
+    with spi.reading_for_everyone(GD):
+        rows = plpy.execute(plan(plpy, GD, """
+            SELECT c.image_id, pg_catalog.array_send(f.feature) AS f
+            FROM (SELECT DISTINCT image_id""" + _SINCE + """) c
+            LEFT JOIN vision.features f
+              ON f.model = $1 AND f.source = $2 AND f.image_id OPERATOR(pg_catalog.=) c.image_id
+            ORDER BY c.image_id""", ["text", "oid", "text"]), [model, source, snap])
     changed = np.array([r["image_id"] for r in rows], dtype=np.int64)
     present = [r for r in rows if r["f"] is not None]
     return changed, FeatureMatrix(
@@ -396,11 +438,13 @@ def _decode(function, model, row, dims):
 
 
 def _table_blocks(plpy, GD, function, model, source, dims, block=2000):
-    cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f "
-                              "FROM vision.features WHERE model = $1 AND source = $2 "
-                              "ORDER BY image_id", ["text", "oid"]), [model, source])
+    with spi.reading_for_everyone(GD):
+        cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) "
+                                  "AS f FROM vision.features WHERE model = $1 AND source = $2 "
+                                  "ORDER BY image_id", ["text", "oid"]), [model, source])
     while True:
-        rows = cursor.fetch(block)
+        with spi.reading_for_everyone(GD):
+            rows = cursor.fetch(block)
         if not rows:
             return
         yield (np.array([r["image_id"] for r in rows], dtype=np.int64),
@@ -434,11 +478,12 @@ def _read_matrix(plpy, GD, function, model, source, dims):
 
 
 def fetch(plpy, GD, model, source, ids, dims):
-    """Features of some images, read directly (for re-ranking a few candidates)."""
-    rows = plpy.execute(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f FROM vision.features "
-                             "WHERE model = $1 AND source = $2 AND image_id OPERATOR(pg_catalog.=) ANY($3) "
-                             "ORDER BY image_id", ["text", "oid", "int8[]"]),
-                        [model, source, [int(i) for i in ids]])
+    """Features of some images as the caller may read them (the source table's row-level
+    security applies through vision.features' policy)."""
+    rows = plpy.execute(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f "
+                             "FROM vision.features WHERE model = $1 AND source = $2 "
+                             "AND image_id OPERATOR(pg_catalog.=) ANY($3) ORDER BY image_id",
+                             ["text", "oid", "int8[]"]), [model, source, [int(i) for i in ids]])
     return FeatureMatrix(np.array([r["image_id"] for r in rows], dtype=np.int64),
                          np.vstack([decode_array(r["f"], dims) for r in rows]) if rows
                          else np.empty((0, dims), np.float32))

@@ -48,7 +48,7 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
         # Pillow only warns between max_pixels and twice that; refuse the whole range.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max_pixels
+        Image.MAX_IMAGE_PIXELS = max_pixels or None  # 0: no limit, as for every pgvision limit
         try:
             img = Image.open(io.BytesIO(data))
             if draft_size and img.format == "JPEG":

@@ -175,6 +175,9 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
                                 f"{color_by!r}", UNDEFINED_OBJECT)
         groups = [predicted.get(r["image_id"], "unlabelled") for r in rows]
     ids = [r["image_id"] for r in rows]
+    if thumbnails:
+        spi.require_within_limit(plpy, GD, fn, "thumbnails (images on the map)", len(ids),
+                                 "pgvision.max_picture_images")
     stored = {}
     if thumbnails or (labels is not None and labels != "id"):
         stored = _read_images(plpy, GD, fn, source, ids, id_column,

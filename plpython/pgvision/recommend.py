@@ -251,11 +251,11 @@ def bandit_next(plpy, GD, user_id, model=None, source=None, seed=None):
                                   AND v.user_id = $1
                                   AND v.model = cl.model AND v.source = cl.source
                                   AND v.image_id = cl.image_id)) AS unseen
-        FROM vision.cluster_centroids c
+        FROM (SELECT DISTINCT model, source, cluster FROM vision.clusters
+              WHERE model = $2 AND source = $3) c
         LEFT JOIN vision.bandit_state b ON b.owner = CURRENT_USER AND b.user_id = $1
              AND b.model = c.model AND b.source = c.source AND b.cluster = c.cluster
-        WHERE c.model = $2 AND c.source = $3 ORDER BY c.cluster""",
-        ["text", "text", "oid"]), [user_id, name, source])
+        ORDER BY c.cluster""", ["text", "text", "oid"]), [user_id, name, source])
     if not arms:
         raise PgvisionError(fn, f"model {name!r} has no clusters for this table",
                             UNDEFINED_OBJECT, hint="Run vision.cluster(...) first.")

@@ -341,7 +341,41 @@ def _restore_index(plpy, GD, fn, model, source, sha, entry_ids, dead):
 
 def _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates, approximate):
     """``search(query, exclude) -> (ids, distances)`` over the state of :func:`_context`;
-    ``search.view`` is the featurestore.Live view it searches."""
+    ``search.view`` is the featurestore.Live view it searches; ``search.visible(ids)``
+    the ids among ``ids`` that the caller may see (all of them, without row-level security).
+
+    Where the source table's row-level security applies to the caller, the shared snapshot
+    and index are searched for more candidates than k, as many times as needed, and only
+    those the caller's SELECT returns are answered."""
+    search = _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
+                         approximate)
+    if featurestore.row_security(plpy, GD, source) is None:
+        search.visible = lambda ids: np.asarray(ids, dtype=np.int64)
+        return search
+    total = len(search.view.snapshot.ids) + len(search.view.delta.ids)
+    searchers = {k: search}
+
+    def visible(ids):
+        return featurestore.visible(plpy, GD, fn, source, ids)
+
+    def filtered(query, exclude):
+        wanted = k
+        while True:
+            if wanted not in searchers:
+                searchers[wanted] = _unfiltered(plpy, GD, fn, model_row, source, current,
+                                                wanted, metric, candidates, approximate)
+            found, dist = searchers[wanted](query, exclude)
+            keep = np.isin(found, visible(found))
+            if keep.sum() >= k or len(found) < wanted or wanted >= total:
+                return found[keep][:k], dist[keep][:k]
+            wanted = min(4 * wanted, total)
+    filtered.view = search.view
+    filtered.visible = visible
+    return filtered
+
+
+def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates, approximate):
+    """:func:`_searcher` over every row, whoever the caller is."""
     model, dims = model_row["name"], model_row["dims"]
     view = featurestore.live(plpy, GD, fn, model, source, dims, current)
 
@@ -444,7 +478,7 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     model_row, source, current = _context(plpy, GD, fn, model, source)
     search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates,
                        approximate)
-    query = search.view.vectors_of([image_id])  # the vector this backend holds: no SQL
+    query = search.view.vectors_of(search.visible([image_id]))  # held here: no SQL
     if not len(query.ids):
         raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
     return _rows(*search(query.vectors[0], image_id))
@@ -460,9 +494,11 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
             "an array of 1 to 100000 image ids")
     require(fn, "image_ids", "NULL element", None not in image_ids, "an array without NULLs")
     _validate(fn, k, metric)
+    spi.require_within_limit(plpy, GD, fn, "rows (image_ids x k)", len(image_ids) * k,
+                             "pgvision.max_result_rows")
     model_row, source, current = _context(plpy, GD, fn, model, source)
     search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, None, approximate)
-    queries = search.view.vectors_of(image_ids)
+    queries = search.view.vectors_of(search.visible(image_ids))
     missing = sorted(set(image_ids) - set(queries.ids.tolist()))
     if missing:
         raise _missing(plpy, GD, fn, "image_ids", model_row["name"], source, missing)
@@ -670,6 +706,7 @@ def refresh_neighbours(plpy, GD, source, model=None, k=10, metric="cosine"):
     require_not_null(fn, "source", source)
     _validate(fn, k, metric)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
+    spi.require_table_owner(plpy, GD, fn, source, "cached neighbour lists")
     model = model_row["name"]
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     existing = plpy.execute(spi.plan(plpy, GD, """

@@ -6,13 +6,15 @@ Every SQL function of the extension is ``spi.call(plpy, GD, module.function, arg
 """
 
 from . import __version__, runtimes, serverlog, store
-from .errors import INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError
+from .errors import (INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, PROGRAM_LIMIT_EXCEEDED,
+                     UNDEFINED_OBJECT, PgvisionError)
 from .images import DEFAULT_MAX_PIXELS
 from .slots import default_max_model_backends
 
 _PLANS = "pgvision.plans"
 _VERSION_CHECKED = "pgvision.version_checked"
 _WRITING = "pgvision.writing"
+_READING = "pgvision.reading"
 SEARCH_PATH = "pg_catalog, pg_temp"
 
 
@@ -77,6 +79,30 @@ def write(plpy, GD, plan, args=()):
 def writing(GD):
     """Whether pgvision's own code is running a write now (see :func:`write`)."""
     return GD.get(_WRITING, 0) > 0
+
+
+class reading_for_everyone:
+    """``with reading_for_everyone(GD):`` reads pgvision's tables whole, past the source
+    table's row-level security, for what every role shares (snapshots, change logs,
+    candidates of a search). The caller must filter what it answers with
+    ``featurestore.visible``. As with :func:`write`, only pgvision's code sets the flag, and
+    only around queries of pgvision's own tables, so no user code runs while it is up."""
+
+    def __init__(self, GD):
+        self.GD = GD
+
+    def __enter__(self):
+        self.GD[_READING] = self.GD.get(_READING, 0) + 1
+        return self
+
+    def __exit__(self, *exc):
+        self.GD[_READING] -= 1
+        return False
+
+
+def reading(GD):
+    """Whether pgvision's own code reads (or writes) for everyone now (vision._reading())."""
+    return GD.get(_READING, 0) > 0 or writing(GD)
 
 
 class pinned_search_path:
@@ -147,6 +173,10 @@ LIMITS = {
     "pgvision.max_image_pixels": DEFAULT_MAX_PIXELS,
     "pgvision.max_model_backends": None,  # default_max_model_backends(): the machine's memory
     "pgvision.max_batch_memory_mb": 1024,
+    # rows one call may return (vision.similar_many: ids x k; ~190 bytes a row in memory)
+    "pgvision.max_result_rows": 1_000_000,
+    # images one picture may decode (vision.plot_map thumbnails: ~0.2 MB an image)
+    "pgvision.max_picture_images": 2000,
 }
 
 
@@ -169,6 +199,17 @@ def capped(name, session, admin, is_admin, default):
     if is_admin or ceiling == 0:
         return wanted
     return ceiling if wanted == 0 else min(wanted, ceiling)
+
+
+def require_within_limit(plpy, GD, function, what, value, name):
+    """Refuse ``value`` (e.g. the rows a call would return) over limit ``name``, naming the
+    limit and how an admin raises it."""
+    ceiling = limit(plpy, GD, name)
+    if ceiling and value > ceiling:
+        raise PgvisionError(function, f"{what} = {value} is over {name} ({ceiling})",
+                            PROGRAM_LIMIT_EXCEEDED,
+                            hint=f"Ask for less, or have an admin raise it: ALTER DATABASE ... "
+                                 f"SET {name} = N (or ALTER SYSTEM; 0 means no limit).")
 
 
 def max_pixels(plpy, GD):
@@ -232,6 +273,22 @@ def thread_settings(plpy, GD):
     plpy.execute(plan(plpy, GD, "SELECT pg_catalog.set_config('jit', 'off', false)"))
     return (setting(plpy, GD, "pgvision.intra_op_threads", 0),
             setting(plpy, GD, "pgvision.inter_op_threads", 0))
+
+
+def require_table_owner(plpy, GD, function, relid, what):
+    """Refuse unless the caller owns the table (is a member of its owning role) or is
+    vision_admin: results every reader of the table shares (clusters, its map, cached
+    neighbour lists) are written by those who answer for the table, never by a reader."""
+    row = plpy.execute(plan(plpy, GD, """
+        SELECT pg_catalog.pg_has_role(c.relowner, 'USAGE') AS owns,
+               pg_catalog.pg_has_role('vision_admin', 'MEMBER') AS admin,
+               pg_catalog.pg_get_userbyid(c.relowner) AS owner
+        FROM pg_catalog.pg_class c WHERE c.oid = $1""", ["oid"]), [relid])[0]
+    if not (row["owns"] or row["admin"]):
+        raise PgvisionError(function, f"{what} of table {table_name(plpy, GD, relid)} are "
+                            f"shared by every reader: only its owner ({row['owner']}) or "
+                            "vision_admin may compute them", INSUFFICIENT_PRIVILEGE,
+                            hint="Ask the table's owner to run it; readers read the results.")
 
 
 def require_owner(plpy, GD, function, what, owner):
