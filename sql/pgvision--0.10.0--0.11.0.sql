@@ -111,3 +111,9 @@ BEGIN
   END LOOP;
 END
 $$;
+
+-- A store file's name is its SHA-256: nothing else may stand there (a relative path set by a
+-- vision_admin member made the next search delete that file as the server's OS user).
+ALTER TABLE vision.feature_snapshots
+  ADD CONSTRAINT feature_snapshots_sha256_check CHECK (sha256 ~ '^[0-9a-f]{64}$');
+ALTER TABLE vision.indexes ADD CONSTRAINT indexes_sha256_check CHECK (sha256 ~ '^[0-9a-f]{64}$');

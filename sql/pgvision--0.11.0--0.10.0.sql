@@ -66,3 +66,6 @@ $$;
 DROP FUNCTION vision._visible(regclass, bigint[]);
 DROP FUNCTION vision._id_column(regclass);
 DROP FUNCTION vision._reading();
+
+ALTER TABLE vision.feature_snapshots DROP CONSTRAINT feature_snapshots_sha256_check;
+ALTER TABLE vision.indexes DROP CONSTRAINT indexes_sha256_check;

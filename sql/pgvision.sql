@@ -323,7 +323,7 @@ CREATE TABLE vision.feature_snapshots (
   snap       pg_snapshot NOT NULL,
   n          bigint NOT NULL,
   dims       integer NOT NULL,
-  sha256     text NOT NULL,
+  sha256     text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
   size_bytes bigint NOT NULL,
   built_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
   PRIMARY KEY (model, source)
@@ -569,7 +569,7 @@ CREATE TABLE vision.indexes (
   snap            pg_snapshot NOT NULL,
   entry_ids       bytea NOT NULL,
   dead            bytea NOT NULL,
-  sha256          text NOT NULL,
+  sha256          text NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
   size_bytes      bigint NOT NULL,
   build_seconds   double precision NOT NULL,
   built_at        timestamptz NOT NULL DEFAULT clock_timestamp(),

@@ -208,3 +208,94 @@ def test_ctrl_c_as_a_signal_abandons_the_batch_at_the_next_chunk():
     assert chunks == [b"PGCOPY\n\xff"] and conn.commits == 0
     with pytest.raises(KeyboardInterrupt):
         loader.request_stop()
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://me:secretpw%zz@localhost/db",          # libpq: invalid percent-encoded token
+    "host=localhost password='secretpw%zz' dbname=db port=notaport",
+    "postgresql://me:secretpw@/db?host=/nonexistent-socket-dir"])
+def test_a_connection_error_never_shows_the_password(dsn, monkeypatch):
+    """libpq quotes a malformed connection string, password and all; doctor then ended in a
+    traceback (exit 1) instead of exit 3."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["DATABASE_URL"] = dsn
+    done = subprocess.run([sys.executable, "-m", "pgvision_cli.main", "doctor"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == connection.NO_CONNECTION, done.stderr
+    assert "secretpw" not in done.stdout + done.stderr
+    assert "cannot connect" in done.stderr and "Traceback" not in done.stderr
+    assert "***" in connection.scrub(f'invalid token: "{dsn}"', dsn)
+
+
+def test_a_password_on_the_command_line_is_warned_about():
+    from click.testing import CliRunner
+
+    from pgvision_cli.main import cli
+
+    done = CliRunner().invoke(cli, ["--dsn", "postgresql://me:pw@/db", "doctor", "--help"])
+    assert "a password in --dsn shows in the process list" in done.output
+    assert "PGPASSWORD" in done.output
+    quiet = CliRunner().invoke(cli, ["--dsn", "postgresql://me@/db", "doctor", "--help"])
+    assert "process list" not in quiet.output
+
+
+def png_header(width, height):
+    """A PNG that is only its header: what `load` must judge without decoding pixels."""
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack("!I", len(data)) + kind + data
+                + struct.pack("!I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack("!IIBBBBB", width, height, 8, 2,
+                                                             0, 0, 0)) + chunk(b"IEND", b""))
+
+
+def test_a_huge_image_is_called_too_large_not_no_image():
+    with pytest.raises(ValueError, match=r"image too large \(40000×40000 > 89478485 pixels\)"):
+        loading.image_format(png_header(40000, 40000))
+    assert loading.image_format(png_header(640, 480)) == "PNG"
+
+
+def test_load_reads_regular_files_under_the_folders_given_only(tmp_path):
+    folder, outside = tmp_path / "shots", tmp_path / "elsewhere"
+    folder.mkdir()
+    outside.mkdir()
+    (folder / "ok.jpg").write_bytes(image_bytes(1))
+    (outside / "private.jpg").write_bytes(image_bytes(2))
+    os.symlink(outside / "private.jpg", folder / "link-out.jpg")
+    os.symlink(folder / "ok.jpg", folder / "link-in.jpg")
+    os.symlink("/dev/zero", folder / "zero.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    with open(folder / "sparse.jpg", "wb") as fh:  # 2 GB on paper, no blocks on disk
+        fh.truncate(2 << 30)
+    roots = loading.roots_of([str(folder)])
+    reasons = {name: loading.refusal(str(folder / name), roots)
+               for name in ("ok.jpg", "link-in.jpg", "link-out.jpg", "zero.jpg", "pipe.jpg",
+                            "sparse.jpg")}
+    assert reasons["ok.jpg"] is None and reasons["link-in.jpg"] is None
+    assert reasons["link-out.jpg"].startswith(f"a link to {outside / 'private.jpg'}, outside")
+    assert reasons["zero.jpg"] == "not a regular file (a device)"
+    assert reasons["pipe.jpg"] == "not a regular file (a FIFO)"
+    assert reasons["sparse.jpg"] == "too large (2048 MB > 256 MB, --max-file-mb)"
+    assert loading.refusal(str(folder / "link-out.jpg"), roots, follow_links=True) is None
+    # what expand found, the loader skips with those reasons, reading none of them
+    files, _ = loading.expand([str(folder)])
+    skipped = []
+    loader = loading.Loader.__new__(loading.Loader)
+    loader.roots, loader.follow_links, loader.max_bytes = roots, False, 256 << 20
+    loader.stored, loader.seen, loader.skipped, loader.batch_bytes = set(), {}, [], 1 << 30
+    loader.loaded, loader.loaded_bytes, loader.columns = 0, 0, ["name", "image"]
+    loader.on_file = lambda path, size, outcome: skipped.append((os.path.basename(path), outcome))
+    rows = list(loader._rows(files))
+    # ok.jpg once (expand keeps one of the two names of the same file)
+    assert len(rows) == 1 and rows[0][1] == image_bytes(1)
+    outcomes = dict(skipped)
+    assert outcomes["zero.jpg"].startswith("not a regular file")
+    assert outcomes["pipe.jpg"].startswith("not a regular file")
+    assert outcomes["link-out.jpg"].startswith("a link to")
+    assert outcomes["sparse.jpg"].startswith("too large")
+    # a glob's fixed part is its root
+    assert loading.roots_of([str(folder / "*.jpg")]) == [str(folder.resolve())]

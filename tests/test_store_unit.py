@@ -132,3 +132,17 @@ def test_an_index_skips_dead_and_changed_entries(storage):
     assert 5 not in found and 6 not in found and len(found) == 10
     found = entries[search.ann(index, vectors[4], "cosine", 1, 64)[0]]
     assert found.tolist() == [5]
+
+
+@pytest.mark.parametrize("name", ["../../global/pg_control", "/etc/passwd", "A" * 64, "", None])
+def test_a_name_that_is_no_sha256_is_never_a_path(datadir, name):
+    """A vision_admin member may write a snapshot's or index's sha256: the next search must
+    not read or delete a file of the server's through it."""
+    victim = datadir / "pg_control"
+    victim.write_bytes(b"keep me")
+    with pytest.raises(ValueError, match="not a SHA-256"):
+        store.path_of(name, "vec")
+    assert store.check(name, "vec") is None
+    store.remove(name, "vec")
+    store.remove("../pg_control" if name is None else name, "")
+    assert victim.read_bytes() == b"keep me"

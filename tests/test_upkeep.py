@@ -236,6 +236,18 @@ def test_keep_current_runs_maintain_through_pg_cron(server):
         for i in (1, 2, 3):
             query(conn, f"INSERT INTO {table} VALUES (%s, %s)", (i, psycopg2.Binary(image_bytes(600 + i))))
         query(conn, f"CALL vision.extract_table('{table}', model => '{FAST}')")
+        # pg_cron keeps its jobs in schema cron, which a plain role cannot use by default
+        query(conn, "DROP ROLE IF EXISTS live_scheduler")
+        query(conn, "CREATE ROLE live_scheduler")
+        query(conn, f"GRANT SELECT ON {table} TO live_scheduler")
+        query(conn, "SET ROLE live_scheduler")
+        with pytest.raises(pgerr.InsufficientPrivilege,
+                           match=r"vision.keep_current: role live_scheduler may not schedule jobs "
+                                 r"with pg_cron: it lacks USAGE on schema cron"):
+            query(conn, f"SELECT vision.keep_current('{table}')")
+        query(conn, "RESET ROLE")
+        query(conn, f"REVOKE ALL ON {table} FROM live_scheduler")
+        query(conn, "DROP ROLE live_scheduler")
         job = query(conn, f"SELECT vision.keep_current('{table}')")[0][0]
         assert query(conn, "SELECT schedule, command FROM cron.job WHERE jobid = %s", (job,)) == [
             ("* * * * *", "CALL vision.maintain('public.live_scheduled')")]

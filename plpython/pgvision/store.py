@@ -20,6 +20,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import time
 
 import numpy as np
@@ -48,7 +49,18 @@ def directory():
     return path
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256(sha):
+    """Whether ``sha`` is a SHA-256 in hex: the only names the store has (a value read from
+    a table is never taken as a path, e.g. '../../global/pg_control')."""
+    return isinstance(sha, str) and _SHA256.fullmatch(sha) is not None
+
+
 def path_of(sha, kind):
+    if not is_sha256(sha):
+        raise ValueError(f"not a SHA-256: {sha!r}")
     return os.path.join(directory(), f"{sha}.{kind}")
 
 
@@ -206,6 +218,8 @@ def _note_checked(path, sha):
 def check(sha, kind):
     """The path of the file with content ``sha`` if it is there and intact, else None (a
     damaged file is removed). Hashes the file only when its ``.ok`` note does not match."""
+    if not is_sha256(sha):
+        return None
     path = path_of(sha, kind)
     if not os.path.exists(path):
         return None
@@ -224,6 +238,8 @@ def check(sha, kind):
 
 
 def remove(sha, kind):
+    if not is_sha256(sha):
+        return
     for path in (path_of(sha, kind), path_of(sha, kind) + ".ok"):
         try:
             os.unlink(path)

@@ -20,7 +20,7 @@ Whatever it could not do (an index another role owns, say) is named in the repor
 import json
 
 from . import classify, extract, featurestore, search, spi
-from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_not_null
+from .errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError, require, require_not_null
 
 FN_MAINTAIN = "vision.maintain"
 FN_KEEP = "vision.keep_current"
@@ -97,13 +97,22 @@ def _job_name(plpy, GD, relid):
 
 
 def _require_pg_cron(plpy, GD, function):
-    if not plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM pg_catalog.pg_extension "
-                                 "WHERE extname = 'pg_cron'")):
+    rows = plpy.execute(spi.plan(plpy, GD, """
+        SELECT pg_catalog.has_schema_privilege(e.extnamespace, 'USAGE') AS usable,
+               e.extnamespace::pg_catalog.regnamespace::text AS schema, CURRENT_USER AS me
+        FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_cron'"""))
+    if not rows:
         raise PgvisionError(function, "pg_cron is not installed in this database",
                             UNDEFINED_OBJECT, hint="CREATE EXTENSION pg_cron (the server needs "
                             "shared_preload_libraries = 'pg_cron' and cron.database_name set to "
                             "this database; make start does both for the local cluster), or "
                             "run CALL vision.maintain(...) from your own scheduler.")
+    if not rows[0]["usable"]:
+        schema, me = rows[0]["schema"], rows[0]["me"]
+        raise PgvisionError(function, f"role {me} may not schedule jobs with pg_cron: it "
+                            f"lacks USAGE on schema {schema}", INSUFFICIENT_PRIVILEGE,
+                            hint=f"A superuser grants it: GRANT USAGE ON SCHEMA {schema} TO "
+                            f"{me}; (pg_cron then runs the job as {me}).")
 
 
 def keep_current(plpy, GD, source, every="1 minute"):

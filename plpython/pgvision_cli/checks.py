@@ -65,8 +65,9 @@ def migrate(dsn, target="head", allow_data_loss=False):
     config.set_main_option("script_location", location)
     try:
         before = current_revision(dsn)
-    except psycopg2.OperationalError as err:
-        raise MigrationError(f"cannot connect: {str(err).strip()}") from None
+    except (psycopg2.OperationalError, psycopg2.ProgrammingError) as err:
+        raise MigrationError(f"cannot connect: {connection.scrub(str(err).strip(), dsn)}") \
+            from None
     saved = {name: os.environ.get(name) for name in ("PGVISION_DSN", "PGVISION_ALLOW_DATA_LOSS")}
     os.environ["PGVISION_DSN"] = dsn  # env.py reads it; never on a command line or in output
     os.environ["PGVISION_ALLOW_DATA_LOSS"] = "1" if allow_data_loss else "0"

@@ -34,6 +34,32 @@ def redact(dsn):
     return f"postgresql://{user + '@' if user else ''}{where}/{dbname}"
 
 
+def secrets(dsn):
+    """The password(s) a connection string holds, also where libpq cannot parse it."""
+    import re
+    from urllib.parse import unquote
+
+    found = set()
+    for pattern in (r"^[a-z]+://[^:/@?]*:([^@/?]*)@", r"(?:^|[\s?&])password\s*=\s*'([^']*)'",
+                    r"(?:^|[\s?&])password\s*=\s*([^\s&']+)"):
+        for value in re.findall(pattern, dsn or "", flags=re.IGNORECASE):
+            if value:
+                found.update({value, unquote(value)})
+    return sorted(found, key=len, reverse=True)
+
+
+def scrub(message, dsn):
+    """``message`` (e.g. libpq's, which may quote a malformed connection string) with the
+    connection string's password replaced by ***."""
+    for secret in secrets(dsn):
+        message = message.replace(secret, "***")
+    return message
+
+
+def has_password(dsn):
+    return bool(secrets(dsn))
+
+
 def connect(dsn, autocommit=True, application_name="pgvision-cli"):
     """A psycopg2 connection (autocommit unless asked) tagged with an application name."""
     import psycopg2

@@ -15,7 +15,9 @@ import glob
 import hashlib
 import io
 import os
+import stat
 import struct
+import warnings
 
 from PIL import Image
 
@@ -29,6 +31,9 @@ CREATE = """CREATE TABLE {table} (
   image      bytea NOT NULL,
   loaded_at  timestamptz NOT NULL DEFAULT now()
 )"""
+
+MAX_FILE_MB = 256              # a file larger than this is never read (a bytea stops at 1 GB)
+MAX_PIXELS = 89_478_485       # Pillow's bound, and pgvision.max_image_pixels' default
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
 _TRAILER = struct.pack("!h", -1)
@@ -57,15 +62,63 @@ def expand(paths):
     return ordered, unmatched
 
 
-def image_format(data):
+def roots_of(paths):
+    """The real paths a load may read under: each folder or file given, and the fixed part
+    of each glob."""
+    roots = []
+    for path in paths:
+        if not glob.has_magic(path):
+            roots.append(os.path.realpath(path))
+            continue
+        fixed = path[:min(path.index(c) for c in "*?[" if c in path)]
+        roots.append(os.path.realpath(os.path.dirname(fixed) or "."))
+    return roots
+
+
+def refusal(path, roots, follow_links=False, max_bytes=MAX_FILE_MB << 20):
+    """Why ``path`` is not to be read at all, or None: only regular files (a FIFO would
+    block, a device never ends), inside the folders given unless ``follow_links`` (a link
+    to /dev/zero or another user's files is not an image to load), and not over
+    ``max_bytes`` (a 2 GB sparse file is refused by its size, not read)."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return err.strerror
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else
+                "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+                "a socket" if stat.S_ISSOCK(info.st_mode) else "not a file")
+        return f"not a regular file ({kind})"
+    real = os.path.realpath(path)
+    if not follow_links and not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+                                    for root in roots):
+        return f"a link to {real}, outside the folders given (--follow-links reads it)"
+    if info.st_size > max_bytes:
+        return f"too large ({info.st_size >> 20} MB > {max_bytes >> 20} MB, --max-file-mb)"
+    return None
+
+
+def image_format(data, max_pixels=MAX_PIXELS):
     """Pillow's name of the image format of ``data`` ('JPEG', 'PNG', ...), or raise
     ValueError with the reason it is no image. Reads the header only: a truncated image is
     still loaded, and ``vision.extract_table`` records it as undecodable."""
     if not data:
         raise ValueError("empty file")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.format
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(io.BytesIO(data)) as img:  # the header only: no pixels
+                    width, height = img.size
+                    if max_pixels and width * height > max_pixels:
+                        raise ValueError(f"image too large ({width}×{height} > "
+                                         f"{max_pixels} pixels)")
+                    return img.format
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except ValueError:
+        raise
     except Image.UnidentifiedImageError:
         raise ValueError("not an image (no format Pillow reads)") from None
     except Exception as err:  # Pillow raises many kinds; the reason is what matters
@@ -126,8 +179,10 @@ class CopyStream:
 class Loader:
     """Loads files into ``table`` (already quoted) over ``conn`` (not autocommit)."""
 
-    def __init__(self, conn, table, columns, batch_bytes=64 << 20, on_file=None):
+    def __init__(self, conn, table, columns, batch_bytes=64 << 20, on_file=None, roots=None,
+                 follow_links=False, max_bytes=MAX_FILE_MB << 20):
         self.conn, self.table, self.batch_bytes = conn, table, batch_bytes
+        self.roots, self.follow_links, self.max_bytes = roots, follow_links, max_bytes
         self.columns = [c for c in META_COLUMNS if c in columns] + ["image"]
         self.on_file = on_file or (lambda path, size, outcome: None)
         self.stored, self.seen = set(), {}  # hashes in the table; hash -> file of this run
@@ -151,6 +206,11 @@ class Loader:
     def _rows(self, files):
         sent = 0
         for path in files:
+            reason = None if self.roots is None else refusal(path, self.roots,
+                                                             self.follow_links, self.max_bytes)
+            if reason:
+                self._skip(path, reason, 0)
+                continue
             try:
                 with open(path, "rb") as fh:
                     data = fh.read()
@@ -178,7 +238,7 @@ class Loader:
 
     def _skip(self, path, reason, size=None):
         self.skipped.append((path, reason))
-        self.on_file(path, os.path.getsize(path) if size is None and os.path.exists(path)
+        self.on_file(path, os.path.getsize(path) if size is None and os.path.isfile(path)
                      else size or 0, reason)
 
     def load(self, files):

@@ -43,9 +43,10 @@ class Session:
 
         try:
             conn = connection.connect(self.dsn, autocommit)
-        except psycopg2.OperationalError as err:
-            fail(f"cannot connect to {connection.redact(self.dsn)}: {str(err).strip()}",
-                 NO_CONNECTION)
+        except (psycopg2.OperationalError, psycopg2.ProgrammingError) as err:
+            # ProgrammingError: libpq refused the string itself ("invalid dsn: ...")
+            reason = connection.scrub(str(err).strip(), self.dsn)
+            fail(f"cannot connect to {connection.redact(self.dsn)}: {reason}", NO_CONNECTION)
         if self.verbose:
             conn.notices = NoticeRelay(self)
         return conn
@@ -160,6 +161,10 @@ def table_columns(session, table):
 @click.pass_context
 def cli(ctx, dsn, verbose, quiet):
     """Load images into Postgres, extract CNN features, search, classify and map them."""
+    if dsn and connection.has_password(dsn):
+        err_console.print("pgvision: warning: a password in --dsn shows in the process list; "
+                          "use PGPASSWORD or ~/.pgpass (or DATABASE_URL) instead",
+                          markup=False, highlight=False)
     ctx.obj = Session(dsn, verbose, quiet)
 
 
@@ -172,12 +177,17 @@ def cli(ctx, dsn, verbose, quiet):
 @click.option("--batch-mb", default=64, show_default=True, type=click.IntRange(1, 1024),
               help="Commit after about this many MB (an interrupted load keeps what it "
               "committed; loading again skips it).")
+@click.option("--follow-links", is_flag=True,
+              help="Also read files that links point to outside the folders given.")
+@click.option("--max-file-mb", default=loading.MAX_FILE_MB, show_default=True,
+              type=click.IntRange(1, 1023), help="Skip files larger than this, unread.")
 @click.pass_obj
-def load(session, paths, table, create, batch_mb):
+def load(session, paths, table, create, batch_mb, follow_links, max_file_mb):
     """Load image files (folders, files or globs) into TABLE with binary COPY.
 
     Stores each file's bytes with its name, size, format and SHA-256; skips files whose bytes
-    are already in the table and files that are no image, saying why. Resumable.
+    are already in the table and files that are no image, saying why. Resumable. Reads
+    regular files only, and no link out of the folders given unless --follow-links.
 
     \b
       pgvision load ~/photos --table products --create
@@ -199,7 +209,9 @@ def load(session, paths, table, create, batch_mb):
         fail(f"table {qualified} needs a column image bytea (it has: {', '.join(columns)})")
     if "sha256" not in columns:
         session.say(f"{qualified} has no sha256 column: duplicates are not detected", "yellow")
-    total = sum(os.path.getsize(f) for f in files)
+    roots = loading.roots_of(paths)
+    total = sum(os.path.getsize(f) for f in files
+                if loading.refusal(f, roots, follow_links, max_file_mb << 20) is None)
     columns_shown = (TextColumn("[bold]load[/bold]"), BarColumn(), TaskProgressColumn(),
                      TextColumn("{task.fields[files]} files"), TransferSpeedColumn(),
                      TimeRemainingColumn())
@@ -217,7 +229,8 @@ def load(session, paths, table, create, batch_mb):
 
         import psycopg2
         try:
-            loader = loading.Loader(conn, qualified, columns, batch_mb << 20, on_file)
+            loader = loading.Loader(conn, qualified, columns, batch_mb << 20, on_file, roots,
+                                    follow_links, max_file_mb << 20)
             previous = signal.signal(signal.SIGINT, loader.request_stop)
             try:
                 loader.load(files)
