@@ -3,7 +3,9 @@
 
 1. Per-call search latency as a superuser (who bypasses row-level security) and as a plain
    role with SELECT on the table (row-level security on pgvision's tables, the explicit
-   privilege check), exact and HNSW: ratio plain / superuser.
+   privilege check), exact and HNSW: ratio plain / superuser. Then the same plain role once
+   the table has a row-level security policy of its own that hides half of its rows from
+   it (every answer checked against the caller's SELECT): ratio with / without the policy.
 2. Peak resident memory (VmHWM) of a fresh backend extracting a table with batch_size 16 /
    64 / 128, without the bound (pgvision.max_batch_memory_mb = 0, what 0.6.0 did) and with
    the default bound: before / after.
@@ -52,6 +54,13 @@ def search_cost(dsn, n, repeat):
             su = latency(cur, sql, (n // 2,), repeat)
             plain = latency(reader.cursor(), sql, (n // 2,), repeat)
             out[label] = {"superuser_ms": su, "plain_role_ms": plain, "ratio": plain / su}
+        cur.execute("ALTER TABLE bench_secure ENABLE ROW LEVEL SECURITY")
+        cur.execute(f"CREATE POLICY half ON bench_secure TO {ROLE} USING (id % 2 = 0)")
+        for label, approximate in (("exact", "false"), ("hnsw", "true")):
+            sql = ("SELECT * FROM vision.similar(%s, 10, 'inception_v3', source => 'bench_secure', "
+                   f"approximate => {approximate})")
+            policy = latency(reader.cursor(), sql, (n // 2,), repeat)
+            out[label].update(policy_ms=policy, policy_ratio=policy / out[label]["plain_role_ms"])
     finally:
         reader.close()
         cur.execute("DROP TABLE bench_secure")
@@ -93,8 +102,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--n", type=int, help="vectors in the search table (default 10k)")
+    parser.add_argument("--search-only", action="store_true", help="skip the memory part")
     args = parser.parse_args()
     n, repeat = (2_000, 200) if args.quick else (10_000, 500)
+    n = args.n or n
     model, images = ("mobilenet_v2", 64) if args.quick else ("inception_v3", 128)
     search = search_cost(args.dsn, n, repeat)
     print(f"\nPer-call search latency, {n} x 2048-d, superuser vs a plain role with SELECT "
@@ -102,7 +114,11 @@ def main():
     for label, r in search.items():
         print(f"  {label:6} {r['superuser_ms']:7.2f} ms  {r['plain_role_ms']:7.2f} ms  "
               f"ratio {r['ratio']:.2f}")
-    mem = memory(args.dsn, model, images)
+    print("\nThe same plain role once the table's own policy hides half of its rows from it:")
+    for label, r in search.items():
+        print(f"  {label:6} {r['plain_role_ms']:7.2f} ms  {r['policy_ms']:7.2f} ms  "
+              f"ratio {r['policy_ratio']:.2f}")
+    mem = {} if args.search_only else memory(args.dsn, model, images)
     print(f"\nPeak backend RSS extracting {images} images with {model}, without / with the "
           "default memory bound (1024 MB):")
     for batch, r in mem.items():

@@ -21,7 +21,8 @@ COMMENT ON FUNCTION vision._reading() IS
   'Internal (row-level security): whether pgvision''s own code is reading or writing for everyone now.';
 
 -- The id column of a source table: the one its change-tracking triggers name (installed by
--- vision.extract_table), else the one its last extraction used.
+-- vision.extract_table), else the one its last extraction used, else its one-column primary
+-- key (features written by other means, e.g. copied from another server).
 CREATE FUNCTION vision._id_column(source regclass) RETURNS name
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -31,7 +32,10 @@ SET search_path = pg_catalog, pg_temp AS $$
      WHERE t.tgrelid = $1 AND t.tgname LIKE 'pgvision\_changed\_%'
      ORDER BY t.oid LIMIT 1),
     (SELECT j.id_column::name FROM vision.extract_jobs j
-     WHERE j.source = $1 ORDER BY j.job_id DESC LIMIT 1))
+     WHERE j.source = $1 ORDER BY j.job_id DESC LIMIT 1),
+    (SELECT a.attname FROM pg_catalog.pg_constraint k
+     JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+     WHERE k.conrelid = $1 AND k.contype = 'p' AND pg_catalog.cardinality(k.conkey) = 1))
 $$;
 COMMENT ON FUNCTION vision._id_column IS
   'Internal (row-level security): the id column pgvision knows a source table by.';

@@ -115,6 +115,8 @@ def _fill(conn):
                     value = choices[0] if choices else _BY_TYPE[type_]
                 if column == "model":
                     value = "'users_model'"
+                elif column == "sha256":  # a store file's name, as pgvision writes it
+                    value = "repeat('c', 64)"
                 names.append(column)
                 values.append(value)
             try:

@@ -278,49 +278,47 @@ def test_migrate_adopts_a_version_moved_by_hand(fresh_db):
         conn.close()
 
 
-def test_a_downgrade_that_would_delete_rows_is_refused_unless_asked(fresh_db):
+@pytest.fixture
+def filled_at_head(fresh_db):
+    """A database migrated to the head revision with one row in every table: (connection,
+    checksums of what it stores)."""
     conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
     conn.autocommit = True
-    try:
-        pgvision_migrate(fresh_db)
-        stored_rows.fill(conn)
-        before = stored_rows.checksums(conn)
-        # 0.8.0 -> 0.7.0 drops the snapshot, change and index tables: refused, nothing moved
-        done = pgvision_migrate(fresh_db, "--to", "0007", returncode=1)
-        assert "refusing the downgrade of pgvision to 0.7.0" in done.stderr
-        for table in ("vision.feature_snapshots", "vision.feature_changes",
-                      "vision.index_chunks"):
-            assert f"table {table} (" in done.stderr
-        assert "--allow-data-loss" in done.stderr
-        assert extversion(conn) == pgvision.__version__
-        assert stored_rows.checksums(conn) == before
-        with pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState,
-                           match="refusing to downgrade from"):
-            query(conn, f"ALTER EXTENSION pgvision UPDATE TO '{VERSIONS[-2]}'")
-        assert stored_rows.checksums(conn) == before
-        with pytest.raises(subprocess.CalledProcessError) as refused:
-            alembic(fresh_db, "downgrade", "base")
-        assert "it would delete stored rows" in refused.value.stderr
-        assert stored_rows.checksums(conn) == before
-        # asked for: it goes
-        pgvision_migrate(fresh_db, "--to", "0007", "--allow-data-loss")
-        assert extversion(conn) == "0.7.0"
-        assert query(conn, "SELECT to_regclass('vision.feature_snapshots')") == [(None,)]
-    finally:
-        conn.close()
+    pgvision_migrate(fresh_db)
+    stored_rows.fill(conn)
+    yield conn, stored_rows.checksums(conn)
+    conn.close()
 
 
-def test_a_downgrade_that_deletes_nothing_needs_no_flag(fresh_db):
-    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
-    conn.autocommit = True
-    try:
-        pgvision_migrate(fresh_db)
-        stored_rows.fill(conn)
-        before = stored_rows.checksums(conn)
-        pgvision_migrate(fresh_db, "--to", "-1")
-        assert extversion(conn) == VERSIONS[-2]
-        assert stored_rows.checksums(conn) == before  # the last release added no table
-        pgvision_migrate(fresh_db)
-        assert stored_rows.checksums(conn) == before
-    finally:
-        conn.close()
+def test_a_downgrade_that_would_delete_rows_is_refused_unless_asked(fresh_db, filled_at_head):
+    conn, before = filled_at_head
+    # 0.8.0 -> 0.7.0 drops the snapshot, change and index tables: refused, nothing moved
+    done = pgvision_migrate(fresh_db, "--to", "0007", returncode=1)
+    assert "refusing the downgrade of pgvision to 0.7.0" in done.stderr
+    for table in ("vision.feature_snapshots", "vision.feature_changes",
+                  "vision.index_chunks"):
+        assert f"table {table} (" in done.stderr
+    assert "--allow-data-loss" in done.stderr
+    assert extversion(conn) == pgvision.__version__
+    assert stored_rows.checksums(conn) == before
+    with pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState,
+                       match="refusing to downgrade from"):
+        query(conn, f"ALTER EXTENSION pgvision UPDATE TO '{VERSIONS[-2]}'")
+    assert stored_rows.checksums(conn) == before
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        alembic(fresh_db, "downgrade", "base")
+    assert "it would delete stored rows" in refused.value.stderr
+    assert stored_rows.checksums(conn) == before
+    # asked for: it goes
+    pgvision_migrate(fresh_db, "--to", "0007", "--allow-data-loss")
+    assert extversion(conn) == "0.7.0"
+    assert query(conn, "SELECT to_regclass('vision.feature_snapshots')") == [(None,)]
+
+
+def test_a_downgrade_that_deletes_nothing_needs_no_flag(fresh_db, filled_at_head):
+    conn, before = filled_at_head
+    pgvision_migrate(fresh_db, "--to", "-1")
+    assert extversion(conn) == VERSIONS[-2]
+    assert stored_rows.checksums(conn) == before  # the last release added no table
+    pgvision_migrate(fresh_db)
+    assert stored_rows.checksums(conn) == before

@@ -67,6 +67,7 @@ def stored(tmp_path, monkeypatch):
     plpy.on(r"SELECT \$1::regclass::oid", [{"oid": 4242}])
     plpy.on(r"SELECT \$1::regclass::text", [{"name": "public.t"}])
     plpy.on(r"has_table_privilege\(\$1, 'SELECT'\)", [{"ok": True}])
+    plpy.on(r"row_security_active", [{"active": False, "id_column": "id"}])
     plpy.recorded = serve_features(plpy, ids, vectors)
     return plpy, ids, vectors
 
@@ -157,3 +158,32 @@ def test_null_candidates_are_named(stored):
     with pytest.raises(PgvisionError, match=r'vision.similar: argument "candidates" must be an '
                                             r"array of image ids without NULLs"):
         search.similar(plpy, {}, 105, model="tiny", source="t", candidates=[None, 2])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_with_row_level_security_the_answer_is_the_best_of_what_the_caller_sees(stored, metric):
+    """Where the table's policy hides rows from the caller, the search widens its candidates
+    until k visible ones are found: the answer equals brute force over the visible rows."""
+    plpy, ids, vectors = stored
+    seen = {int(i) for i in ids if i % 3 == 0}   # the caller's SELECT returns a third
+    plpy.on(r"row_security_active", [{"active": True, "id_column": "id"}])
+    plpy.on(r"SELECT \$1::pg_catalog.regclass::text AS name", [{"name": "public.t"}])
+    asked = []
+
+    def select(args):
+        asked.append(len(args[0]))
+        return [{"id": i} for i in args[0] if i in seen]
+    plpy.on(r"SELECT id::pg_catalog.int8 AS id FROM public.t WHERE id", select)
+    query = vectors[3]  # id 103: not the caller's to see
+    with pytest.raises(PgvisionError, match="image 103 of public.t has no features"):
+        search.similar(plpy, {}, 103, k=4, model="tiny", metric=metric, source="t")
+    rows = search.similar_to_vector(plpy, {}, query.tolist(), k=4, model="tiny", metric=metric,
+                                    source="t")
+    visible = np.array([i in seen for i in ids])
+    if metric == "cosine":
+        dist = 1 - vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    else:
+        dist = np.linalg.norm(vectors - query, axis=1)
+    expected = ids[visible][np.argsort(dist[visible], kind="stable")[:4]].tolist()
+    assert [r[0] for r in rows] == expected
+    assert max(asked) > 4  # it had to look past the first k candidates

@@ -627,3 +627,26 @@ def test_one_call_cannot_return_more_rows_than_an_admin_allows(db, shared):
                            "thumbnails => true)")
     finally:
         query(db, f"ALTER ROLE {ROLES['reader']} RESET ALL")
+
+
+def test_row_level_security_without_an_extraction_uses_the_primary_key(db, shared):
+    """Features written by other means (copied from another server): pgvision knows the id
+    column by the table's primary key; without one it shows nothing rather than guess."""
+    reader = shared("reader", options="")
+    try:
+        for table, key in (("sec_copied", "PRIMARY KEY"), ("sec_keyless", "")):
+            query(db, f"CREATE TABLE {table} (id bigint {key}, tenant name)")
+            query(db, f"INSERT INTO {table} SELECT i, CASE WHEN i %% 2 = 0 THEN %s END "
+                      "FROM generate_series(1, 6) i", (ROLES["reader"],))
+            query(db, f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+            query(db, f"CREATE POLICY tenant ON {table} USING (tenant = current_user)")
+            query(db, f"GRANT SELECT ON {table} TO {ROLES['reader']}")
+            query(db, "INSERT INTO vision.features (model, source, image_id, feature) "
+                      f"SELECT '{FAST}', '{table}'::regclass, i, ARRAY[i, 1]::real[] "
+                      "FROM generate_series(1, 6) i")
+        assert ids_of(query(reader, "SELECT image_id FROM vision.features "
+                                    "WHERE source = 'sec_copied'::regclass")) == {2, 4, 6}
+        assert query(reader, "SELECT count(*) FROM vision.features "
+                             "WHERE source = 'sec_keyless'::regclass") == [(0,)]
+    finally:
+        query(db, "DROP TABLE IF EXISTS sec_copied, sec_keyless")

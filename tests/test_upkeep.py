@@ -241,11 +241,13 @@ def test_keep_current_runs_maintain_through_pg_cron(server):
         query(conn, "CREATE ROLE live_scheduler")
         query(conn, f"GRANT SELECT ON {table} TO live_scheduler")
         query(conn, "SET ROLE live_scheduler")
-        with pytest.raises(pgerr.InsufficientPrivilege,
-                           match=r"vision.keep_current: role live_scheduler may not schedule jobs "
-                                 r"with pg_cron: it lacks USAGE on schema cron"):
-            query(conn, f"SELECT vision.keep_current('{table}')")
-        query(conn, "RESET ROLE")
+        try:
+            with pytest.raises(pgerr.InsufficientPrivilege,
+                               match=r"vision.keep_current: role live_scheduler may not schedule "
+                                     r"jobs with pg_cron: it lacks USAGE on schema cron"):
+                query(conn, f"SELECT vision.keep_current('{table}')")
+        finally:
+            query(conn, "RESET ROLE")
         query(conn, f"REVOKE ALL ON {table} FROM live_scheduler")
         query(conn, "DROP ROLE live_scheduler")
         job = query(conn, f"SELECT vision.keep_current('{table}')")[0][0]

@@ -98,9 +98,12 @@ def _job_name(plpy, GD, relid):
 
 def _require_pg_cron(plpy, GD, function):
     rows = plpy.execute(spi.plan(plpy, GD, """
-        SELECT pg_catalog.has_schema_privilege(e.extnamespace, 'USAGE') AS usable,
-               e.extnamespace::pg_catalog.regnamespace::text AS schema, CURRENT_USER AS me
-        FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_cron'"""))
+        SELECT pg_catalog.has_schema_privilege(n.oid, 'USAGE') AS usable,
+               n.nspname::text AS schema, CURRENT_USER AS me
+        FROM pg_catalog.pg_extension e
+        -- pg_cron is installed in pg_catalog and keeps its jobs in a schema of its own
+        JOIN pg_catalog.pg_namespace n ON n.nspname = 'cron'
+        WHERE e.extname = 'pg_cron'"""))
     if not rows:
         raise PgvisionError(function, "pg_cron is not installed in this database",
                             UNDEFINED_OBJECT, hint="CREATE EXTENSION pg_cron (the server needs "
