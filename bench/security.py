@@ -119,8 +119,9 @@ def main():
         print(f"  {label:6} {r['plain_role_ms']:7.2f} ms  {r['policy_ms']:7.2f} ms  "
               f"ratio {r['policy_ratio']:.2f}")
     mem = {} if args.search_only else memory(args.dsn, model, images)
-    print(f"\nPeak backend RSS extracting {images} images with {model}, without / with the "
-          "default memory bound (1024 MB):")
+    if mem:
+        print(f"\nPeak backend RSS extracting {images} images with {model}, without / with the "
+              "default memory bound (1024 MB):")
     for batch, r in mem.items():
         print(f"  batch_size {batch:4}  {r['unbounded_mb']:7.0f} MB  {r['bounded_mb']:7.0f} MB  "
               f"ratio {r['ratio']:.2f}")
