@@ -177,8 +177,11 @@ def test_with_row_level_security_the_answer_is_the_best_of_what_the_caller_sees(
     query = vectors[3]  # id 103: not the caller's to see
     with pytest.raises(PgvisionError, match="image 103 of public.t has no features"):
         search.similar(plpy, {}, 103, k=4, model="tiny", metric=metric, source="t")
+    before = len(plpy.queries)
     rows = search.similar_to_vector(plpy, {}, query.tolist(), k=4, model="tiny", metric=metric,
                                     source="t")
+    lookups = [q for q, _ in plpy.queries[before:] if "row_security_active" in q]
+    assert len(lookups) == 1  # asked once per search, not once per widening round
     visible = np.array([i in seen for i in ids])
     if metric == "cosine":
         dist = 1 - vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))

@@ -125,8 +125,11 @@ def visible(plpy, GD, function, source, ids=None):
     applies to them); else the ascending ids among ``ids`` (all, when None) that it returns.
     Run as the caller, so the table's own policies decide."""
     column = row_security(plpy, GD, source)
-    if column is None:
-        return None
+    return None if column is None else visible_in(plpy, GD, function, source, column, ids)
+
+
+def visible_in(plpy, GD, function, source, column, ids=None):
+    """:func:`visible` where :func:`row_security` already gave the id ``column``."""
     if column == "":
         raise PgvisionError(function, f"row-level security of table "
                             f"{table_name(plpy, GD, source)} applies, but pgvision does not "

@@ -349,14 +349,15 @@ def _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates, a
     those the caller's SELECT returns are answered."""
     search = _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
                          approximate)
-    if featurestore.row_security(plpy, GD, source) is None:
+    column = featurestore.row_security(plpy, GD, source)
+    if column is None:
         search.visible = lambda ids: np.asarray(ids, dtype=np.int64)
         return search
     total = len(search.view.snapshot.ids) + len(search.view.delta.ids)
     searchers = {k: search}
 
     def visible(ids):
-        return featurestore.visible(plpy, GD, fn, source, ids)
+        return featurestore.visible_in(plpy, GD, fn, source, column, ids)
 
     def filtered(query, exclude):
         wanted = k
