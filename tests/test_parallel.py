@@ -88,6 +88,9 @@ def signed_by_the_server(db, handle):
     ({"version": "0.0.1"}, True, pgerr.ObjectInUse,
      r"was made by pgvision 0.0.1, this server runs"),
     ({"sha256": "0" * 64}, True, pgerr.UndefinedObject, r"not in this server's model cache"),
+    ({"role": 1, "role_name": "someone_else"}, True, pgerr.InsufficientPrivilege,
+     r'argument "model_handle" was made by role someone_else and carries its limits; this '
+     r"query runs as another role"),
 ])
 def test_bad_handles_are_refused(db, change, signed, error, message):
     handle = query(db, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
@@ -101,6 +104,23 @@ def test_bad_handles_are_refused(db, change, signed, error, message):
     with pytest.raises(error, match=message):
         query(db, "SELECT vision.extract_features_with(%s, %s)",
               (psycopg2.Binary(image_bytes(1)), handle))
+
+
+def test_a_handle_of_a_dropped_model_is_refused(db, connect):
+    """Workers cannot query the registry; a drop (even one not yet committed) refuses the
+    handles of the model, and vision.model_handle lifts that after a rollback."""
+    handle = query(db, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
+    image = psycopg2.Binary(image_bytes(1))
+    conn = connect()
+    conn.autocommit = False
+    query(conn, "SELECT vision.drop_model(%s, cascade => true)", (FAST,))
+    with pytest.raises(pgerr.UndefinedObject, match=rf'argument "model_handle": model '
+                       rf"'{FAST}' was dropped or replaced after the handle was made"):
+        query(db, "SELECT vision.extract_features_with(%s, %s)", (image, handle))
+    conn.rollback()
+    assert query(db, "SELECT vision.model_handle(%s)", (FAST,))[0][0]
+    assert len(query(db, "SELECT vision.extract_features_with(%s, %s)",
+                     (image, handle))[0][0]) == 1280
 
 
 def test_handle_names_an_unknown_model_clearly(db):

@@ -371,6 +371,15 @@ def test_a_session_cannot_raise_the_limits_an_admin_set(db, shared):
         query(dba, "SET pgvision.max_image_pixels = 100000000")
         assert len(query(dba, f"SELECT vision.extract_features(%s, '{FAST}')", (image,))[0][0]) \
             == 1280
+        # ... but its handle, which carries its limits, serves no other role
+        admins = query(dba, f"SELECT vision.model_handle('{FAST}')")[0][0]
+        with pytest.raises(pgerr.InsufficientPrivilege, match=r'"model_handle" was made by '
+                           r"role pv_dba and carries its limits"):
+            query(reader, "SELECT vision.extract_features_with(%s, %s)", (image, admins))
+        with pytest.raises(pgerr.InsufficientPrivilege, match=r"made by role pv_dba"):
+            query(db, f"SET ROLE {ROLES['reader']}; "
+                      "SELECT vision.extract_features_with(%s, %s)", (image, admins))
+        query(db, "RESET ROLE")
     finally:
         for role in ("reader", "dba"):
             query(db, f"ALTER ROLE {ROLES[role]} RESET pgvision.max_image_pixels")

@@ -177,6 +177,59 @@ def test_missing_or_damaged_file_is_rebuilt_from_the_table(db, table, connect):
         assert fh.read(4096) != b"\xff" * 4096
 
 
+def overwrite_row(path, position, vector):
+    """Write ``vector`` over row ``position`` of a snapshot file in place, keeping its size
+    and modification time (as a stray tool or a bad disk would, not pgvision)."""
+    before = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.seek(4 * DIMS * position)
+        fh.write(np.asarray(vector, dtype="<f4").tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == before.st_mtime_ns
+
+
+def test_a_row_damaged_in_a_mapped_snapshot_is_never_answered(db, table, connect):
+    """The damage of #24: one row overwritten with another image's vector, size and mtime
+    kept. A session that mapped the file before, and a new one, both answer as the table
+    does; the first says so in a WARNING."""
+    fill(db, table, 1, 500)
+    ids, vectors = features(db, table)
+    expected = similar(db, table, 7)
+    _, sha, _ = snapshot_row(db, table)
+    victim = 300
+    assert victim not in expected
+    overwrite_row(store_file(db, sha, "vec"), victim - 1, vectors[ids == 7][0])
+    del db.notices[:]
+    assert similar(db, table, 7) == expected  # this session mapped it before the damage
+    assert any("is damaged (the row of image 300 does not match its checksum)" in n
+               for n in db.notices), db.notices
+    assert similar(connect(), table, 7) == expected  # a new session: re-hashed, rebuilt
+    _, sha, _ = snapshot_row(db, table)
+    assert os.path.exists(store_file(db, sha, "vec"))
+
+
+def store_whole_ok(path, sha):
+    import hashlib
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest() == sha
+
+
+def test_maintain_finds_damage_no_search_reaches(db, table):
+    fill(db, table, 1, 200)
+    similar(db, table, 7)
+    _, sha, _ = snapshot_row(db, table)
+    overwrite_row(store_file(db, sha, "vec"), 150, np.zeros(DIMS))
+    report = query(db, f"CALL vision.maintain('{table}')")[0][0]
+    assert report["files"] == {"sound": 0, "damaged": [f"snapshot of model {MODEL} "
+                                                      f"({sha[:12]}…)"]}
+    assert snapshot_row(db, table)[1] == sha  # rebuilt at once, the same bytes again
+    assert store_whole_ok(store_file(db, sha, "vec"), sha)
+    ids, vectors = features(db, table)
+    assert similar(db, table, 7) == brute(ids, vectors, vectors[ids == 7][0], 10, exclude=7)
+    assert query(db, f"CALL vision.maintain('{table}')")[0][0]["files"] == \
+        {"sound": 1, "damaged": []}
+
+
 def test_a_read_only_transaction_searches_from_its_own_copy(db, table, connect):
     fill(db, table, 1, 200)
     ids, vectors = features(db, table)

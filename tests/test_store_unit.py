@@ -60,6 +60,66 @@ def test_a_damaged_file_fails_its_check_and_is_removed():
     assert store.check("0" * 64, "vec") is None  # never written
 
 
+def test_every_row_carries_a_checksum_of_its_id_and_vector():
+    ids, vectors = matrix()
+    snap = store.Snapshot(store.check(store.write_snapshot(6, blocks(ids, vectors))[0], "vec"))
+    assert snap.sums.dtype == np.uint32 and len(snap.sums) == 50
+    assert not len(snap.damaged()) and not len(snap.damaged([0, 49]))
+    # the same vector under another id has another sum: a copied row is caught
+    assert store.row_sums(ids[:1], vectors[1:2])[0] != snap.sums[1]
+
+
+def damage_row(path, position, vector):
+    before = os.stat(path)
+    with open(path, "r+b") as fh:
+        fh.seek(4 * 6 * position)
+        fh.write(np.asarray(vector, dtype="<f4").tobytes())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_row_overwritten_after_mapping_is_found_by_its_checksum():
+    ids, vectors = matrix()
+    sha = store.write_snapshot(6, blocks(ids, vectors))[0]
+    snap = store.Snapshot(store.check(sha, "vec"))
+    damage_row(store.path_of(sha, "vec"), 20, vectors[3])
+    assert snap.vectors[20].tolist() == vectors[3].tolist()  # shared pages: seen at once
+    np.testing.assert_array_equal(snap.damaged([3, 20, 21]), [20])
+    np.testing.assert_array_equal(snap.damaged(), [20])
+    view = Live({}, snap, np.empty(0, np.int64),
+                FeatureMatrix(np.empty(0, np.int64), np.empty((0, 6), np.float32)))
+    view.verify(ids[[0, 1]])  # sound rows answer
+    with pytest.raises(featurestore.DamagedSnapshot) as caught:
+        view.verify(ids[[0, 20]])
+    assert caught.value.image_ids == [int(ids[20])] and caught.value.sha256 == sha
+    with pytest.raises(featurestore.DamagedSnapshot):
+        view.matrix()
+    # a row changed since the snapshot is answered from the table: its damage is moot
+    changed = Live({}, snap, ids[[20]], FeatureMatrix(ids[[20]], vectors[[20]]))
+    changed.verify(ids[[0, 20]])
+
+
+def test_a_write_in_place_with_the_old_mtime_is_rehashed_on_the_next_check():
+    ids, vectors = matrix()
+    sha = store.write_snapshot(6, blocks(ids, vectors))[0]
+    assert store.check(sha, "vec")
+    time.sleep(0.01)
+    damage_row(store.path_of(sha, "vec"), 5, vectors[6])
+    assert store.check(sha, "vec") is None  # the change time moved: hashed, found, removed
+    assert store.check_whole(sha, "vec") == "missing"
+    sha = store.write_snapshot(6, blocks(ids, vectors))[0]
+    assert store.check_whole(sha, "vec") == "sound"
+
+
+def test_a_first_format_snapshot_is_not_read():
+    ids, vectors = matrix()
+    path = store.check(store.write_snapshot(6, blocks(ids, vectors))[0], "vec")
+    with open(path, "r+b") as fh:
+        fh.seek(-64, os.SEEK_END)
+        fh.write(b"PGVSNAP1")
+    with pytest.raises(ValueError, match="not a pgvision snapshot"):
+        store.Snapshot(path)
+
+
 def test_only_unnamed_old_files_are_collected():
     ids, vectors = matrix()
     keep, _, _ = store.write_snapshot(6, blocks(ids, vectors))

@@ -15,7 +15,8 @@ decoded with numpy, which is ~50x faster than converting real[] into Python list
 
 import numpy as np
 
-from .errors import DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError
+from .errors import (DATA_CORRUPTED, DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE,
+                     UNDEFINED_OBJECT, PgvisionError)
 from . import registry, spi, store
 from .spi import plan, table_name  # noqa: F401  (other modules call featurestore.table_name)
 
@@ -100,7 +101,8 @@ def load(plpy, GD, function, model, source, dims):
     """The current FeatureMatrix of (model, source) as the caller may see it: the shared
     snapshot with the changes since it applied (see :func:`live`), less the rows the source
     table's row-level security hides from the caller."""
-    matrix = live(plpy, GD, function, model, source, dims).matrix()
+    matrix = verified(plpy, GD, function,
+                      lambda: live(plpy, GD, function, model, source, dims).matrix())
     seen = visible(plpy, GD, function, source)
     if seen is None:
         return matrix
@@ -175,9 +177,29 @@ class Live:
         self.alive = None if stale is None or not stale.any() else ~stale
         self._matrix = None
 
+    def verify(self, ids=None):
+        """Raise DamagedSnapshot when a row of the mapped snapshot that ``ids`` (every row,
+        when None) would be answered from no longer matches its checksum."""
+        base = self.snapshot
+        if not hasattr(base, "damaged"):
+            return  # a private snapshot, read from the table by this backend
+        positions = None
+        if ids is not None:
+            ids = np.unique(np.asarray(ids, dtype=np.int64))
+            if len(self.changed):
+                ids = ids[~np.isin(ids, self.changed)]
+            positions = np.searchsorted(base.ids, ids)
+            inside = positions < len(base.ids)
+            positions = positions[inside][base.ids[positions[inside]] == ids[inside]]
+        bad = base.damaged(positions)
+        if len(bad):
+            raise DamagedSnapshot(base.sha256, base.ids[bad])
+
     def matrix(self):
         """All current features as one FeatureMatrix: the mapped pages themselves when
-        nothing changed since the snapshot, else a merged private copy (made once)."""
+        nothing changed since the snapshot, else a merged private copy (made once). Every
+        snapshot row is checked against its checksum (once per mapping)."""
+        self.verify()
         if self._matrix is None:
             base = self.snapshot
             if self.alive is None and not len(self.delta.ids):
@@ -209,6 +231,48 @@ class Live:
         return FeatureMatrix(rows[order],
                              np.concatenate([base.vectors[positions], self.delta.vectors[at]])[order],
                              np.concatenate([base.norms[positions], self.delta.norms[at]])[order])
+
+
+class DamagedSnapshot(Exception):
+    """A mapped snapshot row no longer matches its checksum: the file was damaged."""
+
+    def __init__(self, sha256, image_ids):
+        super().__init__(f"snapshot {sha256} damaged at image(s) {list(image_ids[:5])}")
+        self.sha256 = sha256
+        self.image_ids = [int(i) for i in image_ids]
+
+
+def discard(plpy, GD, function, damage):
+    """Forget a damaged snapshot: WARNING, remove its file, drop this backend's views of it
+    (the next call maps or builds a sound one; the table is the truth)."""
+    plpy.warning(f"{function}: the shared snapshot file {damage.sha256[:12]}… is damaged (the "
+                 f"row of image {damage.image_ids[0]} does not match its checksum); it is "
+                 "rebuilt from vision.features")
+    store.remove(damage.sha256, "vec")
+    forget_mapping(GD, damage.sha256)
+
+
+def forget_mapping(GD, sha256):
+    """Drop this backend's views of the snapshot file ``sha256``."""
+    cache = GD.setdefault(_CACHE, {})
+    for key in [key for key, view in cache.items()
+                if getattr(view.snapshot, "sha256", None) == sha256]:
+        del cache[key]
+
+
+def verified(plpy, GD, function, work):
+    """``work()``, done again once after :func:`discard` when it met a damaged snapshot."""
+    try:
+        return work()
+    except DamagedSnapshot as damage:
+        discard(plpy, GD, function, damage)
+    try:
+        return work()
+    except DamagedSnapshot as damage:
+        raise PgvisionError(function, f"the shared snapshot {damage.sha256[:12]}… is still "
+                            f"damaged after a rebuild (image {damage.image_ids[0]})",
+                            DATA_CORRUPTED, hint="Check the disk under the data directory's "
+                            "pgvision/store folder.") from None
 
 
 class _PrivateSnapshot:
@@ -355,6 +419,12 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None):
             and _map(latest["sha256"], dims) is not None:
         return latest  # built by another backend while this one waited
     snap = current_snapshot(plpy, GD)
+    if view is not None:
+        try:
+            view.verify()  # a damaged row is never copied into a new snapshot
+        except DamagedSnapshot as damage:
+            discard(plpy, GD, function, damage)
+            view = None
     if view is not None:
         # the changes are re-read under the new snapshot, so none committed meanwhile is lost
         changed, delta = changes_since(plpy, GD, function, model, source, dims,

@@ -8,9 +8,14 @@ directory as <sha256>.keras; a worker loads only such files and checks the hash,
 hand-made handle can name nothing but a model some backend has already resolved. A handle also
 carries the limits the leader's session runs under, so it is signed with a key only the
 server can read (``<data directory>/pgvision/handle.key``): a hand-made or edited handle is
-refused rather than trusted to raise them.
+refused rather than trusted to raise them. Those limits are the maker's, so a handle serves
+only the role that made it: a worker compares it with the role it runs as, read from the
+server process (``GetUserId()``, which a parallel worker inherits from its leader). A
+handle of a model dropped or replaced since is refused too (see
+:func:`pgvision.registry.revoke_handles`).
 """
 
+import ctypes
 import hashlib
 import hmac
 import json
@@ -20,14 +25,29 @@ import secrets
 import shutil
 
 from . import __version__, extractors, registry, runtimes, slots, spi
-from .errors import OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError, require_not_null
+from .errors import (INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError,
+                     require_not_null)
 from .files import default_model_dir, read_manifest, runtime_dir, sha256_file
 
 FN_HANDLE = "vision.model_handle"
 FN_WITH = "vision.extract_features_with"
 _HANDLE_KEYS = ("version", "name", "sha256", "input_height", "input_width", "preprocessing",
                 "feature_layer", "pooling", "dims", "threads", "max_model_backends",
-                "max_image_pixels", "runtime")
+                "max_image_pixels", "runtime", "role", "role_name", "database", "registration")
+
+
+def _server_role():
+    """The OID of the role this server process runs the query as (current_user), or None
+    outside a Postgres backend."""
+    try:
+        get_user_id = ctypes.CDLL(None).GetUserId
+    except (OSError, AttributeError):
+        return None
+    get_user_id.restype, get_user_id.argtypes = ctypes.c_uint32, []
+    return int(get_user_id())
+
+
+current_role = _server_role  # replaced by tests that run without a server
 
 
 def model_handle(plpy, GD, model):
@@ -44,10 +64,18 @@ def model_handle(plpy, GD, model):
             if temporary:
                 os.unlink(path)
     runtime = handle_runtime(plpy, GD, row)
+    database, token = registry.registration(plpy, GD, row["name"])
+    lifted = registry.revoked_path(database, row["name"], token)
+    if os.path.exists(lifted):  # left by a drop or replacement that rolled back
+        os.unlink(lifted)
+    role = plpy.execute(spi.plan(plpy, GD, "SELECT oid, rolname AS name FROM pg_catalog.pg_roles "
+                                 "WHERE rolname OPERATOR(pg_catalog.=) current_user"))[0]
     handle = {key: row.get(key) for key in _HANDLE_KEYS}
     handle.update(version=__version__, threads=list(spi.thread_settings(plpy, GD)),
                   max_model_backends=spi.max_model_backends(plpy, GD),
-                  max_image_pixels=spi.max_pixels(plpy, GD), runtime=runtime)
+                  max_image_pixels=spi.max_pixels(plpy, GD), runtime=runtime,
+                  role=int(role["oid"]), role_name=role["name"], database=database,
+                  registration=token)
     return sign(handle)
 
 
@@ -110,6 +138,18 @@ def parse_handle(function, text):
         raise PgvisionError(function, f'argument "model_handle" was made by pgvision '
                             f"{handle['version']}, this server runs {__version__}", OBJECT_IN_USE,
                             hint=f"Call {FN_HANDLE}() again.")
+    if os.path.exists(registry.revoked_path(handle["database"], handle["name"],
+                                            handle["registration"])):
+        raise PgvisionError(function, f'argument "model_handle": model {handle["name"]!r} was '
+                            "dropped or replaced after the handle was made", UNDEFINED_OBJECT,
+                            hint=f"Call {FN_HANDLE}() again.")
+    role = current_role()
+    if role != handle["role"]:
+        raise PgvisionError(function, f'argument "model_handle" was made by role '
+                            f"{handle['role_name']} and carries its limits; this query runs "
+                            f"as another role (OID {role})", INSUFFICIENT_PRIVILEGE,
+                            hint=f"Make the handle with {FN_HANDLE}() as the role that runs "
+                                 "the query.")
     return handle
 
 

@@ -133,6 +133,7 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
         plpy.notice(f"{fn}: model {name!r} runs on TensorFlow: it does not convert to ONNX "
                     f"({found['onnx_error']})")
     height, width = found["input_height"], found["input_width"]
+    revoke_handles(plpy, GD, name)  # of the model this replaces, if any
     plpy.execute(spi.plan(plpy, GD, """
         INSERT INTO vision.model_store AS m (name, model_bytes, model_path, sha256, input_height,
             input_width, preprocessing, feature_layer, pooling, dims, provenance)
@@ -205,6 +206,7 @@ def drop_model(plpy, GD, name, cascade=False):
     if count and not cascade:
         raise PgvisionError(fn, f"model {name!r} has {count} stored feature rows", OBJECT_IN_USE,
                             hint="Pass cascade => true to delete them with the model.")
+    revoke_handles(plpy, GD, name)
     spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.features WHERE model = $1",
                                  ["text"]), [name])
     spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.extract_errors WHERE model = $1",
@@ -215,6 +217,41 @@ def drop_model(plpy, GD, name, cascade=False):
     return count
 
 
+
+
+# --- registrations, for model handles ------------------------------------------------------
+
+def registration(plpy, GD, name):
+    """(database OID, token) of model ``name``'s registration, None when there is none. The
+    token is new whenever the model is registered again or replaced."""
+    rows = plpy.execute(spi.plan(plpy, GD, """
+        SELECT (SELECT oid FROM pg_catalog.pg_database
+                WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) AS db,
+               sha256, created_at::text AS registered
+        FROM vision.model_store WHERE name = $1""", ["text"]), [name])
+    if not rows:
+        return None
+    row = rows[0]
+    return int(row["db"]), hashlib.sha256(f"{row['sha256']}|{row['registered']}".encode()) \
+        .hexdigest()[:32]
+
+
+def revoked_path(database, name, token):
+    """The file whose presence refuses handles of one registration: a parallel worker cannot
+    query the registry, but it can look for this (``<data directory>/pgvision/revoked``)."""
+    return runtime_dir("revoked", f"{int(database)}.{name}.{token}")
+
+
+def revoke_handles(plpy, GD, name):
+    """Refuse the handles of ``name``'s current registration (it is being dropped or
+    replaced). Written before the transaction commits: should it roll back, the next
+    ``vision.model_handle`` for the model lifts the refusal."""
+    current = registration(plpy, GD, name)
+    if current is not None:
+        path = revoked_path(current[0], name, current[1])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="ascii"):
+            pass
 
 
 def register_builtin_models(plpy, GD, model_dir=None):

@@ -381,7 +381,9 @@ def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
     view = featurestore.live(plpy, GD, fn, model, source, dims, current)
 
     def exact_search(query, exclude):
-        return exact_live(view, query, metric, k, exclude, candidates)
+        found, dist = exact_live(view, query, metric, k, exclude, candidates)
+        view.verify(found)
+        return found, dist
     exact_search.view = view
     if candidates is not None or approximate is False:
         return exact_search
@@ -431,6 +433,8 @@ def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
                                     np.concatenate([dist, more[1]]), k + 1)
             keep = found != exclude if exclude is not None else slice(None)
             out.append((found[keep][:k], dist[keep][:k]))
+        if out:
+            view.verify(np.concatenate([found for found, _ in out]))
         return out
 
     def approximate_search(query, exclude):
@@ -453,7 +457,8 @@ def _changes(plpy, GD, fn, model, source, dims, current):
 
 
 def _search(plpy, GD, fn, context, query, k, metric, exclude, candidates, approximate):
-    return _searcher(plpy, GD, fn, *context, k, metric, candidates, approximate)(query, exclude)
+    return featurestore.verified(plpy, GD, fn, lambda: _searcher(
+        plpy, GD, fn, *context, k, metric, candidates, approximate)(query, exclude))
 
 
 def _rows(found, dist):
@@ -477,12 +482,16 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     require_not_null(fn, "image_id", image_id)
     _validate(fn, k, metric, candidates)
     model_row, source, current = _context(plpy, GD, fn, model, source)
-    search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates,
-                       approximate)
-    query = search.view.vectors_of(search.visible([image_id]))  # held here: no SQL
-    if not len(query.ids):
-        raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
-    return _rows(*search(query.vectors[0], image_id))
+
+    def answer():
+        search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates,
+                           approximate)
+        query = search.view.vectors_of(search.visible([image_id]))  # held here: no SQL
+        if not len(query.ids):
+            raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
+        search.view.verify(query.ids)
+        return _rows(*search(query.vectors[0], image_id))
+    return featurestore.verified(plpy, GD, fn, answer)
 
 
 def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=None,
@@ -498,16 +507,20 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
     spi.require_within_limit(plpy, GD, fn, "rows (image_ids x k)", len(image_ids) * k,
                              "pgvision.max_result_rows")
     model_row, source, current = _context(plpy, GD, fn, model, source)
-    search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, None, approximate)
-    queries = search.view.vectors_of(search.visible(image_ids))
-    missing = sorted(set(image_ids) - set(queries.ids.tolist()))
-    if missing:
-        raise _missing(plpy, GD, fn, "image_ids", model_row["name"], source, missing)
-    vectors = queries.vectors[queries.positions(image_ids)]
-    if hasattr(search, "many"):
-        results = search.many(vectors, image_ids)
-    else:
-        results = [search(vector, image_id) for vector, image_id in zip(vectors, image_ids)]
+
+    def answer():
+        search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, None,
+                           approximate)
+        queries = search.view.vectors_of(search.visible(image_ids))
+        missing = sorted(set(image_ids) - set(queries.ids.tolist()))
+        if missing:
+            raise _missing(plpy, GD, fn, "image_ids", model_row["name"], source, missing)
+        search.view.verify(queries.ids)
+        vectors = queries.vectors[queries.positions(image_ids)]
+        if hasattr(search, "many"):
+            return search.many(vectors, image_ids)
+        return [search(vector, image_id) for vector, image_id in zip(vectors, image_ids)]
+    results = featurestore.verified(plpy, GD, fn, answer)
     rows = []
     for image_id, (found, dist) in zip(image_ids, results):
         rows.extend((int(image_id), *row) for row in _rows(found, dist))
@@ -578,7 +591,11 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
 def _merged(plpy, GD, fn, model_row, source):
     """The Live view after folding every change into a new shared snapshot (so an index
     built on it starts with nothing to search exactly)."""
-    view = featurestore.live(plpy, GD, fn, model_row["name"], source, model_row["dims"])
+    def checked():
+        view = featurestore.live(plpy, GD, fn, model_row["name"], source, model_row["dims"])
+        view.verify()  # an index is never built from a damaged row
+        return view
+    view = featurestore.verified(plpy, GD, fn, checked)
     if len(view.changed):
         current = featurestore.build_snapshot(plpy, GD, fn, model_row["name"], source,
                                               model_row["dims"], view.state, view)

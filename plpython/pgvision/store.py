@@ -11,9 +11,17 @@ file that was touched since; a missing or damaged file is rebuilt by the caller 
 tables. Files that no row names any more are removed by :func:`collect_garbage`.
 
 Snapshot files (``.vec``) hold a feature matrix: the vectors (float32, row-major), the image
-ids (int64, ascending), their L2 norms (float32), each section aligned to 64 bytes, then a
-64-byte trailer with the row count and dimension. The trailer comes last so a snapshot is
-written in one pass, hashed as it goes, without knowing its length in advance.
+ids (int64, ascending), their L2 norms (float32) and a CRC-32 of each row (of its id and
+vector bytes), each section aligned to 64 bytes, then a 64-byte trailer with the row count and
+dimension. The trailer comes last so a snapshot is written in one pass, hashed as it goes,
+without knowing its length in advance.
+
+Damage is caught at three depths: a backend mapping a file re-hashes it whole unless its
+``.ok`` note matches (size, inode, modification and change time: a write in place changes
+the change time even when the modification time is set back); the rows a search answers
+from, and every row a learner or a new snapshot reads, are checked against their CRC-32
+(~4 GB/s, so a search pays microseconds), which also catches a file damaged after a backend
+mapped it; ``vision.maintain`` re-hashes every file of its table whole.
 """
 
 import hashlib
@@ -22,12 +30,13 @@ import mmap
 import os
 import re
 import time
+import zlib
 
 import numpy as np
 
 from .files import runtime_dir, sha256_file
 
-MAGIC = b"PGVSNAP1"
+MAGIC = b"PGVSNAP2"  # 1: no row checksums (such files are rebuilt)
 _TRAILER = 64
 _ALIGN = 64
 GRACE_SECONDS = 600  # an unnamed file younger than this may belong to an uncommitted build
@@ -69,11 +78,21 @@ def _aligned(offset):
 
 
 def snapshot_layout(n, dims):
-    """Byte offsets of (ids, norms, trailer) in a snapshot file; its size."""
+    """Byte offsets of (ids, norms, sums, trailer) in a snapshot file; its size."""
     ids = _aligned(4 * n * dims)
     norms = _aligned(ids + 8 * n)
-    trailer = _aligned(norms + 4 * n)
-    return ids, norms, trailer, trailer + _TRAILER
+    sums = _aligned(norms + 4 * n)
+    trailer = _aligned(sums + 4 * n)
+    return ids, norms, sums, trailer, trailer + _TRAILER
+
+
+def row_sums(ids, vectors):
+    """CRC-32 of each row's id (int64) and vector (float32) bytes: a copied, moved or
+    overwritten row no longer matches its sum."""
+    ids = np.asarray(ids, dtype="<i8")
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    return np.fromiter((zlib.crc32(row, zlib.crc32(key)) for key, row in zip(ids, vectors)),
+                       dtype=np.uint32, count=len(ids))
 
 
 def incoming():
@@ -150,22 +169,26 @@ def write_snapshot(dims, blocks):
     """A snapshot file from ``blocks``, an iterable of (ids, vectors) in ascending id order
     (read once, so a matrix larger than memory streams through): (sha256, size, n)."""
     writer = _HashingWriter("vec")
-    ids, norms = [], []
+    ids, norms, sums = [], [], []
     try:
         for block_ids, block in blocks:
             block = np.ascontiguousarray(block, dtype=np.float32).reshape(-1, dims)
             ids.append(np.asarray(block_ids, dtype=np.int64))
             norms.append(np.linalg.norm(block, axis=1).astype(np.float32))
+            sums.append(row_sums(ids[-1], block))
             writer.write(block)
         ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
         norms = np.concatenate(norms) if norms else np.empty(0, np.float32)
+        sums = np.concatenate(sums) if sums else np.empty(0, np.uint32)
         if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
             raise ValueError("snapshot ids are not strictly ascending")
-        at_ids, at_norms, at_trailer, _ = snapshot_layout(len(ids), dims)
+        at_ids, at_norms, at_sums, at_trailer, _ = snapshot_layout(len(ids), dims)
         writer.pad(at_ids)
         writer.write(ids)
         writer.pad(at_norms)
         writer.write(norms)
+        writer.pad(at_sums)
+        writer.write(sums)
         writer.pad(at_trailer)
         writer.write((MAGIC + np.array([len(ids), dims], dtype="<i8").tobytes())
                      .ljust(_TRAILER, b"\0"))
@@ -187,7 +210,7 @@ class Snapshot:
         if len(trailer) < 24 or trailer[:8] != MAGIC:
             raise ValueError("not a pgvision snapshot file")
         n, dims = (int(v) for v in np.frombuffer(trailer, dtype="<i8", count=2, offset=8))
-        at_ids, at_norms, at_trailer, expected = snapshot_layout(n, dims)
+        at_ids, at_norms, at_sums, at_trailer, expected = snapshot_layout(n, dims)
         if size != expected:
             raise ValueError(f"has {size} bytes, expected {expected}")
         self.path = path
@@ -198,13 +221,29 @@ class Snapshot:
         self.vectors = np.frombuffer(self._map, np.float32, n * dims).reshape(n, dims)
         self.ids = np.frombuffer(self._map, np.int64, n, at_ids)
         self.norms = np.frombuffer(self._map, np.float32, n, at_norms)
+        self.sums = np.frombuffer(self._map, np.uint32, n, at_sums)
+        self.sha256 = os.path.basename(path).split(".", 1)[0]
+        self._whole_checked = False
+
+    def damaged(self, positions=None):
+        """Positions among ``positions`` (all rows when None) whose bytes no longer match
+        their CRC-32; all rows are checked once per mapping, answered rows every time."""
+        whole = positions is None
+        if whole and self._whole_checked:
+            return np.empty(0, np.int64)
+        positions = np.arange(len(self.ids)) if whole else np.asarray(positions, np.int64)
+        bad = positions[row_sums(self.ids[positions], self.vectors[positions])
+                        != self.sums[positions]]
+        self._whole_checked = self._whole_checked or (whole and not len(bad))
+        return bad
 
 
 # --- checking ---------------------------------------------------------------------------
 
 def _stat_key(path):
     st = os.stat(path)
-    return {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns}
+    return {"size": st.st_size, "ino": st.st_ino, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
 
 
 def _note_checked(path, sha):
@@ -215,9 +254,10 @@ def _note_checked(path, sha):
     os.replace(tmp, path + ".ok")
 
 
-def check(sha, kind):
+def check(sha, kind, whole=False):
     """The path of the file with content ``sha`` if it is there and intact, else None (a
-    damaged file is removed). Hashes the file only when its ``.ok`` note does not match."""
+    damaged file is removed). Hashes the file only when its ``.ok`` note does not match,
+    or always with ``whole``."""
     if not is_sha256(sha):
         return None
     path = path_of(sha, kind)
@@ -226,7 +266,7 @@ def check(sha, kind):
     try:
         with open(path + ".ok", encoding="utf-8") as fh:
             note = json.load(fh)
-        if note == {"sha256": sha, **_stat_key(path)}:
+        if note == {"sha256": sha, **_stat_key(path)} and not whole:
             return path
     except (OSError, ValueError):
         pass
@@ -235,6 +275,13 @@ def check(sha, kind):
         return path
     remove(sha, kind)
     return None
+
+
+def check_whole(sha, kind):
+    """'missing', 'sound' or 'damaged' (then removed): the file hashed whole, notes aside."""
+    if not is_sha256(sha) or not os.path.exists(path_of(sha, kind)):
+        return "missing"
+    return "sound" if check(sha, kind, whole=True) else "damaged"
 
 
 def remove(sha, kind):

@@ -12,14 +12,16 @@ What ``maintain`` does for a table, as the role that calls it (or whose pg_cron 
   the role owns;
 - refreshes cached neighbour lists, with the k and metric they were made with;
 - labels new and changed rows for every classifier that labelled the table before
-  (``vision.classify_table`` once is what keeps a classifier's labels current).
+  (``vision.classify_table`` once is what keeps a classifier's labels current);
+- re-hashes the table's shared snapshot and index files whole, removing a damaged one (the
+  next search rebuilds it from the tables).
 
 Whatever it could not do (an index another role owns, say) is named in the report.
 """
 
 import json
 
-from . import classify, extract, featurestore, search, spi
+from . import classify, extract, featurestore, search, spi, store
 from .errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError, require, require_not_null
 
 FN_MAINTAIN = "vision.maintain"
@@ -34,7 +36,7 @@ def maintain(plpy, GD, source):
     require_not_null(fn, "source", source)
     relid = extract.relid_of(plpy, source)  # as the caller wrote it, before pinning
     report = {"extracted": {}, "failed": {}, "indexes": {}, "neighbours": {}, "labelled": {},
-              "skipped": []}
+              "files": {"sound": 0, "damaged": []}, "skipped": []}
     with spi.pinned_search_path(plpy) as pin:
         spi.require_select(plpy, GD, fn, relid, "keeping its features current")
         for job in plpy.execute(spi.plan(plpy, GD, """
@@ -63,7 +65,33 @@ def maintain(plpy, GD, source):
                                          ["oid"]), [relid]):
             _step(report, "labelled", row["classifier"],
                   lambda: classify.classify_table(plpy, GD, row["classifier"], relid))
+        _check_files(plpy, GD, relid, report["files"])
     return json.dumps(report, sort_keys=True)
+
+
+def _check_files(plpy, GD, relid, report):
+    """Hash the table's snapshot and index files whole: damage the per-row checks of a
+    search would not reach (a row no search answers, an index entry) is found here."""
+    for row in plpy.execute(spi.plan(plpy, GD, """
+            SELECT 'vec' AS kind, model, sha256, dims FROM vision.feature_snapshots
+            WHERE source = $1
+            UNION ALL
+            SELECT 'faiss', model, sha256, dims FROM vision.indexes WHERE source = $1
+            ORDER BY 1, 2""", ["oid"]), [relid]):
+        state = store.check_whole(row["sha256"], row["kind"])
+        if state == "sound":
+            report["sound"] += 1
+        elif state == "damaged":
+            what = "snapshot" if row["kind"] == "vec" else "index"
+            report["damaged"].append(f"{what} of model {row['model']} ({row['sha256'][:12]}…)")
+            plpy.warning(f"{FN_MAINTAIN}: the {what} file of model {row['model']!r} was "
+                         "damaged; it is " + ("rebuilt from vision.features" if what ==
+                         "snapshot" else "restored from vision.index_chunks by the next search"))
+            if what == "snapshot":
+                featurestore.forget_mapping(GD, row["sha256"])
+                featurestore.build_snapshot(plpy, GD, FN_MAINTAIN, row["model"], relid,
+                                            row["dims"], featurestore.state(
+                                                plpy, GD, row["model"], relid))
 
 
 def _step(report, kind, name, work):
