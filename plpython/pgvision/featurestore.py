@@ -53,6 +53,16 @@ class FeatureMatrix:
         return np.searchsorted(self.ids, np.asarray(ids, dtype=np.int64))
 
 
+def members(values, ascending):
+    """Which of ``values`` are in the ascending array ``ascending``: np.isin for the small
+    arrays of one search answer, without its setup cost (a sorted merge, ~10x faster)."""
+    values = np.asarray(values, dtype=np.int64)
+    if not len(ascending):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(ascending, values), len(ascending) - 1)
+    return ascending[at] == values
+
+
 def decode_array(data, expected_dims=None):
     """real[] in array_send format → float32 vector; ValueError when not a NULL-free 1-D array."""
     data = bytes(data)
@@ -122,6 +132,17 @@ def row_security(plpy, GD, source):
     return row["id_column"] or ""
 
 
+def id_column(plpy, GD, source, version):
+    """The id column of ``source`` ('' when unknown), cached per version of its features:
+    what names the column (a new extraction's triggers and job) comes with new features."""
+    cache = GD.setdefault(_CACHE + ".id_column", {})
+    if cache.get(source, (None,))[0] != version:
+        column = plpy.execute(plan(plpy, GD, "SELECT vision._id_column($1) AS c", ["oid"]),
+                              [source])[0]["c"]
+        cache[source] = (version, column or "")
+    return cache[source][1]
+
+
 def visible(plpy, GD, function, source, ids=None):
     """None when the caller's SELECT on ``source`` returns every row (no row-level security
     applies to them); else the ascending ids among ``ids`` (all, when None) that it returns.
@@ -185,9 +206,9 @@ class Live:
             return  # a private snapshot, read from the table by this backend
         positions = None
         if ids is not None:
-            ids = np.unique(np.asarray(ids, dtype=np.int64))
+            ids = np.asarray(ids, dtype=np.int64)
             if len(self.changed):
-                ids = ids[~np.isin(ids, self.changed)]
+                ids = ids[~members(ids, self.changed)]
             positions = np.searchsorted(base.ids, ids)
             inside = positions < len(base.ids)
             positions = positions[inside][base.ids[positions[inside]] == ids[inside]]

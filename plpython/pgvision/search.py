@@ -272,6 +272,7 @@ _CONTEXT = """
            m.preprocessing, m.feature_layer, m.pooling, m.dims,
            $2::pg_catalog.regclass::pg_catalog.oid AS source_oid,
            pg_catalog.has_table_privilege($2::pg_catalog.regclass, 'SELECT') AS may_read,
+           pg_catalog.row_security_active($2::pg_catalog.regclass) AS rls_active,
            st.*
     FROM vision.model_store m
     LEFT JOIN LATERAL ({state}) st ON true
@@ -298,6 +299,13 @@ def _context(plpy, GD, fn, model, source):
     current = None if row["version"] is None else {
         key: value for key, value in row.items() if key not in _REGISTRY}
     return model_row, row["source_oid"], current
+
+
+# Where row-level security hides rows, a search first asks for this many times k candidates
+# divided by the share of candidates the caller saw last time (per table, in this backend):
+# one round, one check, as a rule.
+_SEEN_SHARE = "pgvision.seen_share"
+_MARGIN = 1.5
 
 
 def _index(plpy, GD, fn, model, source, current):
@@ -347,31 +355,51 @@ def _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates, a
     Where the source table's row-level security applies to the caller, the shared snapshot
     and index are searched for more candidates than k, as many times as needed, and only
     those the caller's SELECT returns are answered."""
-    search = _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
-                         approximate)
-    column = featurestore.row_security(plpy, GD, source)
+    if current is None:
+        column = None  # nothing stored: nothing to hide
+    elif "rls_active" in current:
+        column = featurestore.id_column(plpy, GD, source, current["version"]) \
+            if current["rls_active"] else None
+    else:  # the context came without it
+        column = featurestore.row_security(plpy, GD, source)
     if column is None:
+        search = _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
+                             approximate)
         search.visible = lambda ids: np.asarray(ids, dtype=np.int64)
         return search
-    total = len(search.view.snapshot.ids) + len(search.view.delta.ids)
-    searchers = {k: search}
+    shares = GD.setdefault(_SEEN_SHARE, {})
+    view = featurestore.live(plpy, GD, fn, model_row["name"], source, model_row["dims"],
+                             current)
+    total = len(view.snapshot.ids) + len(view.delta.ids)
+    first = min(total, k + 1 + int(_MARGIN * k / max(shares.get(source, 0.5), 0.01)))
+    searchers = {}
 
     def visible(ids):
         return featurestore.visible_in(plpy, GD, fn, source, column, ids)
 
-    def filtered(query, exclude):
-        wanted = k
+    def filtered(query, exclude, also=()):
+        """The k nearest the caller may see; ``filtered.hidden`` those of ``also`` (checked
+        in the same query) that it may not."""
+        wanted = max(first, 1)
+        also = np.asarray(also, dtype=np.int64)
         while True:
             if wanted not in searchers:
                 searchers[wanted] = _unfiltered(plpy, GD, fn, model_row, source, current,
                                                 wanted, metric, candidates, approximate)
             found, dist = searchers[wanted](query, exclude)
-            keep = np.isin(found, visible(found))
+            seen = visible(np.concatenate([found, also]))
+            if len(also):
+                filtered.hidden = set(also[~featurestore.members(also, seen)].tolist())
+                also = also[:0]
+            keep = featurestore.members(found, seen)
+            if len(found):
+                shares[source] = max(keep.mean(), 0.01)
             if keep.sum() >= k or len(found) < wanted or wanted >= total:
                 return found[keep][:k], dist[keep][:k]
             wanted = min(4 * wanted, total)
-    filtered.view = search.view
+    filtered.view = view
     filtered.visible = visible
+    filtered.hidden = set()
     return filtered
 
 
@@ -381,9 +409,7 @@ def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
     view = featurestore.live(plpy, GD, fn, model, source, dims, current)
 
     def exact_search(query, exclude):
-        found, dist = exact_live(view, query, metric, k, exclude, candidates)
-        view.verify(found)
-        return found, dist
+        return exact_live(view, query, metric, k, exclude, candidates)
     exact_search.view = view
     if candidates is not None or approximate is False:
         return exact_search
@@ -433,8 +459,6 @@ def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
                                     np.concatenate([dist, more[1]]), k + 1)
             keep = found != exclude if exclude is not None else slice(None)
             out.append((found[keep][:k], dist[keep][:k]))
-        if out:
-            view.verify(np.concatenate([found for found, _ in out]))
         return out
 
     def approximate_search(query, exclude):
@@ -457,8 +481,12 @@ def _changes(plpy, GD, fn, model, source, dims, current):
 
 
 def _search(plpy, GD, fn, context, query, k, metric, exclude, candidates, approximate):
-    return featurestore.verified(plpy, GD, fn, lambda: _searcher(
-        plpy, GD, fn, *context, k, metric, candidates, approximate)(query, exclude))
+    def answer():
+        search = _searcher(plpy, GD, fn, *context, k, metric, candidates, approximate)
+        found, dist = search(query, exclude)
+        search.view.verify(found)
+        return found, dist
+    return featurestore.verified(plpy, GD, fn, answer)
 
 
 def _rows(found, dist):
@@ -486,11 +514,18 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
     def answer():
         search = _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates,
                            approximate)
-        query = search.view.vectors_of(search.visible([image_id]))  # held here: no SQL
+        query = search.view.vectors_of([image_id])  # held here: no SQL
         if not len(query.ids):
             raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
         search.view.verify(query.ids)
-        return _rows(*search(query.vectors[0], image_id))
+        if not hasattr(search, "hidden"):
+            found, dist = search(query.vectors[0], image_id)
+        else:  # whether the caller may see the query image is checked with the answer's ids
+            found, dist = search(query.vectors[0], image_id, also=[image_id])
+            if image_id in search.hidden:
+                raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
+        search.view.verify(found)
+        return _rows(found, dist)
     return featurestore.verified(plpy, GD, fn, answer)
 
 
@@ -518,8 +553,12 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
         search.view.verify(queries.ids)
         vectors = queries.vectors[queries.positions(image_ids)]
         if hasattr(search, "many"):
-            return search.many(vectors, image_ids)
-        return [search(vector, image_id) for vector, image_id in zip(vectors, image_ids)]
+            results = search.many(vectors, image_ids)
+        else:
+            results = [search(vector, image_id) for vector, image_id in zip(vectors, image_ids)]
+        if results:
+            search.view.verify(np.concatenate([found for found, _ in results]))
+        return results
     results = featurestore.verified(plpy, GD, fn, answer)
     rows = []
     for image_id, (found, dist) in zip(image_ids, results):

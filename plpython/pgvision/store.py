@@ -228,13 +228,18 @@ class Snapshot:
     def damaged(self, positions=None):
         """Positions among ``positions`` (all rows when None) whose bytes no longer match
         their CRC-32; all rows are checked once per mapping, answered rows every time."""
-        whole = positions is None
-        if whole and self._whole_checked:
+        if positions is not None:
+            positions = np.asarray(positions, np.int64)
+            return positions[row_sums(self.ids[positions], self.vectors[positions])
+                             != self.sums[positions]]
+        if self._whole_checked:
             return np.empty(0, np.int64)
-        positions = np.arange(len(self.ids)) if whole else np.asarray(positions, np.int64)
-        bad = positions[row_sums(self.ids[positions], self.vectors[positions])
-                        != self.sums[positions]]
-        self._whole_checked = self._whole_checked or (whole and not len(bad))
+        bad = [start + np.flatnonzero(row_sums(self.ids[start:start + 4096],
+                                               self.vectors[start:start + 4096])
+                                      != self.sums[start:start + 4096])
+               for start in range(0, len(self.ids), 4096)]  # slices: the pages, no copy
+        bad = np.concatenate(bad) if bad else np.empty(0, np.int64)
+        self._whole_checked = not len(bad)
         return bad
 
 
