@@ -299,3 +299,26 @@ def test_load_reads_regular_files_under_the_folders_given_only(tmp_path):
     assert outcomes["sparse.jpg"].startswith("too large")
     # a glob's fixed part is its root
     assert loading.roots_of([str(folder / "*.jpg")]) == [str(folder.resolve())]
+
+
+def test_connection_options_may_follow_the_subcommand(tmp_path, monkeypatch):
+    """`pgvision load DIR --table T --dsn D` (psql-style) connects where `--dsn D load ...`
+    does: both fail on the same unreachable server, naming it."""
+    from click.testing import CliRunner
+
+    from pgvision_cli.main import cli
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    image = tmp_path / "a.png"
+    image.write_bytes(png_header(8, 8))
+    where = "host=/nonexistent-socket-dir port=1 dbname=late user=me"
+    before = CliRunner().invoke(cli, ["--dsn", where, "load", str(image), "--table", "t"])
+    after = CliRunner().invoke(cli, ["load", str(image), "--table", "t", "--dsn", where, "-q"])
+    assert before.exit_code == after.exit_code == 3, (before.output, after.output)
+    assert "nonexistent-socket-dir" in before.output and "nonexistent-socket-dir" in after.output
+    nested = CliRunner().invoke(cli, ["models", "list", "--dsn", where])
+    assert nested.exit_code == 3 and "nonexistent-socket-dir" in nested.output
+    assert "--dsn URI" in CliRunner().invoke(cli, ["similar", "--help"]).output
+    warned = CliRunner().invoke(cli, ["models", "list", "--dsn",
+                                      "postgresql://me:pw@/db?host=/nonexistent-socket-dir"])
+    assert "a password in --dsn shows in the process list" in warned.output

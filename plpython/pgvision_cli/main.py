@@ -151,20 +151,67 @@ def table_columns(session, table):
         WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped""", (table,))}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
-             epilog=__doc__.split("\n\n", 1)[1])
-@click.option("--dsn", metavar="URI", help="libpq connection string or URI "
-              "(default: $DATABASE_URL, else the PG* variables).")
-@click.option("-v", "--verbose", is_flag=True, help="Also print server NOTICEs and every skip.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or summaries; errors only.")
-@click.version_option(pgvision.__version__, prog_name="pgvision")
-@click.pass_context
-def cli(ctx, dsn, verbose, quiet):
-    """Load images into Postgres, extract CNN features, search, classify and map them."""
+DSN_HELP = "libpq connection string or URI (default: $DATABASE_URL, else the PG* variables)."
+VERBOSE_HELP = "Also print server NOTICEs and every skip."
+QUIET_HELP = "No progress bars or summaries; errors only."
+
+
+def _warn_password(dsn):
     if dsn and connection.has_password(dsn):
         err_console.print("pgvision: warning: a password in --dsn shows in the process list; "
                           "use PGPASSWORD or ~/.pgpass (or DATABASE_URL) instead",
                           markup=False, highlight=False)
+
+
+def _late_option(ctx, param, value):
+    """--dsn, -v and -q given after the subcommand (as psql-style tools take them): they
+    apply to the session the group made (its connection opens on first use, later)."""
+    if value is None or value is False:
+        return
+    session = ctx.find_object(Session)
+    if param.name == "dsn":
+        _warn_password(value)
+        session.dsn = connection.resolve(value)
+    else:
+        setattr(session, param.name, True)
+
+
+def _connection_options():
+    return [click.Option(["--dsn"], metavar="URI", help=DSN_HELP, expose_value=False,
+                         callback=_late_option),
+            click.Option(["-v", "--verbose"], is_flag=True, default=None, help=VERBOSE_HELP,
+                         expose_value=False, callback=_late_option),
+            click.Option(["-q", "--quiet"], is_flag=True, default=None, help=QUIET_HELP,
+                         expose_value=False, callback=_late_option)]
+
+
+class _Group(click.Group):
+    """A group whose every command also takes the connection options after its name."""
+
+    def add_command(self, cmd, name=None):
+        if not isinstance(cmd, click.Group):
+            taken = {opt for param in cmd.params for opt in getattr(param, "opts", [])}
+            cmd.params.extend(option for option in _connection_options()
+                              if not taken & set(option.opts))
+        super().add_command(cmd, name)
+
+    def group(self, *args, **kwargs):
+        kwargs.setdefault("cls", _Group)
+        return super().group(*args, **kwargs)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=__doc__.split("\n\n", 1)[1])
+@click.option("--dsn", metavar="URI", help=DSN_HELP)
+@click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@click.version_option(pgvision.__version__, prog_name="pgvision")
+@click.pass_context
+def cli(ctx, dsn, verbose, quiet):
+    """Load images into Postgres, extract CNN features, search, classify and map them.
+
+    The connection options may also follow the subcommand (pgvision load DIR -t T --dsn URI)."""
+    _warn_password(dsn)
     ctx.obj = Session(dsn, verbose, quiet)
 
 
