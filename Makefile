@@ -24,7 +24,7 @@ export VENV PG_CONFIG
 .PHONY: install install-dev install-runtime uninstall start stop status dsn psql migrate downgrade demo test test-fast \
         bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-        bench-chart bench-security bench-upkeep bench-serving bench-load \
+        bench-chart bench-security bench-upkeep bench-serving bench-load bench-map \
         shards shards-stop shards-psql clean
 
 install:
@@ -108,6 +108,9 @@ bench-serving: install-dev start migrate
 
 bench-security: install-dev start migrate
 	@$(PYTHON) bench/security.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-map: install-dev start migrate
+	@$(PYTHON) bench/map.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 bench-load: install-dev start migrate
 	@$(PYTHON) bench/load.py --dsn '$(DSN)' $(BENCH_ARGS)

@@ -93,6 +93,7 @@ def main():
     print("\n2. Extracting Inception-v3 features inside Postgres:\n"
           f"     CALL vision.extract_table('{TABLE}');")
     started = time.monotonic()
+    del conn.notices[:]  # only the extraction's own progress below
     cur.execute(f"CALL vision.extract_table('{TABLE}')")
     job_id, processed, failed = cur.fetchone()
     seconds = time.monotonic() - started
@@ -158,8 +159,9 @@ def main():
                         (image_id, label in ("chelsea", "coffee")))
     cur.execute("SELECT image_id, score, strategy FROM vision.recommend('demo_user', 3, "
                 "source => 'demo_images')")
-    for image_id, score, strategy in cur.fetchall():
-        print(f"   {labels[image_id]:<32} score {score:.2f} ({strategy})")
+    for rank, (image_id, score, strategy) in enumerate(cur.fetchall(), start=1):
+        # four decimals: the top scores of a small catalog can agree to two
+        print(f"   {rank}. {labels[image_id]:<29} score {score:.4f} ({strategy})")
     cur.execute("SELECT vision.cluster(k => 6, source => 'demo_images')")
     cur.execute("SELECT cluster, image_id FROM vision.bandit_next('demo_user', "
                 "source => 'demo_images')")

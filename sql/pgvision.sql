@@ -1072,16 +1072,17 @@ CREATE FUNCTION vision.plot_map(
   image_column name     DEFAULT 'image',
   id_column    name     DEFAULT 'id',
   size         integer  DEFAULT 800,
-  labels       name     DEFAULT NULL
+  labels       name     DEFAULT NULL,
+  layout       text     DEFAULT NULL
 ) RETURNS bytea
 LANGUAGE plpython3u STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import pictures, spi
 return spi.call(plpy, GD, pictures.plot_map, model, color_by, source, thumbnails,
-                image_column, id_column, size, labels)
+                image_column, id_column, size, labels, layout)
 $$;
 COMMENT ON FUNCTION vision.plot_map IS
-  'PNG map of the 2-D embedding, coloured by cluster or by a classifier''s predictions (legend beside it), optionally with thumbnails and ids or a column''s text (labels).';
+  'PNG map of the 2-D embedding, coloured by cluster or by a classifier''s predictions (legend beside it), optionally with thumbnails (in a grid, each in a cell of its own, or scattered: layout) and ids or a column''s text (labels).';
 
 CREATE FUNCTION vision.contact_sheet(
   image_id     bigint   DEFAULT NULL,

@@ -212,6 +212,15 @@ def test_cancel_keeps_whole_batches_only_and_a_second_call_resumes(db, make_tabl
     assert len(stored(db, "cancelled")) == 40
 
 
+def test_progress_is_reported_without_a_flood_and_always_at_the_end(make_table, connect):
+    make_table("chatty", [(i, image_bytes(300 + i)) for i in range(1, 9)])
+    conn = connect()
+    query(conn, f"CALL vision.extract_table('chatty', model => '{FAST}', batch_size => 1)")
+    progress = [n for n in conn.notices if "rows of public.chatty" in n]
+    assert 1 <= len(progress) < 8  # eight batches in well under 5 s a report
+    assert "8/8 rows of public.chatty (0 skipped)" in progress[-1]
+
+
 def test_extract_table_inside_a_transaction_block_commits_once(db, make_table, connect):
     make_table("atomic", [(1, image_bytes(1)), (2, image_bytes(2))])
     conn = connect()

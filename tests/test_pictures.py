@@ -131,6 +131,18 @@ def test_a_map_legend_lists_every_group_beside_the_map_in_natural_order(db, make
         with pytest.raises(psycopg2.Error, match='argument "labels": table public.map_images '
                            "has no column 'nope'"):
             query(db, "SELECT vision.plot_map(source => %s, labels => 'nope')", (table,))
+        # with thumbnails the grid is the default: every image framed in a cell of its own
+        grid = png(query(db, "SELECT vision.plot_map(source => %s, size => %s, "
+                             "thumbnails => true)", (table, size))[0][0])
+        scatter = png(query(db, "SELECT vision.plot_map(source => %s, size => %s, "
+                                "thumbnails => true, layout => 'scatter')", (table, size))[0][0])
+        assert grid.shape == scatter.shape and (grid != scatter).any()
+        framed = {c for c in colours if np.all(grid[pictures.HEADER:, :size].reshape(-1, 3)
+                                               == c, axis=1).any()}
+        assert framed == set(colours)
+        with pytest.raises(psycopg2.Error, match='vision.plot_map: argument "layout" must be '
+                           "one of 'grid', 'scatter'"):
+            query(db, "SELECT vision.plot_map(source => %s, layout => 'spiral')", (table,))
     finally:
         for stored in ("clusters", "cluster_centroids", "map_2d"):
             query(db, f"DELETE FROM vision.{stored} WHERE source = %s::regclass", (table,))
@@ -191,3 +203,64 @@ def test_draw_map_keeps_the_legend_off_the_picture():
         assert np.all(plot == colour, axis=1).any()
         assert np.all(swatches == colour, axis=1).sum() == 13 * 13  # one swatch each
         assert np.all(legend == colour, axis=1).sum() < 10  # no points (a text pixel may match)
+
+
+def clumped(n, seed=0):
+    """2-D points as t-SNE leaves a catalog: tight clumps, a band, and a few far outliers."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=10, size=(6, 2))
+    xy = centres[rng.integers(0, 6, n)] + rng.normal(scale=0.8, size=(n, 2))
+    xy[:3] = [[400, 0], [-300, 50], [0, 500]]
+    return xy
+
+
+def solid(colour, size):
+    return Image.new("RGB", size, colour)
+
+
+def test_the_grid_gives_every_thumbnail_a_cell_of_its_own_and_keeps_neighbours():
+    n, size = 200, 800
+    xy = clumped(n)
+    cells = pictures.grid_cells(xy)
+    assert len({tuple(c) for c in cells}) == n  # one image a cell
+    columns, rows = pictures.grid_shape(n)
+    assert cells[:, 0].max() < columns and cells[:, 1].max() < rows
+    # a cell's neighbours (4-adjacent cells) are among the image's nearest in 2-D
+    where = {tuple(c): i for i, c in enumerate(cells)}
+    nearest = np.argsort(np.linalg.norm(xy[:, None] - xy[None], axis=-1), axis=1)[:, 1:13]
+    kept = []
+    for i, (c, r) in enumerate(cells):
+        around = [where[p] for p in ((c + 1, r), (c - 1, r), (c, r + 1), (c, r - 1)) if p in where]
+        kept.append(np.mean([j in nearest[i] for j in around]))
+    assert np.mean(kept) > 0.5  # a random placement keeps 12/199, about 0.06
+
+    sizes = [(96, 64) if i % 2 else (48, 96) for i in range(n)]
+    boxes, _ = pictures.map_boxes(xy, sizes, size, "grid")
+    assert pictures.coverage(boxes, size)[1] == 0.0  # no thumbnail overlaps another
+    assert all(0 <= left and left + w <= size and pictures.HEADER <= top
+               and top + h <= size + pictures.HEADER for left, top, w, h in boxes)
+    scattered, _ = pictures.map_boxes(xy, sizes, size, "scatter")
+    assert pictures.coverage(scattered, size)[1] > 0.5  # today's layout piles them up
+    assert pictures.coverage(boxes, size)[0] > 2 * pictures.coverage(scattered, size)[0]
+
+
+def test_the_png_shows_each_thumbnail_framed_in_its_cell():
+    n, size = 40, 600
+    xy = clumped(n, seed=1)
+    groups = [f"cluster {i % 4}" for i in range(n)]
+    thumbs = [solid((0, 0, 0), (60, 40)) for _ in range(n)]
+    img = png(pictures.draw_map(xy, groups, size, thumbs, layout="grid"))
+    colours = dict(zip([f"cluster {i}" for i in range(4)], pictures.palette(4)))
+    boxes, _ = pictures.map_boxes(xy, [t.size for t in thumbs], size, "grid")
+    for (left, top, w, h), g in zip(boxes, groups):
+        assert (img[top + h // 2, left + w // 2] == 0).all()  # the picture itself
+        assert tuple(img[top - 2, left + w // 2]) == colours[g]  # its frame, its cluster
+        assert tuple(img[top + h // 2, left - 2]) == colours[g]
+
+
+def test_an_outlier_no_longer_sets_the_scale_of_the_scatter():
+    xy = clumped(300, seed=2)
+    boxes, _ = pictures.map_boxes(xy, [(1, 1)] * 300, 800, "scatter")
+    centres = np.array([[left, top] for left, top, _, _ in boxes[3:]], dtype=float)
+    spread_px = centres.max(axis=0) - centres.min(axis=0)
+    assert (spread_px > 0.8 * (800 - 2 * pictures.map_geometry(300, 800)[1])).all()

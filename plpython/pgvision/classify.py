@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from . import extract, featurestore, registry, spi
+from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT,
                      PgvisionError, require, require_choice, require_int_range,
                      require_not_null)
@@ -500,6 +501,7 @@ def classify_table(plpy, GD, classifier, source=None, batch_size=1000):
         ON CONFLICT (classifier, source, image_id) DO UPDATE SET label = EXCLUDED.label,
             probability = EXCLUDED.probability, predicted_at = pg_catalog.clock_timestamp()""",
         ["text", "oid", "int8[]", "text[]", "float4[]"])
+    progress = Progress(plpy.notice)
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
         found = featurestore.fetch(plpy, GD, row["model"], source, chunk, row["dims"])
@@ -507,7 +509,8 @@ def classify_table(plpy, GD, classifier, source=None, batch_size=1000):
         best = proba.argmax(axis=1)
         spi.write(plpy, GD, save, [classifier, source, found.ids.tolist(),
                             [row["labels"][i] for i in best], proba.max(axis=1).tolist()])
-        plpy.notice(f"{fn}: {min(start + batch_size, len(ids))}/{len(ids)} images labelled")
+        progress.report(f"{fn}: {min(start + batch_size, len(ids))}/{len(ids)} images labelled")
+    progress.finish()
     return len(ids)
 
 

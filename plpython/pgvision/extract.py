@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from . import extractors, handles, registry, spi
+from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE,
                      ImageError, PgvisionError, require_choice, require_int_range,
                      require_not_null)
@@ -250,6 +251,7 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
     processed = failed = 0
     next_id = -(2 ** 63)
     started = time.monotonic()
+    progress = Progress(plpy.notice)
     while processed + failed < total:
         want = min(batch_size, total - processed - failed)
         ids = [r["id"] for r in plpy.execute(candidates, [model, relid, next_id, 4 * want])]
@@ -278,8 +280,9 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
             plpy.commit()
             pin.again()
         rate = (processed + failed) / max(time.monotonic() - started, 1e-9)
-        plpy.notice(f"{fn}: {processed + failed}/{total} rows of {qualified} "
-                    f"({failed} skipped), {rate:.1f} img/s")
+        progress.report(f"{fn}: {processed + failed}/{total} rows of {qualified} "
+                        f"({failed} skipped), {rate:.1f} img/s")
+    progress.finish()
     spi.write(plpy, GD, update_job, [job_id, processed, failed, "done"])
     if committing:
         plpy.commit()

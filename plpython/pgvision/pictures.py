@@ -20,7 +20,7 @@ import re
 import numpy as np
 
 from . import featurestore, images, search, spi
-from .errors import (ImageError, PgvisionError, UNDEFINED_OBJECT, require,
+from .errors import (ImageError, PgvisionError, UNDEFINED_OBJECT, require, require_choice,
                      require_int_range, require_not_null)
 
 FN_PLOT = "vision.plot_map"
@@ -75,14 +75,113 @@ LEGEND_WIDTH = 220
 HEADER = 30
 
 
+LAYOUTS = ("grid", "scatter")
+CLIP_PERCENTILES = (1.0, 99.0)
+
+
 def map_geometry(n, size):
-    """(thumbnail side, margin) for n images on a size x size plot: thumbnails shrink as
-    the map fills, between 24 and 96 pixels."""
+    """(thumbnail side, margin) for n images on a size x size scatter plot: thumbnails shrink
+    as the map fills, between 24 and 96 pixels."""
     thumb = int(min(96, max(24, 0.9 * size / math.sqrt(max(n, 1)))))
     return thumb, thumb // 2 + 6
 
 
-def draw_map(xy, groups, size=800, thumbnails=None, title="", labels=None):
+def spread(xy, percentiles=CLIP_PERCENTILES):
+    """``xy`` scaled to [0, 1] on each axis between the given percentiles: an outlier (t-SNE
+    puts a few images far out) is clipped to the edge instead of setting the scale.
+
+    >>> spread(np.array([[0.0, 0], [1, 1], [2, 2], [3, 3], [100, 3]]), (0, 75))[:, 0].round(2)
+    array([0.  , 0.33, 0.67, 1.  , 1.  ])
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    if not len(xy):
+        return xy.reshape(0, 2)
+    lo, hi = np.percentile(xy, percentiles, axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    return np.clip((xy - lo) / span, 0.0, 1.0)
+
+
+def grid_shape(n):
+    """(columns, rows) of the near-square grid that holds n images."""
+    columns = max(1, math.ceil(math.sqrt(n)))
+    return columns, max(1, math.ceil(n / columns))
+
+
+def grid_cells(xy):
+    """(column, row) of each point: the assignment of points to the cells of a grid_shape
+    grid that minimises the total squared distance between a point's :func:`spread` position
+    and its cell's centre (SciPy's ``linear_sum_assignment``), so every image gets a cell
+    of its own and neighbours in 2-D stay neighbours.
+
+    >>> grid_cells(np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])).tolist()
+    [[0, 0], [1, 0], [0, 1], [1, 1]]
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(xy)
+    columns, rows = grid_shape(n)
+    unit = spread(xy)
+    centres = np.stack(np.meshgrid((np.arange(columns) + 0.5) / columns,
+                                   (np.arange(rows) + 0.5) / rows), axis=-1).reshape(-1, 2)
+    cost = ((unit[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1)
+    points, cells = linear_sum_assignment(cost)
+    out = np.empty(n, dtype=np.int64)
+    out[points] = cells
+    return np.stack([out % columns, out // columns], axis=1)
+
+
+def thumbnail_side(n, size=800, layout="scatter", labels=False):
+    """The square a thumbnail is fitted into: a grid cell less its frame (and text line), or
+    :func:`map_geometry`'s side for a scatter."""
+    if layout != "grid":
+        return map_geometry(n, size)[0]
+    cell = (size - 16) / max(grid_shape(n))
+    return max(4, int(cell) - 6 - (14 if labels and cell >= 40 else 0))
+
+
+def map_boxes(xy, sizes, size=800, layout="scatter", labels=False, clip=CLIP_PERCENTILES):
+    """Where each thumbnail goes on the plot: (left, top, width, height) for thumbnails of
+    the given (width, height), and the side they were fitted into. ``grid``: one cell each;
+    ``scatter``: centred on the spread 2-D position (thumbnails may overlap)."""
+    n = len(xy)
+    side = thumbnail_side(n, size, layout, labels)
+    if layout == "grid":
+        columns, rows = grid_shape(n)
+        pad = 8
+        cell = (size - 2 * pad) / max(columns, rows)
+        text = 14 if labels and cell >= 40 else 0
+        left0 = pad + (size - 2 * pad - cell * columns) / 2
+        top0 = pad + (size - 2 * pad - cell * rows) / 2
+        centres = [(left0 + (c + 0.5) * cell, top0 + r * cell + (cell - text) / 2)
+                   for c, r in grid_cells(xy)]
+    else:
+        margin = map_geometry(n, size)[1]
+        margin += 14 if labels else 0  # room for the text under the lowest image
+        centres = margin + spread(xy, clip) * (size - 2 * margin)
+    boxes = []
+    for (x, y), (w, h) in zip(centres, sizes):
+        scale = min(side / max(w, 1), side / max(h, 1), 1.0) if w and h else 1.0
+        tw, th = max(1, int(w * scale)), max(1, int(h * scale))
+        boxes.append((int(x) - tw // 2, int(y) - th // 2 + HEADER, tw, th))
+    return boxes, side
+
+
+def coverage(boxes, size):
+    """(share of the size x size plot that thumbnails cover, share of thumbnails that another
+    one overlaps): how well a map uses its space."""
+    covered = np.zeros((size, size), dtype=bool)
+    for left, top, w, h in boxes:
+        covered[max(top - HEADER, 0):max(top - HEADER + h, 0), max(left, 0):max(left + w, 0)] = True
+    b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    left, top, right, bottom = b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    overlapped = 0
+    for i in range(len(b)):
+        hits = (left[i] < right) & (left < right[i]) & (top[i] < bottom) & (top < bottom[i])
+        overlapped += int(hits.sum() > 1)  # itself, and another
+    return float(covered.mean()), overlapped / max(len(b), 1)
+
+
+def draw_map(xy, groups, size=800, thumbnails=None, title="", labels=None, layout="scatter"):
     """PNG bytes: a size x size plot of the points xy (thumbnails where given, framed in
     their group's colour), a title band above it and the legend in a panel to its right."""
     from PIL import Image, ImageDraw
@@ -94,30 +193,28 @@ def draw_map(xy, groups, size=800, thumbnails=None, title="", labels=None):
         counts[g] += 1
     img = Image.new("RGB", (size + LEGEND_WIDTH, size + HEADER), "white")
     draw = ImageDraw.Draw(img)
-    thumb, margin = map_geometry(len(xy), size)
-    margin += 14 if labels else 0  # room for the text under the lowest image
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    span = np.where(hi - lo > 0, hi - lo, 1.0)
-    pts = margin + (xy - lo) / span * (size - 2 * margin)
-    pts[:, 1] += HEADER
-    radius = max(3, thumb // 8)
-    for (x, y), g, picture in zip(pts, groups, thumbnails or [None] * len(pts)):
-        x, y = int(x), int(y)
+    pictures = thumbnails or [None] * len(xy)
+    sizes = [p.size if p is not None else (1, 1) for p in pictures]
+    boxes, side = map_boxes(xy, sizes, size, layout, bool(labels))
+    radius = max(3, side // 8)
+    for (left, top, w, h), g, picture in zip(boxes, groups, pictures):
         if picture is not None:
             t = picture.copy()
-            t.thumbnail((thumb, thumb))
-            left, top = x - t.width // 2, y - t.height // 2
+            t.thumbnail((w, h))
             img.paste(t, (left, top))
             draw.rectangle([left - 2, top - 2, left + t.width + 1, top + t.height + 1],
                            outline=colour[g], width=2)
         else:
+            x, y = left + w // 2, top + h // 2
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour[g])
     if labels:
         font = _font(11)
-        for (x, y), text in zip(pts, labels):
+        for (left, top, w, h), text in zip(boxes, labels):
             if text is not None:
-                draw.text((int(x), int(y) + (thumb // 2 if thumbnails else radius) + 2),
-                          str(text)[:24], fill="black", font=font, anchor="mt",
+                below = top + (h if thumbnails else h // 2 + radius) + 3
+                draw.text((left + w // 2, below), str(text)[:24 if layout == "scatter" else
+                                                             max(3, side // 6)],
+                          fill="black", font=font, anchor="mt",
                           stroke_width=2, stroke_fill="white")
     draw.text((10, 8), title, fill="black", font=_font(14))
     draw.line([(size, HEADER), (size, size + HEADER)], fill=(210, 210, 210))
@@ -144,12 +241,17 @@ def _legend(draw, names, colour, counts, left, top, height, row=18):
 
 
 def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=False,
-             image_column="image", id_column="id", size=800, labels=None):
+             image_column="image", id_column="id", size=800, labels=None, layout=None):
     """PNG (bytea) of the stored 2-D map, coloured by cluster or by a classifier's labels;
-    ``labels`` writes 'id' or a column's text beside each image."""
+    ``labels`` writes 'id' or a column's text beside each image. ``layout``: 'grid' (each
+    image in a cell of its own, neighbours kept; the default with thumbnails) or 'scatter'
+    (at its 2-D position; the default without)."""
     fn = FN_PLOT
     require_not_null(fn, "color_by", color_by)
     require_int_range(fn, "size", size, 200, 4000)
+    if layout is not None:
+        require_choice(fn, "layout", layout, LAYOUTS)
+    layout = layout or ("grid" if thumbnails else "scatter")
     if thumbnails or labels not in (None, "id"):  # the columns it reads
         require_not_null(fn, "id_column", id_column)
     if thumbnails:
@@ -186,7 +288,8 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
     pictures = None
     if thumbnails:
         max_pixels = spi.max_pixels(plpy, GD)
-        pictures = [_decoded(stored.get(i, {}).get("image"), 96, max_pixels) for i in ids]
+        side = thumbnail_side(len(ids), size, layout, labels is not None)
+        pictures = [_decoded(stored.get(i, {}).get("image"), side, max_pixels) for i in ids]
     texts = None
     if labels == "id":
         texts = ids
@@ -194,7 +297,7 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
         texts = [stored.get(i, {}).get("label") for i in ids]
     return draw_map(np.array([[r["x"], r["y"]] for r in rows], dtype=np.float64), groups, size,
                     pictures, f"{model_row['name']} features, {rows[0]['method']}, "
-                    f"{len(rows)} images", texts)
+                    f"{len(rows)} images", texts, layout)
 
 
 # --- contact sheets -----------------------------------------------------------------------

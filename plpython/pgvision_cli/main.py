@@ -530,9 +530,13 @@ def write_png(session, path, png):
 @click.option("--labels", default=None, help="Write beside each image: 'id', or a text "
               "column of the table.")
 @click.option("--size", default=1000, show_default=True, type=click.IntRange(200, 4000))
+@click.option("--layout", type=click.Choice(["grid", "scatter"]), default=None,
+              help="'grid': each image in a cell of its own, neighbours kept; 'scatter': at "
+              "its 2-D position [default: grid with thumbnails].")
 @click.option("--refresh", is_flag=True, help="Recompute the 2-D map (and clusters).")
 @click.pass_obj
-def map_(session, table, out_path, model, color_by, clusters, thumbnails, labels, size, refresh):
+def map_(session, table, out_path, model, color_by, clusters, thumbnails, labels, size, layout,
+         refresh):
     """A PNG map of TABLE: images placed by similarity (t-SNE), coloured by cluster or label.
 
     Computes the 2-D map (vision.embed_2d) and the clusters (vision.cluster) when the table
@@ -559,8 +563,8 @@ def map_(session, table, out_path, model, color_by, clusters, thumbnails, labels
             run_sql(session, "SELECT vision.cluster(%s, k => %s, source => %s::regclass)",
                     (model, clusters, qualified))
     png = run_sql(session, "SELECT vision.plot_map(%s, color_by => %s, source => %s::regclass, "
-                  "thumbnails => %s, labels => %s, size => %s)",
-                  (model, color_by, qualified, thumbnails, labels, size))[0][0]
+                  "thumbnails => %s, labels => %s, size => %s, layout => %s)",
+                  (model, color_by, qualified, thumbnails, labels, size, layout))[0][0]
     write_png(session, out_path, png)
 
 
