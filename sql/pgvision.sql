@@ -7,7 +7,7 @@
 --
 -- Every function is a thin PL/Python wrapper: `spi.call(plpy, GD, module.function, args...)`
 -- with the SQL arguments in the order and under the names of the Python function's
--- parameters (tests/test_wrappers.py checks that they line up).
+-- parameters (tests/test_layout.py checks that they line up).
 
 \echo Use "CREATE EXTENSION pgvision CASCADE" to load this file. \quit
 

@@ -43,17 +43,16 @@ postgresql_server = factories.postgresql_noproc(
     host=SOCKET_DIR, port=PORT, user=USER, dbname="pgvision_test", load=[_create_extension])
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "fast: needs no server (make test-fast runs these)")
-
-
 def pytest_collection_modifyitems(config, items):
+    """Mark ``fast`` what needs neither the shared server nor an install of its own (the
+    markers are declared in pytest.ini)."""
     skip = pytest.mark.skip(reason="PGVISION_SOCKET_DIR unset: run `make test`")
     for item in items:
-        if "server" not in item.fixturenames:
+        if "server" in item.fixturenames:
+            if not SOCKET_DIR:
+                item.add_marker(skip)
+        elif item.get_closest_marker("install") is None:
             item.add_marker(pytest.mark.fast)
-        elif not SOCKET_DIR:
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

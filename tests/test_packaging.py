@@ -16,7 +16,9 @@ import pytest
 import pgvision
 from conftest import ROOT, SOCKET_DIR, image_bytes, query
 
-PGBIN = "/usr/lib/postgresql/15/bin"
+PGBIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip() \
+    if shutil.which("pg_config") else "/usr/lib/postgresql/15/bin"
+SITE_PACKAGES = os.path.join("lib", f"python3.{sys.version_info.minor}", "site-packages")
 PORT = 5499
 
 
@@ -79,7 +81,7 @@ def runtime(tmp_path_factory):
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
     as_postgres(f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    site = os.path.join(venv, "lib", f"python3.{sys.version_info.minor}", "site-packages")
+    site = os.path.join(venv, SITE_PACKAGES)
     as_postgres("env", f"PYTHONPATH={site}", "TF_CPP_MIN_LOG_LEVEL=2", f"{PGBIN}/pg_ctl",
                 "-D", data, "-l", os.path.join(root, "server.log"), "-w", "-o",
                 f"-k {sockets} -p {PORT} -c listen_addresses=''", "start")
@@ -96,9 +98,10 @@ def psql(runtime, sql, *args):
                *(["-c", sql] if sql else [])).stdout.strip()
 
 
+@pytest.mark.install
 def test_the_runtime_install_serves_without_tensorflow(runtime):
     venv = runtime["venv"]
-    assert not os.path.exists(os.path.join(venv, "lib", "python3.11", "site-packages",
+    assert not os.path.exists(os.path.join(venv, SITE_PACKAGES,
                                            "tensorflow"))
     assert os.path.islink(os.path.join(runtime["bindir"], "pgvision"))
     ready = psql(runtime, None, "-f", os.path.join(ROOT, "docker", "initdb", "10-pgvision.sql"))
@@ -139,6 +142,7 @@ def test_tensorflow_start_up_reaches_the_server_log_as_one_prefixed_line(connect
                         line), line
 
 
+@pytest.mark.install
 def test_make_uninstall_asks_before_deleting_data_and_removes_the_rest(runtime, tmp_path):
     share = tmp_path / "share"
     (share / "extension").mkdir(parents=True)

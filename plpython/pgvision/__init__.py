@@ -5,7 +5,7 @@ function of this package, passing the PL/Python ``plpy`` module and the ``GD`` d
 so every module here imports and tests without a server.
 """
 
-# The one source of truth for the version: the Makefile writes it into pgvision.control,
+# The one source of truth for the version: scripts/install.sh writes it into pgvision.control,
 # the migrations read it, and the extension refuses to run a package of another version.
 __version__ = "0.12.0"
 

@@ -159,14 +159,6 @@ def build_index(vectors, metric, m=16, ef_construction=64, pca_dims=None, storag
                                  storage), vectors, metric, train=True)
 
 
-def _hnsw_of(index):
-    faiss = _faiss()
-    inner = faiss.downcast_index(index)
-    if isinstance(inner, faiss.IndexPreTransform):
-        inner = faiss.downcast_index(inner.index)
-    return inner
-
-
 def ann(index, query, metric, k, ef_search, alive=None, scores=False):
     """Approximate candidates of each query: entry numbers, best first (-1 padding
     dropped), with faiss' scores when ``scores``. ``alive`` is a packed bitmap of the
