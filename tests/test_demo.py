@@ -30,7 +30,10 @@ def test_demo_runs_end_to_end(db, db_name, tmp_path):
     assert "held-out cropped q40 copies labelled correctly" in text
     assert "(taste model)" in text and "bandit_next: explore cluster" in text
     picks = text.split("6. Recommendations")[1].split("bandit_next")[0].split("\n")[1:4]
-    assert sum(p.split()[0] in ("chelsea", "coffee") for p in picks) >= 2, picks  # liked
+    assert [p.split()[0] for p in picks] == ["1.", "2.", "3."], picks  # ranked
+    assert sum(p.split()[1] in ("chelsea", "coffee") for p in picks) >= 2, picks  # liked
+    scores = [p.split("score ")[1].split()[0] for p in picks]
+    assert len(set(scores)) == 3, picks  # enough digits to tell them apart
     for picture in (out, tmp_path / "demo_map.png"):
         with Image.open(picture) as img:
             assert img.format == "PNG" and img.width >= 300
