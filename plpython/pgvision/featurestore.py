@@ -204,14 +204,7 @@ class Live:
         base = self.snapshot
         if not hasattr(base, "damaged"):
             return  # a private snapshot, read from the table by this backend
-        positions = None
-        if ids is not None:
-            ids = np.asarray(ids, dtype=np.int64)
-            if len(self.changed):
-                ids = ids[~members(ids, self.changed)]
-            positions = np.searchsorted(base.ids, ids)
-            inside = positions < len(base.ids)
-            positions = positions[inside][base.ids[positions[inside]] == ids[inside]]
+        positions = None if ids is None else self._snapshot_rows(ids)[1]
         bad = base.damaged(positions)
         if len(bad):
             raise DamagedSnapshot(base.sha256, base.ids[bad])
@@ -233,20 +226,27 @@ class Live:
                 self._matrix = FeatureMatrix(ids[order], vectors)
         return self._matrix
 
+    def _snapshot_rows(self, ids):
+        """(ids, positions) of those of ``ids`` answered from the snapshot: present in it and
+        not changed since."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self.changed):
+            ids = ids[~members(ids, self.changed)]
+        base_ids = self.snapshot.ids
+        positions = np.searchsorted(base_ids, ids)
+        found = positions < len(base_ids)
+        found[found] = base_ids[positions[found]] == ids[found]
+        return ids[found], positions[found]
+
     def vectors_of(self, ids):
         """FeatureMatrix of the current vectors of ``ids`` (those that exist), no SQL."""
         ids = np.unique(np.asarray(ids, dtype=np.int64))
         base = self.snapshot
-        if len(self.changed):
-            from_delta = ids[np.isin(ids, self.delta.ids)]
-            ids = ids[~np.isin(ids, self.changed)]
-        positions = np.searchsorted(base.ids, ids)
-        found = positions < len(base.ids)
-        found[found] = base.ids[positions[found]] == ids[found]
-        positions = positions[found]
+        present, positions = self._snapshot_rows(ids)
         if not len(self.changed):
-            return FeatureMatrix(ids[found], base.vectors[positions], base.norms[positions])
-        rows = np.concatenate([ids[found], from_delta])
+            return FeatureMatrix(present, base.vectors[positions], base.norms[positions])
+        from_delta = ids[np.isin(ids, self.delta.ids)]
+        rows = np.concatenate([present, from_delta])
         at = self.delta.positions(from_delta)
         order = np.argsort(rows)
         return FeatureMatrix(rows[order],

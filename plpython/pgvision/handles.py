@@ -36,15 +36,20 @@ _HANDLE_KEYS = ("version", "name", "sha256", "input_height", "input_width", "pre
                 "max_image_pixels", "runtime", "role", "role_name", "database", "registration")
 
 
+_GET_USER_ID = []  # the server's GetUserId, resolved once per process (every image asks)
+
+
 def _server_role():
     """The OID of the role this server process runs the query as (current_user), or None
     outside a Postgres backend."""
-    try:
-        get_user_id = ctypes.CDLL(None).GetUserId
-    except (OSError, AttributeError):
-        return None
-    get_user_id.restype, get_user_id.argtypes = ctypes.c_uint32, []
-    return int(get_user_id())
+    if not _GET_USER_ID:
+        try:
+            get_user_id = ctypes.CDLL(None).GetUserId
+            get_user_id.restype, get_user_id.argtypes = ctypes.c_uint32, []
+        except (OSError, AttributeError):
+            get_user_id = None
+        _GET_USER_ID.append(get_user_id)
+    return None if _GET_USER_ID[0] is None else int(_GET_USER_ID[0]())
 
 
 current_role = _server_role  # replaced by tests that run without a server

@@ -509,14 +509,13 @@ def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
         query = search.view.vectors_of([image_id])  # held here: no SQL
         if not len(query.ids):
             raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
-        search.view.verify(query.ids)
         if not hasattr(search, "hidden"):
             found, dist = search(query.vectors[0], image_id)
         else:  # whether the caller may see the query image is checked with the answer's ids
             found, dist = search(query.vectors[0], image_id, also=[image_id])
             if image_id in search.hidden:
                 raise _missing(plpy, GD, fn, "image_id", model_row["name"], source, [image_id])
-        search.view.verify(found)
+        search.view.verify(np.append(found, image_id))  # the answer and the query row
         return _rows(found, dist)
     return featurestore.verified(plpy, GD, fn, answer)
 

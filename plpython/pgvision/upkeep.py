@@ -13,8 +13,9 @@ What ``maintain`` does for a table, as the role that calls it (or whose pg_cron 
 - refreshes cached neighbour lists, with the k and metric they were made with;
 - labels new and changed rows for every classifier that labelled the table before
   (``vision.classify_table`` once is what keeps a classifier's labels current);
-- re-hashes the table's shared snapshot and index files whole, removing a damaged one (the
-  next search rebuilds it from the tables).
+- re-hashes the table's shared snapshot and index files whole: a damaged snapshot is
+  rebuilt from vision.features at once, a damaged index file removed (the next search
+  writes it again from vision.index_chunks).
 
 Whatever it could not do (an index another role owns, say) is named in the report.
 """
