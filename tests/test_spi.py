@@ -5,7 +5,7 @@ import pytest
 
 import pgvision
 from fakeplpy import FakePlpy, PlpyError
-from pgvision import spi
+from pgvision import settings, spi
 from pgvision.errors import OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError
 
 EXTVERSION = r"SELECT extversion, "
@@ -51,23 +51,23 @@ def test_plans_are_kept_per_query_text_and_types():
 @pytest.mark.parametrize("value,expected", [(None, 7), ("", 7), ("12", 12)])
 def test_integer_settings(value, expected):
     plpy = FakePlpy().on(r"current_setting", [{"v": value}])
-    assert spi.setting(plpy, {}, "pgvision.x", 7) == expected
+    assert settings.setting(plpy, {}, "pgvision.x", 7) == expected
 
 
 def test_a_setting_that_is_not_an_integer_is_named():
     plpy = FakePlpy().on(r"current_setting", [{"v": "lots"}])
     with pytest.raises(PgvisionError, match=r'pgvision: setting "pgvision.x" must be an integer, '
                                             r"got 'lots'"):
-        spi.setting(plpy, {}, "pgvision.x", 7)
+        settings.setting(plpy, {}, "pgvision.x", 7)
 
 
 def test_runtime_setting():
     plpy = FakePlpy().on(r"current_setting", [{"v": "tensorflow"}])
-    assert spi.runtime_setting(plpy, {}) == "tensorflow"
+    assert settings.runtime_setting(plpy, {}) == "tensorflow"
     plpy = FakePlpy().on(r"current_setting", [{"v": "gpu"}])
     with pytest.raises(PgvisionError, match=r'setting "pgvision.runtime" must be one of auto, '
                                             r"onnx, tensorflow, got 'gpu'"):
-        spi.runtime_setting(plpy, {})
+        settings.runtime_setting(plpy, {})
 
 
 @pytest.mark.parametrize("session,admin,is_admin,expected", [
@@ -81,7 +81,7 @@ def test_runtime_setting():
     ("5000", "0", False, 5000),      # the admin lifted the limit
 ])
 def test_a_session_may_lower_a_limit_but_not_raise_it(session, admin, is_admin, expected):
-    assert spi.capped("pgvision.x", session, admin, is_admin, 100) == expected
+    assert settings.capped("pgvision.x", session, admin, is_admin, 100) == expected
 
 
 def test_writes_are_flagged_only_while_they_run():

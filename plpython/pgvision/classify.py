@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from . import extract, featurestore, registry, spi
+from . import extract, featurestore, privileges, registry, spi
 from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT,
                      PgvisionError, require, require_choice, require_int_range,
@@ -346,7 +346,7 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
         raise PgvisionError(fn, f'argument "name": a classifier named {name!r} exists',
                             DUPLICATE_OBJECT, hint="Pass replace => true to retrain it.")
     if exists:
-        spi.require_owner(plpy, GD, fn, f"classifier {name!r}", exists[0]["owner"])
+        privileges.require_owner(plpy, GD, fn, f"classifier {name!r}", exists[0]["owner"])
     opts, model_row, source, X, y, names, ids = _prepare_training(
         plpy, GD, fn, labels, source, model, method, options)
     metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names,

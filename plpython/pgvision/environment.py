@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from . import __version__, spi
+from . import __version__, settings
 from .files import default_model_dir
 
 # distribution name -> what it is for; TensorFlow is optional for serving (ONNX Runtime
@@ -47,7 +47,7 @@ def environment(plpy, GD):
         "package_roles": PACKAGES,
         "model_dir": model_dir,
         "model_files": files,
-        "runtime": spi.runtime_setting(plpy, GD),
-        "limits": {name: spi.limit(plpy, GD, name) for name in spi.LIMITS},
+        "runtime": settings.runtime_setting(plpy, GD),
+        "limits": {name: settings.limit(plpy, GD, name) for name in settings.LIMITS},
         "server_pid": os.getpid(),
     })

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import extractors, handles, registry, spi
+from . import extractors, handles, privileges, registry, settings, spi
 from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE,
                      ImageError, PgvisionError, require_choice, require_int_range,
@@ -27,7 +27,7 @@ def extract_features(plpy, GD, image, model):
 
 def features_of(plpy, GD, fn, image, row):
     """Features of image bytes under the registry ``row``; errors are reported as ``fn``'s."""
-    return _features(fn, image, row, spi.max_pixels(plpy, GD),
+    return _features(fn, image, row, settings.max_pixels(plpy, GD),
                      lambda: extractors.get_extractor(plpy, GD, fn, row))
 
 
@@ -98,7 +98,7 @@ def _validate_table(plpy, GD, fn, relid, id_column, image_column):
         "WHERE c.oid = $1", ["oid"]), [relid])[0][k] for k in ("relid", "name")]
     for argument, column, wanted in (("id_column", id_column, INTEGER_TYPES),
                                      ("image_column", image_column, ("bytea",))):
-        found = spi.require_column(plpy, GD, fn, argument, relid, column)
+        found = privileges.require_column(plpy, GD, fn, argument, relid, column)
         if found not in wanted:
             raise PgvisionError(fn, f'argument "{argument}": column {column!r} of {qualified} is '
                                 f"{found}, expected {' or '.join(wanted)}", DATATYPE_MISMATCH)
@@ -162,7 +162,7 @@ def extract_pending(plpy, GD, fn, pin, relid, id_column, image_column, model, ba
     Returns ``(job_id, processed, failed, rows pending at the start)``.
     """
     relid, qualified = _validate_table(plpy, GD, fn, relid, id_column, image_column)
-    spi.require_select(plpy, GD, fn, relid, "extracting features of its images")
+    privileges.require_select(plpy, GD, fn, relid, "extracting features of its images")
     row = registry.lookup(plpy, GD, fn, model)
     return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,
                          batch_size, retry_failed, parts, part, max_rows)
@@ -180,7 +180,7 @@ def batch_limit(row, memory):
 def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column, batch_size,
                   retry_failed, parts, part, max_rows):
     model = row["name"]
-    limit = batch_limit(row, spi.max_batch_memory(plpy, GD))
+    limit = batch_limit(row, settings.max_batch_memory(plpy, GD))
     if batch_size > limit:
         plpy.notice(f'{fn}: argument "batch_size" {batch_size} is lowered to {limit} images, '
                     "what pgvision.max_batch_memory_mb allows for this model")
@@ -247,7 +247,7 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
         plpy.notice(f"{fn}: called inside a transaction block, so all batches commit together "
                     "at its end; CALL it on its own to commit batch by batch")
     extractor = extractors.get_extractor(plpy, GD, fn, row) if total else None
-    pixels = spi.max_pixels(plpy, GD)
+    pixels = settings.max_pixels(plpy, GD)
     processed = failed = 0
     next_id = -(2 ** 63)
     started = time.monotonic()

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 
-from . import offload, runtimes, serverlog, slots, spi
+from . import offload, runtimes, serverlog, settings, slots, spi
 from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
 from .files import default_model_dir, runtime_dir, sha256_file
 
@@ -20,7 +20,7 @@ _CACHE = "pgvision.models"
 
 def import_tensorflow(plpy, GD, function="pgvision"):
     """Keras, with TensorFlow imported as this backend needs it (threads, JIT off)."""
-    return import_keras(spi.thread_settings(plpy, GD), log=plpy.log, function=function)
+    return import_keras(settings.thread_settings(plpy, GD), log=plpy.log, function=function)
 
 
 def import_keras(threads=None, log=None, function="pgvision"):
@@ -140,15 +140,15 @@ def get_extractor(plpy, GD, function, row):
     hit = cached_extractor(GD, row)
     if hit is not None:
         return hit
-    runtime = spi.runtime_setting(plpy, GD)
+    runtime = settings.runtime_setting(plpy, GD)
     if row["model_path"]:  # also when a converted copy is used: the registry must hold
         check_model_file(function, row)
-    slots.hold_model_slot(function, spi.max_model_backends(plpy, GD))
+    slots.hold_model_slot(function, settings.max_model_backends(plpy, GD))
     def keras_file():  # a file model was checked above: hashing 90 MB twice costs 0.1 s
         return (row["model_path"], False) if row["model_path"] else \
             model_file(plpy, GD, function, row)
 
-    return load_extractor(GD, function, row, keras_file, spi.thread_settings(plpy, GD), runtime,
+    return load_extractor(GD, function, row, keras_file, settings.thread_settings(plpy, GD), runtime,
                           plpy)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from .errors import (DATA_CORRUPTED, DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE,
                      UNDEFINED_OBJECT, PgvisionError)
 from . import registry, spi, store
-from .spi import plan, table_name  # noqa: F401  (other modules call featurestore.table_name)
+from .privileges import require_select, table_name
+from .spi import plan
 
 _CACHE = "pgvision.matrices"
 _HEADER = 20  # ndim, flags, element type, then (length, lower bound) of the one dimension
@@ -80,7 +81,7 @@ def resolve_source(plpy, GD, function, model, source):
     if source is not None:
         oid = plpy.execute(plan(plpy, GD, "SELECT $1::regclass::oid AS oid",
                                 ["regclass"]), [source])[0]["oid"]
-        spi.require_select(plpy, GD, function, oid, f"{function} over its images")
+        require_select(plpy, GD, function, oid, f"{function} over its images")
         return oid
     rows = plpy.execute(plan(plpy, GD, "SELECT source::oid AS oid, source::text AS name "
                              "FROM vision.feature_versions WHERE model = $1 ORDER BY 2",

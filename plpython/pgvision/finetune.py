@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from . import classify, extract, extractors, images, offload, registry, spi
+from . import classify, extract, extractors, images, offload, privileges, registry, settings
 from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_int_range, require_not_null
 
 FN = "vision.fine_tune"
@@ -270,7 +270,7 @@ def fine_tune_job(args, progress):
 def _write_images(plpy, GD, source, opts, ids, directory):
     """The labelled images' bytes into ``directory`` (one file, spans in images.json), read
     from ``source`` as the caller (its privileges and row security apply)."""
-    rel = spi.table_name(plpy, GD, source)
+    rel = privileges.table_name(plpy, GD, source)
     id_col = plpy.quote_ident(opts["source_id_column"])
     image_col = plpy.quote_ident(opts["image_column"])
     try:
@@ -316,7 +316,7 @@ def fine_tune(plpy, GD, name, labels, source, base_model="inception_v3", blocks=
     base = registry.lookup(plpy, GD, FN, base_model, "base_model")
     registry.require_free_name(plpy, GD, FN, name, replace)
     source_oid = extract.relid_of(plpy, source)
-    spi.require_select(plpy, GD, FN, source_oid, "fine-tuning on its images")
+    privileges.require_select(plpy, GD, FN, source_oid, "fine-tuning on its images")
     rel, rows = classify.labelled_rows(plpy, FN, labels, opts)
     label_names = sorted({r["label"] for r in rows})
     require(FN, "labels", rel, len(label_names) >= 2, "a table of at least two classes")
@@ -331,8 +331,8 @@ def fine_tune(plpy, GD, name, labels, source, base_model="inception_v3", blocks=
                 "images": work, "ids": ids, "targets": [index[r["label"]] for r in rows],
                 "label_names": label_names, "blocks": blocks, "folds": folds,
                 "options": opts, "model_path": path, "output": os.path.join(work, "tuned.keras"),
-                "threads": list(spi.thread_settings(plpy, GD)),
-                "max_pixels": spi.max_pixels(plpy, GD),
+                "threads": list(settings.thread_settings(plpy, GD)),
+                "max_pixels": settings.max_pixels(plpy, GD),
                 "base": {k: base[k] for k in ("name", "input_height", "input_width",
                                               "preprocessing", "feature_layer", "pooling")}})
         finally:

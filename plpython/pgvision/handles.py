@@ -24,7 +24,7 @@ import re
 import secrets
 import shutil
 
-from . import __version__, extractors, registry, runtimes, slots, spi
+from . import __version__, extractors, registry, runtimes, settings, slots, spi
 from .errors import (INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT, PgvisionError,
                      require_not_null)
 from .files import default_model_dir, read_manifest, runtime_dir, sha256_file
@@ -76,9 +76,9 @@ def model_handle(plpy, GD, model):
     role = plpy.execute(spi.plan(plpy, GD, "SELECT oid, rolname AS name FROM pg_catalog.pg_roles "
                                  "WHERE rolname OPERATOR(pg_catalog.=) current_user"))[0]
     handle = {key: row.get(key) for key in _HANDLE_KEYS}
-    handle.update(version=__version__, threads=list(spi.thread_settings(plpy, GD)),
-                  max_model_backends=spi.max_model_backends(plpy, GD),
-                  max_image_pixels=spi.max_pixels(plpy, GD), runtime=runtime,
+    handle.update(version=__version__, threads=list(settings.thread_settings(plpy, GD)),
+                  max_model_backends=settings.max_model_backends(plpy, GD),
+                  max_image_pixels=settings.max_pixels(plpy, GD), runtime=runtime,
                   role=int(role["oid"]), role_name=role["name"], database=database,
                   registration=token)
     return sign(handle)
@@ -114,7 +114,7 @@ def sign(handle):
 def handle_runtime(plpy, GD, row):
     """The runtime workers will use: ``onnx`` once a converted file exists, which this
     converts the first time (loading the model here once), so workers never convert."""
-    runtime = spi.runtime_setting(plpy, GD)
+    runtime = settings.runtime_setting(plpy, GD)
     if not runtimes.runs_on_onnx(runtime):
         return "tensorflow"
     name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])

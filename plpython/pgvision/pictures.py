@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from . import featurestore, images, search, spi
+from . import featurestore, images, privileges, search, settings, spi
 from .errors import (ImageError, PgvisionError, UNDEFINED_OBJECT, require, require_choice,
                      require_int_range, require_not_null)
 
@@ -278,7 +278,7 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
         groups = [predicted.get(r["image_id"], "unlabelled") for r in rows]
     ids = [r["image_id"] for r in rows]
     if thumbnails:
-        spi.require_within_limit(plpy, GD, fn, "thumbnails (images on the map)", len(ids),
+        settings.require_within_limit(plpy, GD, fn, "thumbnails (images on the map)", len(ids),
                                  "pgvision.max_picture_images")
     stored = {}
     if thumbnails or (labels is not None and labels != "id"):
@@ -287,7 +287,7 @@ def plot_map(plpy, GD, model=None, color_by="cluster", source=None, thumbnails=F
                               None if labels in (None, "id") else labels, "labels")
     pictures = None
     if thumbnails:
-        max_pixels = spi.max_pixels(plpy, GD)
+        max_pixels = settings.max_pixels(plpy, GD)
         side = thumbnail_side(len(ids), size, layout, labels is not None)
         pictures = [_decoded(stored.get(i, {}).get("image"), side, max_pixels) for i in ids]
     texts = None
@@ -372,7 +372,7 @@ def contact_sheet(plpy, GD, image_id=None, image_ids=None, k=8, source=None, mod
         ids, distances = list(image_ids), {}
     stored = _read_images(plpy, GD, fn, source, ids, id_column, image_column, label_column,
                           "label_column")
-    tiles, max_pixels = [], spi.max_pixels(plpy, GD)
+    tiles, max_pixels = [], settings.max_pixels(plpy, GD)
     for position, i in enumerate(ids):
         row = stored.get(i, {})
         head = ("query " if image_id is not None and position == 0 else
@@ -384,23 +384,23 @@ def contact_sheet(plpy, GD, image_id=None, image_ids=None, k=8, source=None, mod
                       image_id is not None and position == 0))
     title = (f"{len(ids) - 1} nearest to image {image_id} ({model_row['name']}, cosine)"
              if image_id is not None else f"{len(ids)} images")
-    return draw_sheet(tiles, tile, columns, f"{spi.table_name(plpy, GD, source)}: {title}")
+    return draw_sheet(tiles, tile, columns, f"{privileges.table_name(plpy, GD, source)}: {title}")
 
 
 def _read_images(plpy, GD, fn, source, ids, id_column, image_column, label_column,
                  label_argument):
     """{id: {"image": bytes or None, "label": text or None}} of the ids, read as the caller
     (so the table's privileges and row security apply)."""
-    spi.require_column(plpy, GD, fn, "id_column", source, id_column)
+    privileges.require_column(plpy, GD, fn, "id_column", source, id_column)
     picked = [f"{plpy.quote_ident(id_column)}::pg_catalog.int8 AS id"]
     if image_column is not None:
-        spi.require_column(plpy, GD, fn, "image_column", source, image_column)
+        privileges.require_column(plpy, GD, fn, "image_column", source, image_column)
         picked.append(f"{plpy.quote_ident(image_column)} AS image")
     if label_column is not None:
-        spi.require_column(plpy, GD, fn, label_argument, source, label_column)
+        privileges.require_column(plpy, GD, fn, label_argument, source, label_column)
         picked.append(f"{plpy.quote_ident(label_column)}::pg_catalog.text AS label")
     rows = plpy.execute(plpy.prepare(
-        f"SELECT {', '.join(picked)} FROM {spi.table_name(plpy, GD, source)} "
+        f"SELECT {', '.join(picked)} FROM {privileges.table_name(plpy, GD, source)} "
         f"WHERE {plpy.quote_ident(id_column)} OPERATOR(pg_catalog.=) ANY ($1)", ["int8[]"]),
         [list(ids)])
     return {r["id"]: {"image": r.get("image"), "label": r.get("label")} for r in rows}

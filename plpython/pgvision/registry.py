@@ -14,7 +14,7 @@ import re
 import tempfile
 import zipfile
 
-from . import DEFAULT_MODEL, extractors, runtimes, spi
+from . import DEFAULT_MODEL, extractors, runtimes, settings, spi
 from .errors import (DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT,
                      EXTERNAL_ERROR, PgvisionError, require, require_choice, require_int_range,
                      require_not_null)
@@ -114,8 +114,8 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
         with tmp:
             tmp.write(data)
         path, temporary = tmp.name, True
-    threads = spi.thread_settings(plpy, GD)
-    runtime = spi.runtime_setting(plpy, GD)
+    threads = settings.thread_settings(plpy, GD)
+    runtime = settings.runtime_setting(plpy, GD)
     row = dict(name=name, sha256=digest, input_height=input_height, input_width=input_width,
                preprocessing=preprocessing, feature_layer=feature_layer, pooling=pooling)
     target = None

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import extract, featurestore, registry, spi, store
+from . import extract, featurestore, privileges, registry, settings, spi, store
 from .errors import (DATATYPE_MISMATCH, UNDEFINED_OBJECT, PgvisionError, require,
                      require_choice, require_int_range, require_not_null)
 
@@ -286,7 +286,7 @@ def _context(plpy, GD, fn, model, source):
         registry.lookup(plpy, GD, fn, model)  # raises the error that names the model
     row = rows[0]
     if not row["may_read"]:
-        spi.require_select(plpy, GD, fn, row["source_oid"], f"{fn} over its images")
+        privileges.require_select(plpy, GD, fn, row["source_oid"], f"{fn} over its images")
     model_row = {key.replace("model_sha256", "sha256"): row[key] for key in _REGISTRY}
     current = None if row["version"] is None else {
         key: value for key, value in row.items() if key not in _REGISTRY}
@@ -422,7 +422,7 @@ def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
     index = _index(plpy, GD, fn, model, source, current)
     if index is None:
         return exact_search
-    ef = spi.parse_setting("pgvision.ef_search", current["ef_setting"], current["ef_search"])
+    ef = settings.parse_setting("pgvision.ef_search", current["ef_setting"], current["ef_search"])
     # images changed since the index was built are searched exactly, never from the index
     # (the view's snapshot, which live() may just have renewed, is what the changes are of)
     if current["index_snap"] == view.state["snap"]:
@@ -486,7 +486,7 @@ def _rows(found, dist):
 
 
 def _missing(plpy, GD, fn, argument, model, source, ids):
-    name = featurestore.table_name(plpy, GD, source)
+    name = privileges.table_name(plpy, GD, source)
     what = (f"image {ids[0]} of {name} has" if len(ids) == 1 else
             f"{len(ids)} image(s) of {name} have")
     example = "" if len(ids) == 1 else f" (e.g. {ids[:5]})"
@@ -530,7 +530,7 @@ def similar_many(plpy, GD, image_ids, k=10, model=None, metric="cosine", source=
             "an array of 1 to 100000 image ids")
     require(fn, "image_ids", "NULL element", None not in image_ids, "an array without NULLs")
     _validate(fn, k, metric)
-    spi.require_within_limit(plpy, GD, fn, "rows (image_ids x k)", len(image_ids) * k,
+    settings.require_within_limit(plpy, GD, fn, "rows (image_ids x k)", len(image_ids) * k,
                              "pgvision.max_result_rows")
     model_row, source, current = _context(plpy, GD, fn, model, source)
 
@@ -641,8 +641,8 @@ def _require_index_owner(plpy, GD, fn, model, source):
                                      "WHERE model = $1 AND source = $2", ["text", "oid"]),
                             [model, source])
     if existing:
-        spi.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
-                          f"{featurestore.table_name(plpy, GD, source)}", existing[0]["owner"])
+        privileges.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
+                          f"{privileges.table_name(plpy, GD, source)}", existing[0]["owner"])
     return bool(existing)
 
 
@@ -702,8 +702,8 @@ def refresh_index(plpy, GD, source, model=None):
         raise PgvisionError(fn, f"model {model!r} has no index on this table", UNDEFINED_OBJECT,
                             hint="Create one with vision.create_index.")
     row = dict(row[0])
-    spi.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
-                      f"{featurestore.table_name(plpy, GD, source)}", row["owner"])
+    privileges.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
+                      f"{privileges.table_name(plpy, GD, source)}", row["owner"])
     params = {key: row[key] for key in ("metric", "m", "ef_construction", "ef_search",
                                         "pca_dims", "storage")}
     # the snapshot the refreshed index will carry is taken before the changes are read, so
@@ -754,7 +754,7 @@ def refresh_neighbours(plpy, GD, source, model=None, k=10, metric="cosine"):
     require_not_null(fn, "source", source)
     _validate(fn, k, metric)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    spi.require_table_owner(plpy, GD, fn, source, "cached neighbour lists")
+    privileges.require_table_owner(plpy, GD, fn, source, "cached neighbour lists")
     model = model_row["name"]
     matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
     existing = plpy.execute(spi.plan(plpy, GD, """

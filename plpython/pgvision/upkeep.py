@@ -22,7 +22,7 @@ Whatever it could not do (an index another role owns, say) is named in the repor
 
 import json
 
-from . import classify, extract, featurestore, search, spi, store
+from . import classify, extract, featurestore, privileges, search, spi, store
 from .errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError, require, require_not_null
 
 FN_MAINTAIN = "vision.maintain"
@@ -39,7 +39,7 @@ def maintain(plpy, GD, source):
     report = {"extracted": {}, "failed": {}, "indexes": {}, "neighbours": {}, "labelled": {},
               "files": {"sound": 0, "damaged": []}, "skipped": []}
     with spi.pinned_search_path(plpy) as pin:
-        spi.require_select(plpy, GD, fn, relid, "keeping its features current")
+        privileges.require_select(plpy, GD, fn, relid, "keeping its features current")
         for job in plpy.execute(spi.plan(plpy, GD, """
                 SELECT DISTINCT ON (model) model, id_column, image_column
                 FROM vision.extract_jobs WHERE source = $1 ORDER BY model, job_id DESC""",
@@ -122,7 +122,7 @@ def cron_schedule(function, seconds):
 
 
 def _job_name(plpy, GD, relid):
-    return f"pgvision maintain {featurestore.table_name(plpy, GD, relid)}"
+    return f"pgvision maintain {privileges.table_name(plpy, GD, relid)}"
 
 
 def _require_pg_cron(plpy, GD, function):
@@ -157,9 +157,9 @@ def keep_current(plpy, GD, source, every="1 minute"):
                                             ["text", "text"]), [source, every])[0][k]
                       for k in ("r", "s")]
     schedule = cron_schedule(fn, seconds)
-    spi.require_select(plpy, GD, fn, relid, "keeping its features current")
+    privileges.require_select(plpy, GD, fn, relid, "keeping its features current")
     _require_pg_cron(plpy, GD, fn)
-    table = featurestore.table_name(plpy, GD, relid)
+    table = privileges.table_name(plpy, GD, relid)
     command = f"CALL vision.maintain({plpy.quote_literal(table)})"
     return plpy.execute(spi.plan(plpy, GD, "SELECT cron.schedule($1, $2, $3) AS job",
                                  ["text", "text", "text"]),
