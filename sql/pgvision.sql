@@ -715,8 +715,8 @@ CREATE FUNCTION vision.create_index(
 ) RETURNS bigint
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
-from pgvision import search, spi
-return spi.call(plpy, GD, search.create_index, source, model, metric, m,
+from pgvision import indexes, spi
+return spi.call(plpy, GD, indexes.create_index, source, model, metric, m,
                 ef_construction, ef_search, pca_dims, storage)
 $$;
 COMMENT ON FUNCTION vision.create_index IS
@@ -726,8 +726,8 @@ CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'incept
 RETURNS text
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
-from pgvision import search, spi
-return spi.call(plpy, GD, search.refresh_index, source, model)
+from pgvision import indexes, spi
+return spi.call(plpy, GD, indexes.refresh_index, source, model)
 $$;
 COMMENT ON FUNCTION vision.refresh_index IS
   'Fold the changes since an index was built into it (or rebuild it when a fifth is out of date).';
@@ -736,8 +736,8 @@ CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception
 RETURNS boolean
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
-from pgvision import search, spi
-return spi.call(plpy, GD, search.drop_index, source, model)
+from pgvision import indexes, spi
+return spi.call(plpy, GD, indexes.drop_index, source, model)
 $$;
 COMMENT ON FUNCTION vision.drop_index IS 'Drop a table''s index; true if there was one.';
 

@@ -7,8 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from pgvision import featurestore, search, store
-from pgvision.featurestore import FeatureMatrix, Live
+from pgvision import ann, neighbours, snapshots, store
+from pgvision.featurestore import FeatureMatrix
+from pgvision.snapshots import Live
 
 
 @pytest.fixture(autouse=True)
@@ -88,10 +89,10 @@ def test_a_row_overwritten_after_mapping_is_found_by_its_checksum():
     view = Live({}, snap, np.empty(0, np.int64),
                 FeatureMatrix(np.empty(0, np.int64), np.empty((0, 6), np.float32)))
     view.verify(ids[[0, 1]])  # sound rows answer
-    with pytest.raises(featurestore.DamagedSnapshot) as caught:
+    with pytest.raises(snapshots.DamagedSnapshot) as caught:
         view.verify(ids[[0, 20]])
     assert caught.value.image_ids == [int(ids[20])] and caught.value.sha256 == sha
-    with pytest.raises(featurestore.DamagedSnapshot):
+    with pytest.raises(snapshots.DamagedSnapshot):
         view.matrix()
     # a row changed since the snapshot is answered from the table: its damage is moot
     changed = Live({}, snap, ids[[20]], FeatureMatrix(ids[[20]], vectors[[20]]))
@@ -155,10 +156,10 @@ def test_the_live_view_answers_from_current_vectors_only():
     np.testing.assert_array_equal(got.vectors[0], moved)
     # exact search over the view equals brute force over the current matrix
     q = vectors[3]
-    found, dist = search.exact_live(view, q, "cosine", 5, exclude=40)
-    expected, _ = search.exact(current, q, "cosine", 5, exclude=40)
+    found, dist = neighbours.exact_live(view, q, "cosine", 5, exclude=40)
+    expected, _ = neighbours.exact(current, q, "cosine", 5, exclude=40)
     assert found.tolist() == expected.tolist()
-    assert 20 not in search.exact_live(view, vectors[1], "l2", 50)[0]
+    assert 20 not in neighbours.exact_live(view, vectors[1], "l2", 50)[0]
 
 
 def test_the_live_view_without_changes_is_the_mapped_file_itself():
@@ -172,25 +173,25 @@ def test_the_live_view_without_changes_is_the_mapped_file_itself():
 def test_merged_blocks_write_the_current_rows_in_order():
     ids, vectors = matrix()
     view = live_view(ids, vectors, [10, 20, 15], [10, 15], [vectors[5], vectors[6]])
-    sha, _, n = store.write_snapshot(6, featurestore._merged_blocks(view, block=4))
+    sha, _, n = store.write_snapshot(6, snapshots._merged_blocks(view, block=4))
     merged = store.Snapshot(store.check(sha, "vec"))
     expected = view.matrix()
     np.testing.assert_array_equal(merged.ids, expected.ids)
     np.testing.assert_array_equal(merged.vectors, expected.vectors)
 
 
-@pytest.mark.parametrize("storage", search.STORAGES)
+@pytest.mark.parametrize("storage", ann.STORAGES)
 def test_an_index_skips_dead_and_changed_entries(storage):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(300, 16)).astype(np.float32)
-    index = search.build_index(vectors, "cosine", storage=storage)
+    index = ann.build_index(vectors, "cosine", storage=storage)
     entries = np.arange(300) + 1
-    idx = search._Index(None, index, entries, np.zeros(300, bool))
+    idx = ann.MappedIndex(None, index, entries, np.zeros(300, bool))
     idx.dead[4] = True  # entry of image 5
     alive = idx.alive(np.array([6], np.int64))
-    found = entries[search.ann(index, vectors[4], "cosine", 10, 64, alive)[0]]
+    found = entries[ann.ann(index, vectors[4], "cosine", 10, 64, alive)[0]]
     assert 5 not in found and 6 not in found and len(found) == 10
-    found = entries[search.ann(index, vectors[4], "cosine", 1, 64)[0]]
+    found = entries[ann.ann(index, vectors[4], "cosine", 1, 64)[0]]
     assert found.tolist() == [5]
 
 

@@ -4,8 +4,8 @@ names the function, the argument and the value (server-free: tests/fakeplpy.py).
 import pytest
 
 from fakeplpy import FakePlpy
-from pgvision import (catalog, classify, extract, handles, pictures, recommend, registry,
-                      search, shards, upkeep)
+from pgvision import (catalog, classify, extract, handles, indexes, pictures, recommend,
+                      registry, search, shards, upkeep)
 from pgvision.errors import NULL_VALUE, PgvisionError
 
 
@@ -33,15 +33,15 @@ CASES = [
      'argument "feature" must not be NULL'),
     ("vision.similar_to_image", lambda p, g: search.similar_to_image(p, g, b"x", k=10001),
      'argument "k" must be between 1 and 10000, got 10001'),
-    ("vision.create_index", lambda p, g: search.create_index(p, g, None),
+    ("vision.create_index", lambda p, g: indexes.create_index(p, g, None),
      'argument "source" must not be NULL'),
-    ("vision.create_index", lambda p, g: search.create_index(p, g, "t", m=1),
+    ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", m=1),
      'argument "m" must be between 2 and 128, got 1'),
-    ("vision.create_index", lambda p, g: search.create_index(p, g, "t", ef_search=0),
+    ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", ef_search=0),
      'argument "ef_search" must be between 1 and 4096, got 0'),
-    ("vision.create_index", lambda p, g: search.create_index(p, g, "t", storage="int4"),
+    ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", storage="int4"),
      "argument \"storage\" must be one of"),
-    ("vision.refresh_index", lambda p, g: search.refresh_index(p, g, None),
+    ("vision.refresh_index", lambda p, g: indexes.refresh_index(p, g, None),
      'argument "source" must not be NULL'),
     ("vision.refresh_neighbours", lambda p, g: search.refresh_neighbours(p, g, "t", k=0),
      'argument "k" must be between 1 and 10000, got 0'),
@@ -117,7 +117,7 @@ CASES = [
      "array'"),
     ("vision.evaluate_classifier", lambda p, g: classify.evaluate_classifier(p, g, None),
      'argument "classifier" must not be NULL'),
-    ("vision.drop_index", lambda p, g: search.drop_index(p, g, None),
+    ("vision.drop_index", lambda p, g: indexes.drop_index(p, g, None),
      'argument "source" must not be NULL'),
     ("vision.compare_classifiers",
      lambda p, g: classify.compare_classifiers(p, g, "labels", rank_by="speed"),

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import featurestore, privileges, spi
+from . import featurestore, privileges, snapshots, spi
 from .errors import require, require_choice, require_not_null
 
 FN_CLUSTER = "vision.cluster"
@@ -36,7 +36,7 @@ def cluster(plpy, GD, model=None, k=8, method="kmeans", source=None):
     require_choice(fn, "method", method, ("kmeans",))
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     privileges.require_table_owner(plpy, GD, fn, source, "clusters")
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    matrix = snapshots.load_for(plpy, GD, fn, model_row, source)
     require_not_null(fn, "k", k)
     require(fn, "k", k, 1 <= k <= len(matrix.ids),
             f"between 1 and the number of images with features ({len(matrix.ids)})")
@@ -86,7 +86,7 @@ def embed_2d(plpy, GD, model=None, method="tsne", source=None):
     require_choice(fn, "method", method, ("tsne", "pca"))
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     privileges.require_table_owner(plpy, GD, fn, source, "the 2-D map")
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    matrix = snapshots.load_for(plpy, GD, fn, model_row, source)
     require(fn, "model", model_row["name"], len(matrix.ids) >= 3,
             "a model with features for at least 3 images in this table")
     plpy.notice(f"{fn}: {method} of {len(matrix.ids)} images x {matrix.dims} dims ...")

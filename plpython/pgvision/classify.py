@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from . import extract, featurestore, privileges, registry, spi
+from . import extract, featurestore, privileges, registry, snapshots, spi
 from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT,
                      PgvisionError, require, require_choice, require_int_range,
@@ -297,7 +297,7 @@ def labelled_rows(plpy, fn, labels, opts):
 def _labelled(plpy, GD, fn, labels, source, model_row, opts):
     """(vectors, class indices, label names, image ids) of the labelled images."""
     rel, rows = labelled_rows(plpy, fn, labels, opts)
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    matrix = snapshots.load_for(plpy, GD, fn, model_row, source)
     ids = np.array([r["id"] for r in rows], dtype=np.int64)
     present = np.isin(ids, matrix.ids)
     if not present.all():
@@ -433,7 +433,7 @@ def _classifier(plpy, GD, fn, name):
             ["text"]), [name])[0]
         training = None
         if row["method"] == "knn":
-            matrix = featurestore.load(plpy, GD, fn, row["model"], row["source"], row["dims"])
+            matrix = snapshots.load(plpy, GD, fn, row["model"], row["source"], row["dims"])
             ids = np.array(stored["train_ids"], dtype=np.int64)
             keep = np.isin(ids, matrix.ids)
             training = (matrix.vectors[matrix.positions(ids[keep])],

@@ -16,7 +16,7 @@ import io
 
 import numpy as np
 
-from . import classify, featurestore, spi
+from . import classify, featurestore, snapshots, spi
 from .errors import (UNDEFINED_OBJECT, PgvisionError, require, require_choice,
                      require_int_range, require_not_null)
 from .search import top_k
@@ -117,7 +117,7 @@ def _retrain_taste(plpy, GD, fn, user_id, model_row, source):
     ids, liked = _votes(plpy, GD, user_id, model_row["name"], source)
     if len(set(liked.tolist())) < 2:
         return
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    matrix = snapshots.load_for(plpy, GD, fn, model_row, source)
     keep = np.isin(ids, matrix.ids)
     taste = fit_taste(matrix.vectors[matrix.positions(ids[keep])], liked[keep])
     buf = io.BytesIO()
@@ -138,7 +138,7 @@ def recommend(plpy, GD, user_id, k=10, exclude_seen=True, model=None, source=Non
     fn = FN_RECOMMEND
     validate_recommend(fn, user_id, k, exclude_seen)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)
+    matrix = snapshots.load_for(plpy, GD, fn, model_row, source)
     strategy, payload, seen = preferences(plpy, GD, user_id, model_row, source, lambda: matrix)
     return [(i, score, strategy)
             for i, score in best_scored(matrix, strategy, payload, seen if exclude_seen else (), k)]
@@ -229,7 +229,7 @@ def score_images(plpy, GD, model, source, k, exclude, strategy, taste, centre, p
     else:
         payload = (np.asarray(popular_ids or [], dtype=np.int64),
                    np.asarray(popular_net or [], dtype=np.float64))
-    matrix = featurestore.load_for(plpy, GD, fn, model_row, source)  # after the checks
+    matrix = snapshots.load_for(plpy, GD, fn, model_row, source)  # after the checks
     return best_scored(matrix, strategy, payload, exclude or (), k)
 
 

@@ -11,7 +11,7 @@ merge what comes back. Shards are addressed by libpq connection strings.
 import json
 import re
 
-from . import __version__, featurestore, registry, spi
+from . import __version__, featurestore, registry, snapshots, spi
 from .classify import read_labels
 from .extract import features_of
 from .recommend import preferences, validate_recommend
@@ -450,7 +450,7 @@ def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
         source_oid = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
         strategy, payload, seen = preferences(
             plpy, GD, user_id, model_row, source_oid,
-            lambda: featurestore.load_for(plpy, GD, fn, model_row, source_oid))
+            lambda: snapshots.load_for(plpy, GD, fn, model_row, source_oid))
         taste = payload if strategy == "taste model" else None
         centre = payload.tolist() if strategy == "similar to likes" else None
         popular = payload if strategy == "popularity" else ([], [])

@@ -22,7 +22,7 @@ Whatever it could not do (an index another role owns, say) is named in the repor
 
 import json
 
-from . import classify, extract, featurestore, privileges, search, spi, store
+from . import classify, extract, featurestore, indexes, privileges, search, snapshots, spi, store
 from .errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError, require, require_not_null
 
 FN_MAINTAIN = "vision.maintain"
@@ -53,7 +53,7 @@ def maintain(plpy, GD, source):
                                          "WHERE source = $1 AND stale ORDER BY model", ["oid"]),
                                 [relid]):
             _step(report, "indexes", row["model"],
-                  lambda: search.refresh_index(plpy, GD, relid, row["model"]))
+                  lambda: indexes.refresh_index(plpy, GD, relid, row["model"]))
         for row in plpy.execute(spi.plan(plpy, GD, """
                 SELECT DISTINCT ON (model) model, k, metric FROM vision.neighbours
                 WHERE source = $1 GROUP BY model, k, metric
@@ -89,8 +89,8 @@ def _check_files(plpy, GD, relid, report):
                          "damaged; it is " + ("rebuilt from vision.features" if what ==
                          "snapshot" else "restored from vision.index_chunks by the next search"))
             if what == "snapshot":
-                featurestore.forget_mapping(GD, row["sha256"])
-                featurestore.build_snapshot(plpy, GD, FN_MAINTAIN, row["model"], relid,
+                snapshots.forget_mapping(GD, row["sha256"])
+                snapshots.build_snapshot(plpy, GD, FN_MAINTAIN, row["model"], relid,
                                             row["dims"], featurestore.state(
                                                 plpy, GD, row["model"], relid))
 

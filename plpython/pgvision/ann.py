@@ -1,0 +1,247 @@
+"""Approximate nearest neighbours: HNSW indexes (faiss) with float32, float16 or int8
+storage and optional PCA, kept as store files every backend maps and, as the truth, in
+``vision.index_chunks``.
+
+An index is built over a feature snapshot; its entries are numbered in the order they were
+added, ``vision.indexes.entry_ids`` maps them to image ids and ``dead`` marks replaced or
+deleted ones. Images changed since the index's transaction snapshot are filtered out of its
+answers (a faiss ID selector) and searched exactly beside it (:mod:`pgvision.search`), so an
+answer is never stale.
+
+Why faiss (measured against usearch, hnswlib and annoy, shared/FACTS.md): manylinux
+wheels, HNSW with float32 / float16 / int8 storage and PCA behind one API, ID selectors for
+filtered search, and ``IO_FLAG_MMAP_IFC``, which maps an index file without a private copy
+(and searched 2-5x faster than usearch's mapped view here).
+"""
+
+import os
+
+import numpy as np
+
+from . import featurestore, spi, store
+
+INDEX_CACHE = "pgvision.indexes"
+
+STORAGES = ("float32", "float16", "int8")
+
+
+CHUNK_BYTES = 64 << 20   # an index is stored in rows of this size: no 1 GB value ceiling
+
+
+REBUILD_FRACTION = 0.2   # refresh rebuilds once this fraction of entries is out of date
+
+
+_TRAIN_ROWS = 50_000
+
+
+_ADD_ROWS = 16_384
+
+
+def faiss_module():
+    import faiss
+    return faiss
+
+
+def _prepare(vectors, metric):
+    """Vectors as the index sees them: unit length for cosine."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if metric == "cosine":
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)[:, None]
+    return vectors
+
+
+def new_index(dims, metric, m=16, ef_construction=64, pca_dims=None, storage="float32"):
+    """An empty HNSW index (faiss); entries are numbered in the order they are added."""
+    faiss = faiss_module()
+    inner_metric = faiss.METRIC_INNER_PRODUCT if metric != "l2" and not (
+        pca_dims and metric == "cosine") else faiss.METRIC_L2
+    width = pca_dims or dims
+    if storage == "float32":
+        hnsw = faiss.IndexHNSWFlat(width, m, inner_metric)
+    else:
+        kind = {"float16": faiss.ScalarQuantizer.QT_fp16,
+                "int8": faiss.ScalarQuantizer.QT_8bit}[storage]
+        hnsw = faiss.IndexHNSWSQ(width, kind, m, inner_metric)
+    hnsw.hnsw.efConstruction = ef_construction
+    if pca_dims:
+        return faiss.IndexPreTransform(faiss.PCAMatrix(dims, pca_dims), hnsw)
+    return hnsw
+
+
+def add_vectors(index, vectors, metric, train=False):
+    """Add rows (any array-like, e.g. a mapped snapshot) a block at a time, so a matrix
+    larger than memory never needs a second copy; trains first when asked."""
+    faiss = faiss_module()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    if train and not index.is_trained:
+        step = max(1, len(vectors) // _TRAIN_ROWS)
+        index.train(_prepare(vectors[::step], metric))
+    for start in range(0, len(vectors), _ADD_ROWS):
+        index.add(_prepare(vectors[start:start + _ADD_ROWS], metric))
+    return index
+
+
+def build_index(vectors, metric, m=16, ef_construction=64, pca_dims=None, storage="float32"):
+    return add_vectors(new_index(vectors.shape[1], metric, m, ef_construction, pca_dims,
+                                 storage), vectors, metric, train=True)
+
+
+def ann(index, query, metric, k, ef_search, alive=None, scores=False):
+    """Approximate candidates of each query: entry numbers, best first (-1 padding
+    dropped), with faiss' scores when ``scores``. ``alive`` is a packed bitmap of the
+    entries that may be returned."""
+    faiss = faiss_module()
+    # One query has nothing to split across threads; waking an OpenMP team costs more
+    # than the search itself.
+    faiss.omp_set_num_threads(1)
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = max(ef_search, k)
+    selector = None
+    if alive is not None:
+        selector = faiss.IDSelectorBitmap(index.ntotal, faiss.swig_ptr(alive))
+        params.sel = selector
+    queries = _prepare(np.atleast_2d(query), metric)
+    raw, found = index.search(queries, k, params=params)
+    if scores:
+        return [(row[row >= 0], score[row >= 0]) for row, score in zip(found, raw)]
+    return [row[row >= 0] for row in found]
+
+
+def index_distance(scores, metric):
+    """faiss scores of an unreduced index → pgvision's distances."""
+    if metric == "cosine":
+        return 1.0 - scores
+    if metric == "ip":
+        return -scores
+    return np.sqrt(np.maximum(scores, 0.0))
+
+
+class MappedIndex:
+    """A mapped index, its entries' image ids, and which entries are dead."""
+
+    def __init__(self, handle, faiss_index, entry_ids, dead):
+        self.handle = handle          # keeps the object faiss.read_index returned alive
+        self.faiss = faiss_index
+        self.entry_ids = entry_ids
+        self.dead = dead              # bool per entry: replaced or deleted since it was added
+        self._alive = {}
+
+    def alive(self, changed):
+        """Packed bitmap of entries that may answer (not dead, not changed since the build);
+        None when all may (a search without a filter is faster)."""
+        key = changed.tobytes()
+        if key not in self._alive:
+            ok = ~self.dead
+            if len(changed):
+                ok &= ~np.isin(self.entry_ids, changed)
+            self._alive = {key: None if ok.all() else np.packbits(ok, bitorder="little")}
+        return self._alive[key]
+
+
+def entries(row):
+    """An index row's entry image ids and dead flags, as stored by :func:`store_index`."""
+    entry_ids = np.frombuffer(bytes(row["entry_ids"]), dtype="<i8")
+    dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
+                         count=len(entry_ids), bitorder="little").astype(bool)
+    return entry_ids, dead
+
+
+def write_index(index):
+    """Write a faiss index as a store file: (sha256, size)."""
+    tmp = store.incoming()
+    try:
+        faiss_module().write_index(index, tmp)
+        return store.adopt(tmp, "faiss")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def map_index(sha, entry_ids, dead):
+    faiss = faiss_module()
+    path = store.check(sha, "faiss")
+    if path is None:
+        return None
+    handle = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+    return MappedIndex(handle, faiss.downcast_index(handle), entry_ids, dead)
+
+
+def mapped(plpy, GD, fn, model, source, current):
+    """The mapped index of (model, source), cached by generation; None (with a WARNING) when
+    its stored bytes are damaged."""
+    cache = GD.setdefault(INDEX_CACHE, {})
+    hit = cache.get((model, source))
+    if hit is not None and hit[0] == current["index_generation"]:
+        return hit[1]
+    entry_ids, dead = entries(plpy.execute(spi.plan(
+        plpy, GD, "SELECT entry_ids, dead FROM vision.indexes WHERE model = $1 AND source = $2",
+        ["text", "oid"]), [model, source])[0])
+    sha = current["index_sha"]
+    index = map_index(sha, entry_ids, dead)
+    if index is None:
+        index = _restoremapped(plpy, GD, fn, model, source, sha, entry_ids, dead)
+    cache[(model, source)] = (current["index_generation"], index)
+    return index
+
+
+def _restoremapped(plpy, GD, fn, model, source, sha, entry_ids, dead):
+    """Write the index file again from its chunks in vision.index_chunks."""
+    cursor = plpy.cursor(spi.plan(plpy, GD, "SELECT data FROM vision.index_chunks "
+                                  "WHERE model = $1 AND source = $2 ORDER BY part",
+                                  ["text", "oid"]), [model, source])
+
+    def parts():
+        while True:
+            rows = cursor.fetch(1)
+            if not rows:
+                return
+            yield bytes(rows[0]["data"])
+    written, _ = store.write_parts("faiss", parts())
+    if written != sha:
+        store.remove(written, "faiss")
+        plpy.warning(f"{fn}: the stored index of model {model!r} is corrupted (checksum "
+                     "mismatch); using exact search. Rebuild it with vision.create_index.")
+        return None
+    return map_index(sha, entry_ids, dead)
+
+
+def _storemapped(plpy, GD, model_row, source, snap, index, entry_ids, dead, seconds, params):
+    """Write the index file, its chunks and its row (replacing any previous one)."""
+    model = model_row["name"]
+    sha, size = write_index(index)
+    spi.write(plpy, GD, spi.plan(plpy, GD, """
+        INSERT INTO vision.indexes AS i (model, source, metric, m, ef_construction, ef_search,
+            pca_dims, storage, dims, n, entries, snap, entry_ids, dead, sha256, size_bytes,
+            build_seconds)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::pg_catalog.pg_snapshot, $13,
+                $14, $15, $16, $17)
+        ON CONFLICT (model, source) DO UPDATE SET metric = EXCLUDED.metric, m = EXCLUDED.m,
+            ef_construction = EXCLUDED.ef_construction, ef_search = EXCLUDED.ef_search,
+            pca_dims = EXCLUDED.pca_dims, storage = EXCLUDED.storage, dims = EXCLUDED.dims,
+            n = EXCLUDED.n, entries = EXCLUDED.entries, snap = EXCLUDED.snap,
+            entry_ids = EXCLUDED.entry_ids, dead = EXCLUDED.dead, sha256 = EXCLUDED.sha256,
+            size_bytes = EXCLUDED.size_bytes, build_seconds = EXCLUDED.build_seconds,
+            generation = pg_catalog.nextval('vision.index_generation_seq'),
+            built_at = pg_catalog.clock_timestamp()""",
+        ["text", "oid", "text", "int4", "int4", "int4", "int4", "text", "int4", "int8", "int8",
+         "text", "bytea", "bytea", "text", "int8", "float8"]),
+        [model, source, params["metric"], params["m"], params["ef_construction"],
+         params["ef_search"], params["pca_dims"], params["storage"], model_row["dims"],
+         int((~dead).sum()), len(entry_ids), snap, entry_ids.astype("<i8").tobytes(),
+         np.packbits(dead, bitorder="little").tobytes(), sha, size, seconds])
+    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.index_chunks "
+                                 "WHERE model = $1 AND source = $2", ["text", "oid"]),
+              [model, source])
+    insert = spi.plan(plpy, GD, "INSERT INTO vision.index_chunks (model, source, part, data) "
+                      "VALUES ($1, $2, $3, $4)", ["text", "oid", "int4", "bytea"])
+    with open(store.path_of(sha, "faiss"), "rb") as fh:
+        for part, data in enumerate(iter(lambda: fh.read(CHUNK_BYTES), b"")):
+            spi.write(plpy, GD, insert, [model, source, part, data])
+    featurestore.forget_changes(plpy, GD, model, source)
+    forget(GD, model, source)
+    featurestore.collect_garbage(plpy, GD)
+
+
+def forget(GD, model, source):
+    """Drop this backend's mapping of the index of (model, source)."""
+    GD.get(INDEX_CACHE, {}).pop((model, source), None)
