@@ -87,7 +87,7 @@ def baselines(cur, table, labels, model, folds=5):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import Normalizer
 
-    from pgvision.classify import folds_for
+    from pgvision.learners import folds_for
 
     cur.execute(f"SELECT f.feature, l.label FROM {labels} l JOIN vision.features f ON "
                 "f.image_id = l.image_id AND f.source = %s::regclass AND f.model = %s "
@@ -113,7 +113,7 @@ def baselines(cur, table, labels, model, folds=5):
 
 
 def throughput(cur, table, labels, model):
-    from pgvision.classify import from_bytes
+    from pgvision.learners import from_bytes
 
     cur.execute("SELECT vision.train_classifier('bench_head', %s, %s, %s, 'logistic', "
                 "replace => true)", (labels, table, model))

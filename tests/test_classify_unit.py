@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import pytest
 
-from pgvision.classify import Linear, cross_validate, fit, folds_for, from_bytes, to_bytes
+from pgvision.learners import Linear, cross_validate, fit, folds_for, from_bytes, to_bytes
 
 
 def blobs(n_per=20, d=16, seed=0):

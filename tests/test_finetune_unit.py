@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from pgvision import classify, finetune
+from pgvision import finetune, learners
 from pgvision.errors import PgvisionError
 from conftest import installed_model
 
@@ -44,7 +44,7 @@ def test_the_head_starts_where_the_logistic_classifier_ends():
     rng = np.random.default_rng(0)
     X = np.abs(rng.normal(size=(60, 16))).astype(np.float32) + np.repeat(np.eye(3, 16), 20, 0)
     y = np.repeat(np.arange(3), 20)
-    clf = classify.fit("logistic", X, y, {}, 3)
+    clf = learners.fit("logistic", X, y, {}, 3)
     normalise, dense, weights = finetune._head(keras, 3, clf)
     inputs = keras.Input((16,))
     net = keras.Model(inputs, dense(normalise(inputs)))

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from . import classify, extract, extractors, images, offload, privileges, registry, settings
+from . import (classify, extract, extractors, images, learners, offload, privileges, registry, settings)
 from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_int_range, require_not_null
 
 FN = "vision.fine_tune"
@@ -157,7 +157,7 @@ def _train(keras, top, start_weights, A, y, features, n_classes, opts, rng, prog
     else:  # too few images to hold some out: train the full epochs
         fit_idx, validation = np.arange(len(y)), None
     top.set_weights(start_weights)
-    start = classify.fit("logistic", features[fit_idx], y[fit_idx], {}, n_classes)
+    start = learners.fit("logistic", features[fit_idx], y[fit_idx], {}, n_classes)
     normalise, dense, head_weights = _head(keras, n_classes, start)
     inputs = keras.Input(A.shape[1:])
     net = keras.Model(inputs, dense(normalise(top(inputs))))
@@ -246,11 +246,11 @@ def fine_tune_job(args, progress):
                                 base_features[train], len(labels), opts, rng, progress,
                                 f"fold {fold}/{n_folds}")
             proba[test] = predict(A[test])
-            base_proba[test] = classify.fit("logistic", base_features[train], y[train], {},
+            base_proba[test] = learners.fit("logistic", base_features[train], y[train], {},
                                             len(labels)).scores(base_features[test])
-        result["cross_validation"] = {"folds": n_folds, **classify.report(y, proba, labels)}
+        result["cross_validation"] = {"folds": n_folds, **learners.report(y, proba, labels)}
         result["baseline"] = {"method": f"logistic on {base['name']}'s frozen features",
-                              **classify.report(y, base_proba, labels)}
+                              **learners.report(y, base_proba, labels)}
         result["gain_accuracy"] = (result["cross_validation"]["accuracy"] -
                                    result["baseline"]["accuracy"])
     started = time.monotonic()

@@ -4,7 +4,7 @@ Thompson-sampling exploration over the catalog's clusters.
 - Votes live in ``vision.votes``, one per (owning role, user, image): the last vote wins, and
   a role's user ids are its own shoppers (another role neither sees nor votes for them).
 - A user's taste model is a logistic model on unit-length features (the ``logistic``
-  classifier of :mod:`pgvision.classify`, regularisation chosen by cross-validation), fitted
+  classifier of :mod:`pgvision.learners`, regularisation chosen by cross-validation), fitted
   over the user's votes after each vote, stored as plain arrays. With no votes, or votes of one kind only, ``recommend`` falls back to
   popularity or to similarity to the liked images, and says which in its ``strategy`` column.
 - Bandit: a Beta(1, 1) prior per (user, cluster), updated by votes; ``bandit_next`` draws
@@ -16,10 +16,10 @@ import io
 
 import numpy as np
 
-from . import classify, featurestore, snapshots, spi
+from . import featurestore, learners, snapshots, spi
 from .errors import (UNDEFINED_OBJECT, PgvisionError, require, require_choice,
                      require_int_range, require_not_null)
-from .search import top_k
+from .neighbours import top_k
 
 FN_VOTE = "vision.record_vote"
 FN_RECOMMEND = "vision.recommend"
@@ -42,7 +42,7 @@ def fit_taste(X, liked):
       mean of the liked images minus half that of the disliked ones (a discriminative model
       on a handful of votes learns "unlike the dislikes" and ranks strangers first: on the
       demo's photos, 2 likes and 2 dislikes put the retina shots above the cat's copies).
-    - From then on: the ``logistic`` classifier of :mod:`pgvision.classify` on the votes
+    - From then on: the ``logistic`` classifier of :mod:`pgvision.learners` on the votes
       (unit-length features, regularisation chosen by cross-validation).
 
     0.6.0 standardised each dimension over the user's few votes, which blew up dimensions
@@ -50,12 +50,12 @@ def fit_taste(X, liked):
     than plain cosine similarity to their likes."""
     liked = np.asarray(liked, dtype=bool)
     if min(liked.sum(), (~liked).sum()) < LOGISTIC_FROM:
-        U = classify.unit(X.astype(np.float64))
-        w = classify.unit(U[liked].mean(axis=0, keepdims=True))[0]
+        U = learners.unit(X.astype(np.float64))
+        w = learners.unit(U[liked].mean(axis=0, keepdims=True))[0]
         if (~liked).any():
-            w = w - ROCCHIO_DISLIKE * classify.unit(U[~liked].mean(axis=0, keepdims=True))[0]
+            w = w - ROCCHIO_DISLIKE * learners.unit(U[~liked].mean(axis=0, keepdims=True))[0]
         return np.zeros(X.shape[1]), np.ones(X.shape[1]), w, 0.0
-    clf = classify.fit("logistic", X, liked.astype(int), {}, 2)
+    clf = learners.fit("logistic", X, liked.astype(int), {}, 2)
     return (clf.mean, clf.scale, clf.weights[:, 1] - clf.weights[:, 0],
             float(clf.bias[1] - clf.bias[0]))
 
@@ -64,7 +64,7 @@ def like_probability(taste, X, l2=True):
     """P(like) of each row of X (``l2``: taste models of 0.7.0 on, which see unit-length
     rows; those stored before 0.7.0 saw raw features)."""
     mean, scale, w, b = taste
-    z = (((classify.unit(X) if l2 else X) - mean) / scale) @ w + b
+    z = (((learners.unit(X) if l2 else X) - mean) / scale) @ w + b
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
