@@ -12,7 +12,7 @@ from psycopg2 import errors as pgerr
 
 import pgvision
 from conftest import image_bytes, query
-from pgvision.shards import parse_conninfo
+from pgvision.shardlinks import parse_conninfo
 from pgvision.errors import PgvisionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -23,17 +23,9 @@ from . import featurestore, spi, store
 INDEX_CACHE = "pgvision.indexes"
 
 STORAGES = ("float32", "float16", "int8")
-
-
 CHUNK_BYTES = 64 << 20   # an index is stored in rows of this size: no 1 GB value ceiling
-
-
 REBUILD_FRACTION = 0.2   # refresh rebuilds once this fraction of entries is out of date
-
-
 _TRAIN_ROWS = 50_000
-
-
 _ADD_ROWS = 16_384
 
 

@@ -9,12 +9,13 @@ merge what comes back. Shards are addressed by libpq connection strings.
 """
 
 import json
-import re
 
 from . import __version__, featurestore, registry, snapshots, spi
 from .classify import read_labels
 from .extract import features_of
 from .recommend import preferences, validate_recommend
+from .shardlinks import (EXPORTS, FDW_PREFIX, PROXY_SERVER, USER_KEYS, fan_out, literal,
+                         option_list, qualified_table, validate_shards)
 from .errors import (DUPLICATE_OBJECT, INVALID_PARAMETER, OBJECT_IN_USE, UNDEFINED_OBJECT,
                      PgvisionError, require, require_int_range, require_not_null)
 
@@ -30,61 +31,8 @@ FN_TRAIN = "vision_cluster.train_classifier"
 FN_CLASSIFY_TABLE = "vision_cluster.classify_table"
 FN_VOTE = "vision_cluster.record_vote"
 FN_RECOMMEND = "vision_cluster.recommend"
-# What every shard exports for reading on the coordinator: view name → (shard-side view,
-# its columns). The shard-side views give the source table as a qualified name, since a
-# regclass (an OID) means nothing on another node.
-EXPORTS = {
-    "features": ("features_export", "model text, source text, image_id bigint, feature real[], "
-                 "extracted_at timestamptz"),
-    "predictions": ("predictions_export", "classifier text, source text, image_id bigint, "
-                    "label text, probability real, predicted_at timestamptz"),
-}
-PROXY_SERVER = "pgvision"
-FDW_PREFIX = "pgvision_shard_"
-MAX_SHARDS = 64
 # knn keeps its labelled images' ids and reads their features where it predicts.
 CLUSTER_METHODS = ("softmax", "logistic", "sgd")
-# libpq keywords that belong to a postgres_fdw user mapping rather than to its server.
-_USER_KEYS = ("user", "password")
-_CONNINFO = re.compile(r"\s*([A-Za-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
-
-
-def parse_conninfo(function, argument, text):
-    """``key=value`` pairs of a libpq keyword/value connection string (no URIs)."""
-    require_not_null(function, argument, text)
-    pairs, position = {}, 0
-    while position < len(text.rstrip()):
-        match = _CONNINFO.match(text, position)
-        if not match:
-            raise PgvisionError(function, f'argument "{argument}" is not a libpq connection '
-                                f"string (key=value ...): {text!r}")
-        key, value = match.group(1), match.group(2)
-        if value.startswith("'"):
-            value = re.sub(r"\\(.)", r"\1", value[1:-1])
-        pairs[key] = value
-        position = match.end()
-    require(function, argument, text, "dbname" in pairs, "a connection string with dbname")
-    return pairs
-
-
-def _validate_shards(function, shards):
-    require_not_null(function, "shards", shards)
-    count = len(shards)
-    require(function, "shards", f"{count} connection strings",
-            1 <= count <= MAX_SHARDS and count & (count - 1) == 0,
-            f"1, 2, 4, ... or {MAX_SHARDS} connection strings (PL/Proxy needs a power of two)")
-    require(function, "shards", "NULL element", None not in shards, "an array without NULLs")
-    require(function, "shards", "a repeated connection string", len(set(shards)) == count,
-            "distinct connection strings")
-    return [parse_conninfo(function, f"shards[{i + 1}]", dsn) for i, dsn in enumerate(shards)]
-
-
-def _literal(plpy, value):
-    return plpy.quote_literal(value)
-
-
-def _options(plpy, pairs):
-    return ", ".join(f"{plpy.quote_ident(k)} {_literal(plpy, v)}" for k, v in pairs.items())
 
 
 def setup(plpy, GD, shards, replace=False):
@@ -92,29 +40,29 @@ def setup(plpy, GD, shards, replace=False):
     and user mappings and the ``vision_cluster.features`` view; then refuse shards whose
     pgvision version differs from the coordinator's. Returns the number of shards."""
     fn = FN_SETUP
-    parsed = _validate_shards(fn, shards)
+    parsed = validate_shards(fn, shards)
     require_not_null(fn, "replace", replace)
     existing = plpy.execute("SELECT srvname FROM pg_catalog.pg_foreign_server "
-                            f"WHERE srvname = {_literal(plpy, PROXY_SERVER)} "
-                            f"OR srvname LIKE {_literal(plpy, FDW_PREFIX + '%')}")
+                            f"WHERE srvname = {literal(plpy, PROXY_SERVER)} "
+                            f"OR srvname LIKE {literal(plpy, FDW_PREFIX + '%')}")
     if existing and not replace:
         raise PgvisionError(fn, f"a cluster is already set up ({len(existing) - 1} shards)",
                             DUPLICATE_OBJECT, hint="Pass replace => true to set it up anew.")
     for row in existing:
         plpy.execute(f"DROP SERVER {plpy.quote_ident(row['srvname'])} CASCADE")
-    partitions = ", ".join(f"p{i} {_literal(plpy, dsn)}" for i, dsn in enumerate(shards))
+    partitions = ", ".join(f"p{i} {literal(plpy, dsn)}" for i, dsn in enumerate(shards))
     plpy.execute(f"CREATE SERVER {PROXY_SERVER} FOREIGN DATA WRAPPER plproxy "
                  f"OPTIONS (connection_lifetime '1800', {partitions})")
     plpy.execute(f"CREATE USER MAPPING FOR PUBLIC SERVER {PROXY_SERVER}")
     selects = {view: [] for view in EXPORTS}
     for i, pairs in enumerate(parsed):
         server = f"{FDW_PREFIX}{i}"
-        server_opts = {k: v for k, v in pairs.items() if k not in _USER_KEYS}
-        user_opts = {k: v for k, v in pairs.items() if k in _USER_KEYS}
+        server_opts = {k: v for k, v in pairs.items() if k not in USER_KEYS}
+        user_opts = {k: v for k, v in pairs.items() if k in USER_KEYS}
         plpy.execute(f"CREATE SERVER {server} FOREIGN DATA WRAPPER postgres_fdw "
-                     f"OPTIONS ({_options(plpy, server_opts)})")
+                     f"OPTIONS ({option_list(plpy, server_opts)})")
         plpy.execute(f"CREATE USER MAPPING FOR PUBLIC SERVER {server}" +
-                     (f" OPTIONS ({_options(plpy, user_opts)})" if user_opts else ""))
+                     (f" OPTIONS ({option_list(plpy, user_opts)})" if user_opts else ""))
         for view, (shard_view, columns) in EXPORTS.items():
             plpy.execute(f"CREATE FOREIGN TABLE vision_cluster.{view}_shard_{i} ({columns}) "
                          f"SERVER {server} OPTIONS (schema_name 'vision', "
@@ -141,11 +89,11 @@ def distribute_table(plpy, GD, name, id_column="id"):
     fn = FN_DISTRIBUTE
     require_not_null(fn, "name", name)
     require_not_null(fn, "id_column", id_column)
-    parts = plpy.execute(f"SELECT pg_catalog.parse_ident({_literal(plpy, name)}) AS p")[0]["p"]
+    parts = plpy.execute(f"SELECT pg_catalog.parse_ident({literal(plpy, name)}) AS p")[0]["p"]
     require(fn, "name", name, len(parts) in (1, 2), "a table name, optionally schema-qualified")
     schema, table = (["public"] + parts)[-2:]
     shards = plpy.execute(f"SELECT srvname FROM pg_catalog.pg_foreign_server WHERE srvname LIKE "
-                          f"{_literal(plpy, FDW_PREFIX + '%')} ORDER BY srvname")
+                          f"{literal(plpy, FDW_PREFIX + '%')} ORDER BY srvname")
     if not shards:
         raise PgvisionError(fn, "no cluster is set up", INVALID_PARAMETER,
                             hint="SELECT vision_cluster.setup(ARRAY['host=... dbname=...', ...])")
@@ -157,7 +105,7 @@ def distribute_table(plpy, GD, name, id_column="id"):
                      f"FROM SERVER {FDW_PREFIX}0 INTO {staging}")
         columns = plpy.execute(
             "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = "
-            f"pg_catalog.to_regclass({_literal(plpy, staging + '.' + qi(table))}) AND attnum > 0")
+            f"pg_catalog.to_regclass({literal(plpy, staging + '.' + qi(table))}) AND attnum > 0")
         if not columns:
             raise PgvisionError(fn, f'argument "name": shard 0 has no table {schema}.{table}',
                                 INVALID_PARAMETER, hint="Create it on every shard first.")
@@ -171,66 +119,10 @@ def distribute_table(plpy, GD, name, id_column="id"):
     for i in range(count):
         plpy.execute(f"CREATE FOREIGN TABLE {qi(schema)}.{qi(f'{table}_shard_{i}')} PARTITION OF "
                      f"{qi(schema)}.{qi(table)} FOR VALUES WITH (MODULUS {count}, REMAINDER {i}) "
-                     f"SERVER {FDW_PREFIX}{i} OPTIONS (schema_name {_literal(plpy, schema)}, "
-                     f"table_name {_literal(plpy, table)})")
+                     f"SERVER {FDW_PREFIX}{i} OPTIONS (schema_name {literal(plpy, schema)}, "
+                     f"table_name {literal(plpy, table)})")
     return count
 
-
-# --- fan-out with diagnosis ---------------------------------------------------------------
-
-CONNECTION_FAILURE = "08006"
-
-
-def _shard_dsns(plpy):
-    rows = plpy.execute(f"SELECT srvoptions FROM pg_catalog.pg_foreign_server "
-                        f"WHERE srvname = {_literal(plpy, PROXY_SERVER)}")
-    if not rows:
-        return []
-    options = dict(o.split("=", 1) for o in rows[0]["srvoptions"])
-    return [options[f"p{i}"] for i in range(len(options)) if f"p{i}" in options]
-
-
-def _unreachable(plpy):
-    """(shard number, connection string, reason) of every shard that does not answer."""
-    down = []
-    for number, dsn in enumerate(_shard_dsns(plpy)):
-        try:
-            plpy.execute(plpy.prepare("SELECT vision_cluster._ping($1)", ["int4"]), [number])
-        except plpy.SPIError as err:
-            down.append((number, dsn, str(err).split("\n")[0]))
-    return down
-
-
-def fan_out(plpy, fn, sql, types, args):
-    """Run a PL/Proxy query; when it fails because shards are down, say which ones."""
-    try:
-        return plpy.execute(plpy.prepare(sql, types), args)
-    except plpy.SPIError:
-        down = _unreachable(plpy)
-        if not down:
-            raise
-        names = "; ".join(f"shard {n} ({dsn}): {reason}" for n, dsn, reason in down)
-        raise PgvisionError(fn, f"{len(down)} shard(s) did not answer: {names}",
-                            CONNECTION_FAILURE,
-                            hint="Start them and call again. Shards that answered kept their "
-                            "own work (each shard's part runs in its own transaction).") from None
-
-
-def qualified_table(plpy, function, name, argument="source"):
-    """A coordinator table named as the caller wrote it, schema-qualified (the functions that
-    resolve a text table name here cannot carry a SET search_path clause: they resolve it
-    first, then pin search_path themselves)."""
-    rows = plpy.execute(plpy.prepare(
-        "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name "
-        "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-        "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
-        "WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)", ["pg_catalog.text"]),
-        [name])
-    if not rows:
-        raise PgvisionError(function, f'argument "{argument}" names no table of the '
-                            f"coordinator: {name!r}", UNDEFINED_OBJECT,
-                            hint="SELECT vision_cluster.distribute_table(...) makes one.")
-    return rows[0]["name"]
 
 
 def _version_and_sha(plpy, GD, fn, model):
