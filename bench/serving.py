@@ -163,7 +163,7 @@ def numpy_exact_ms(cur, queries):
     """Exact top-10 with numpy over the same matrix: the snapshot file, mapped here too (a
     matrix of a million vectors is not copied into this process as well)."""
     sys.path.insert(0, os.path.join(HERE, "..", "plpython"))
-    from pgvision.store import Snapshot
+    from pgvision.sharedfiles import Snapshot
     cur.execute("SELECT sha256 FROM vision.feature_snapshots WHERE source = %s::regclass",
                 (TABLE,))
     snap = Snapshot(store_path(cur, cur.fetchone()[0], "vec"))

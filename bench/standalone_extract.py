@@ -102,7 +102,7 @@ def rss_mb():
 
 def make_extractor(args, size):
     """(extractor, seconds to import the runtime and load the model)."""
-    from pgvision import runtimes
+    from pgvision import extractors, runtimes
     from pgvision.extractors import Extractor, load_keras_file
     from pgvision.files import sha256_file
 
@@ -112,7 +112,7 @@ def make_extractor(args, size):
                               args.feature_layer, "avg")
     elif args.runtime == "onnx":
         name = runtimes.onnx_file_name(sha256_file(args.model), args.feature_layer, "avg")
-        extractor = runtimes.OnnxExtractor(os.path.join(os.path.dirname(args.model), name),
+        extractor = extractors.OnnxExtractor(os.path.join(os.path.dirname(args.model), name),
                                            size, "inception")
     else:
         extractor = LiteRTExtractor(args.tflite, size, os.cpu_count())

@@ -311,7 +311,7 @@ COMMENT ON TABLE vision.feature_versions IS
 SELECT pg_catalog.pg_extension_config_dump('vision.feature_versions', '');
 
 -- Shared snapshots: every backend of the server maps one file per (model, source) (see
--- pgvision.store), recorded here with the transaction snapshot it was read under; changes
+-- pgvision.sharedfiles), recorded here with the transaction snapshot it was read under; changes
 -- since are logged in vision.feature_changes, so a backend reads only what changed.
 CREATE SEQUENCE vision.feature_snapshot_seq;
 SELECT pg_catalog.pg_extension_config_dump('vision.feature_snapshot_seq', '');
@@ -990,7 +990,7 @@ $$;
 COMMENT ON FUNCTION vision._score_images IS
   'Internal (vision_cluster): this node''s k best images for preferences computed on the coordinator.';
 
--- catalog: clusters and 2-D maps -------------------------------------------------------
+-- clusters: K-means clusters and 2-D maps ----------------------------------------------
 
 CREATE TABLE vision.clusters (
   model    text NOT NULL,
@@ -1045,8 +1045,8 @@ CREATE FUNCTION vision.cluster(
 ) RETURNS integer
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
-from pgvision import catalog, spi
-return spi.call(plpy, GD, catalog.cluster, model, k, method, source)
+from pgvision import clusters, spi
+return spi.call(plpy, GD, clusters.cluster, model, k, method, source)
 $$;
 COMMENT ON FUNCTION vision.cluster IS
   'K-means over a table''s features into vision.clusters and vision.cluster_centroids.';
@@ -1058,8 +1058,8 @@ CREATE FUNCTION vision.embed_2d(
 ) RETURNS real
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
-from pgvision import catalog, spi
-return spi.call(plpy, GD, catalog.embed_2d, model, method, source)
+from pgvision import clusters, spi
+return spi.call(plpy, GD, clusters.embed_2d, model, method, source)
 $$;
 COMMENT ON FUNCTION vision.embed_2d IS
   'Project a table''s features to 2-D (t-SNE or PCA) into vision.map_2d; returns seconds taken.';

@@ -1,5 +1,5 @@
 """One copy of a catalog per server: shared snapshot files and indexes that every backend maps
-(pgvision.store), kept current by a change log, rebuilt from the tables when a file is
+(pgvision.sharedfiles), kept current by a change log, rebuilt from the tables when a file is
 missing or damaged, with no size ceiling and a choice of index storage.
 
 Features are generated in the server (random clustered vectors) so thousands of rows cost

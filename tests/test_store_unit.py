@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from pgvision import ann, neighbours, snapshots, store
+from pgvision import ann, neighbours, sharedfiles, snapshots
 from pgvision.featurestore import FeatureMatrix
 from pgvision.snapshots import Live
 
@@ -30,44 +30,44 @@ def blocks(ids, vectors, size=7):
 
 def test_a_snapshot_round_trips_through_its_file():
     ids, vectors = matrix()
-    sha, size, n = store.write_snapshot(6, blocks(ids, vectors))
-    path = store.check(sha, "vec")
+    sha, size, n = sharedfiles.write_snapshot(6, blocks(ids, vectors))
+    path = sharedfiles.check(sha, "vec")
     assert n == 50 and os.path.getsize(path) == size
-    snap = store.Snapshot(path)
+    snap = sharedfiles.Snapshot(path)
     np.testing.assert_array_equal(snap.ids, ids)
     np.testing.assert_array_equal(snap.vectors, vectors)
     np.testing.assert_allclose(snap.norms, np.linalg.norm(vectors, axis=1), rtol=1e-6)
     assert not snap.vectors.flags.writeable  # mapped read-only: shared, never copied
-    assert store.write_snapshot(6, blocks(ids, vectors))[0] == sha  # named by content
+    assert sharedfiles.write_snapshot(6, blocks(ids, vectors))[0] == sha  # named by content
 
 
 def test_an_empty_snapshot_and_unordered_ids():
-    sha, _, n = store.write_snapshot(4, iter([]))
-    assert n == 0 and store.Snapshot(store.check(sha, "vec")).vectors.shape == (0, 4)
+    sha, _, n = sharedfiles.write_snapshot(4, iter([]))
+    assert n == 0 and sharedfiles.Snapshot(sharedfiles.check(sha, "vec")).vectors.shape == (0, 4)
     with pytest.raises(ValueError, match="not strictly ascending"):
-        store.write_snapshot(2, iter([(np.array([2, 1]), np.zeros((2, 2)))]))
-    assert not [f for f in os.listdir(store.directory()) if f.startswith("incoming")]
+        sharedfiles.write_snapshot(2, iter([(np.array([2, 1]), np.zeros((2, 2)))]))
+    assert not [f for f in os.listdir(sharedfiles.directory()) if f.startswith("incoming")]
 
 
 def test_a_damaged_file_fails_its_check_and_is_removed():
     ids, vectors = matrix()
-    sha, _, _ = store.write_snapshot(6, blocks(ids, vectors))
-    path = store.path_of(sha, "vec")
+    sha, _, _ = sharedfiles.write_snapshot(6, blocks(ids, vectors))
+    path = sharedfiles.path_of(sha, "vec")
     time.sleep(0.01)
     with open(path, "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00\x01\x02")
-    assert store.check(sha, "vec") is None and not os.path.exists(path)
-    assert store.check("0" * 64, "vec") is None  # never written
+    assert sharedfiles.check(sha, "vec") is None and not os.path.exists(path)
+    assert sharedfiles.check("0" * 64, "vec") is None  # never written
 
 
 def test_every_row_carries_a_checksum_of_its_id_and_vector():
     ids, vectors = matrix()
-    snap = store.Snapshot(store.check(store.write_snapshot(6, blocks(ids, vectors))[0], "vec"))
+    snap = sharedfiles.Snapshot(sharedfiles.check(sharedfiles.write_snapshot(6, blocks(ids, vectors))[0], "vec"))
     assert snap.sums.dtype == np.uint32 and len(snap.sums) == 50
     assert not len(snap.damaged()) and not len(snap.damaged([0, 49]))
     # the same vector under another id has another sum: a copied row is caught
-    assert store.row_sums(ids[:1], vectors[1:2])[0] != snap.sums[1]
+    assert sharedfiles.row_sums(ids[:1], vectors[1:2])[0] != snap.sums[1]
 
 
 def damage_row(path, position, vector):
@@ -80,9 +80,9 @@ def damage_row(path, position, vector):
 
 def test_a_row_overwritten_after_mapping_is_found_by_its_checksum():
     ids, vectors = matrix()
-    sha = store.write_snapshot(6, blocks(ids, vectors))[0]
-    snap = store.Snapshot(store.check(sha, "vec"))
-    damage_row(store.path_of(sha, "vec"), 20, vectors[3])
+    sha = sharedfiles.write_snapshot(6, blocks(ids, vectors))[0]
+    snap = sharedfiles.Snapshot(sharedfiles.check(sha, "vec"))
+    damage_row(sharedfiles.path_of(sha, "vec"), 20, vectors[3])
     assert snap.vectors[20].tolist() == vectors[3].tolist()  # shared pages: seen at once
     np.testing.assert_array_equal(snap.damaged([3, 20, 21]), [20])
     np.testing.assert_array_equal(snap.damaged(), [20])
@@ -101,43 +101,43 @@ def test_a_row_overwritten_after_mapping_is_found_by_its_checksum():
 
 def test_a_write_in_place_with_the_old_mtime_is_rehashed_on_the_next_check():
     ids, vectors = matrix()
-    sha = store.write_snapshot(6, blocks(ids, vectors))[0]
-    assert store.check(sha, "vec")
+    sha = sharedfiles.write_snapshot(6, blocks(ids, vectors))[0]
+    assert sharedfiles.check(sha, "vec")
     time.sleep(0.01)
-    damage_row(store.path_of(sha, "vec"), 5, vectors[6])
-    assert store.check(sha, "vec") is None  # the change time moved: hashed, found, removed
-    assert store.check_whole(sha, "vec") == "missing"
-    sha = store.write_snapshot(6, blocks(ids, vectors))[0]
-    assert store.check_whole(sha, "vec") == "sound"
+    damage_row(sharedfiles.path_of(sha, "vec"), 5, vectors[6])
+    assert sharedfiles.check(sha, "vec") is None  # the change time moved: hashed, found, removed
+    assert sharedfiles.check_whole(sha, "vec") == "missing"
+    sha = sharedfiles.write_snapshot(6, blocks(ids, vectors))[0]
+    assert sharedfiles.check_whole(sha, "vec") == "sound"
 
 
 def test_a_first_format_snapshot_is_not_read():
     ids, vectors = matrix()
-    path = store.check(store.write_snapshot(6, blocks(ids, vectors))[0], "vec")
+    path = sharedfiles.check(sharedfiles.write_snapshot(6, blocks(ids, vectors))[0], "vec")
     with open(path, "r+b") as fh:
         fh.seek(-64, os.SEEK_END)
         fh.write(b"PGVSNAP1")
     with pytest.raises(ValueError, match="not a pgvision snapshot"):
-        store.Snapshot(path)
+        sharedfiles.Snapshot(path)
 
 
 def test_only_unnamed_old_files_are_collected():
     ids, vectors = matrix()
-    keep, _, _ = store.write_snapshot(6, blocks(ids, vectors))
-    gone, _, _ = store.write_snapshot(6, blocks(ids[:5], vectors[:5]))
-    fresh, _, _ = store.write_snapshot(6, blocks(ids[:9], vectors[:9]))
-    old = time.time() - 2 * store.GRACE_SECONDS
+    keep, _, _ = sharedfiles.write_snapshot(6, blocks(ids, vectors))
+    gone, _, _ = sharedfiles.write_snapshot(6, blocks(ids[:5], vectors[:5]))
+    fresh, _, _ = sharedfiles.write_snapshot(6, blocks(ids[:9], vectors[:9]))
+    old = time.time() - 2 * sharedfiles.GRACE_SECONDS
     for sha in (keep, gone):
         for suffix in ("", ".ok"):
-            os.utime(store.path_of(sha, "vec") + suffix, (old, old))
-    assert store.collect_garbage({keep}) == 2  # the file and its note
-    assert store.check(keep, "vec") and store.check(fresh, "vec")
-    assert not os.path.exists(store.path_of(gone, "vec"))
+            os.utime(sharedfiles.path_of(sha, "vec") + suffix, (old, old))
+    assert sharedfiles.collect_garbage({keep}) == 2  # the file and its note
+    assert sharedfiles.check(keep, "vec") and sharedfiles.check(fresh, "vec")
+    assert not os.path.exists(sharedfiles.path_of(gone, "vec"))
 
 
 def live_view(ids, vectors, changed, delta_ids, delta_vectors):
-    sha, _, _ = store.write_snapshot(vectors.shape[1], blocks(ids, vectors))
-    return Live({}, store.Snapshot(store.check(sha, "vec")), np.array(changed, np.int64),
+    sha, _, _ = sharedfiles.write_snapshot(vectors.shape[1], blocks(ids, vectors))
+    return Live({}, sharedfiles.Snapshot(sharedfiles.check(sha, "vec")), np.array(changed, np.int64),
                 FeatureMatrix(np.array(delta_ids, np.int64), np.array(delta_vectors, np.float32)
                               .reshape(-1, vectors.shape[1])))
 
@@ -173,8 +173,8 @@ def test_the_live_view_without_changes_is_the_mapped_file_itself():
 def test_merged_blocks_write_the_current_rows_in_order():
     ids, vectors = matrix()
     view = live_view(ids, vectors, [10, 20, 15], [10, 15], [vectors[5], vectors[6]])
-    sha, _, n = store.write_snapshot(6, snapshots._merged_blocks(view, block=4))
-    merged = store.Snapshot(store.check(sha, "vec"))
+    sha, _, n = sharedfiles.write_snapshot(6, snapshots._merged_blocks(view, block=4))
+    merged = sharedfiles.Snapshot(sharedfiles.check(sha, "vec"))
     expected = view.matrix()
     np.testing.assert_array_equal(merged.ids, expected.ids)
     np.testing.assert_array_equal(merged.vectors, expected.vectors)
@@ -202,8 +202,8 @@ def test_a_name_that_is_no_sha256_is_never_a_path(datadir, name):
     victim = datadir / "pg_control"
     victim.write_bytes(b"keep me")
     with pytest.raises(ValueError, match="not a SHA-256"):
-        store.path_of(name, "vec")
-    assert store.check(name, "vec") is None
-    store.remove(name, "vec")
-    store.remove("../pg_control" if name is None else name, "")
+        sharedfiles.path_of(name, "vec")
+    assert sharedfiles.check(name, "vec") is None
+    sharedfiles.remove(name, "vec")
+    sharedfiles.remove("../pg_control" if name is None else name, "")
     assert victim.read_bytes() == b"keep me"

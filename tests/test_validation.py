@@ -4,7 +4,7 @@ names the function, the argument and the value (server-free: tests/fakeplpy.py).
 import pytest
 
 from fakeplpy import FakePlpy
-from pgvision import (catalog, classify, extract, handles, indexes, pictures, recommend,
+from pgvision import (classify, clusters, extract, handles, indexes, pictures, recommend,
                       registry, search, shards, upkeep)
 from pgvision.errors import NULL_VALUE, PgvisionError
 
@@ -142,9 +142,9 @@ CASES = [
      lambda p, g: recommend.score_images(p, g, "m", "t", 5, [], "magic", None, None, None, None),
      "argument \"strategy\" must be one of 'taste model', 'similar to likes', 'popularity', "
      "got 'magic'"),
-    ("vision.cluster", lambda p, g: catalog.cluster(p, g, method="dbscan"),
+    ("vision.cluster", lambda p, g: clusters.cluster(p, g, method="dbscan"),
      "argument \"method\" must be one of 'kmeans', got 'dbscan'"),
-    ("vision.embed_2d", lambda p, g: catalog.embed_2d(p, g, method="umap"),
+    ("vision.embed_2d", lambda p, g: clusters.embed_2d(p, g, method="umap"),
      "argument \"method\" must be one of 'tsne', 'pca', got 'umap'"),
     ("vision.plot_map", lambda p, g: pictures.plot_map(p, g, color_by=None),
      'argument "color_by" must not be NULL'),

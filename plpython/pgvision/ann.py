@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from . import featurestore, spi, store
+from . import featurestore, sharedfiles, spi
 
 INDEX_CACHE = "pgvision.indexes"
 
@@ -140,10 +140,10 @@ def entries(row):
 
 def write_index(index):
     """Write a faiss index as a store file: (sha256, size)."""
-    tmp = store.incoming()
+    tmp = sharedfiles.incoming()
     try:
         faiss_module().write_index(index, tmp)
-        return store.adopt(tmp, "faiss")
+        return sharedfiles.adopt(tmp, "faiss")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -151,7 +151,7 @@ def write_index(index):
 
 def map_index(sha, entry_ids, dead):
     faiss = faiss_module()
-    path = store.check(sha, "faiss")
+    path = sharedfiles.check(sha, "faiss")
     if path is None:
         return None
     handle = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
@@ -188,9 +188,9 @@ def _restoremapped(plpy, GD, fn, model, source, sha, entry_ids, dead):
             if not rows:
                 return
             yield bytes(rows[0]["data"])
-    written, _ = store.write_parts("faiss", parts())
+    written, _ = sharedfiles.write_parts("faiss", parts())
     if written != sha:
-        store.remove(written, "faiss")
+        sharedfiles.remove(written, "faiss")
         plpy.warning(f"{fn}: the stored index of model {model!r} is corrupted (checksum "
                      "mismatch); using exact search. Rebuild it with vision.create_index.")
         return None
@@ -226,7 +226,7 @@ def _storemapped(plpy, GD, model_row, source, snap, index, entry_ids, dead, seco
               [model, source])
     insert = spi.plan(plpy, GD, "INSERT INTO vision.index_chunks (model, source, part, data) "
                       "VALUES ($1, $2, $3, $4)", ["text", "oid", "int4", "bytea"])
-    with open(store.path_of(sha, "faiss"), "rb") as fh:
+    with open(sharedfiles.path_of(sha, "faiss"), "rb") as fh:
         for part, data in enumerate(iter(lambda: fh.read(CHUNK_BYTES), b"")):
             spi.write(plpy, GD, insert, [model, source, part, data])
     featurestore.forget_changes(plpy, GD, model, source)

@@ -3,8 +3,8 @@ TensorFlow/Keras in safe mode), cut at its feature layer, pooled, and cached in 
 
 A loaded model is cached under its name and content hash, so a backend notices a
 re-registered model. The cached entry maps a preprocessed batch to feature vectors: a
-:class:`pgvision.runtimes.OnnxExtractor` (the model converted to ONNX once, see
-:mod:`pgvision.runtimes`) or, with ``pgvision.runtime = tensorflow``, an :class:`Extractor`.
+:class:`OnnxExtractor` (the model converted to ONNX once, see :mod:`pgvision.runtimes`) or,
+with ``pgvision.runtime = tensorflow``, an :class:`Extractor`.
 """
 
 import os
@@ -107,6 +107,67 @@ class Extractor:
             import numpy as np
             return np.empty((0, self.dims), dtype=np.float32)
         return self.traced(batch).numpy()
+
+
+class OnnxExtractor:
+    """Same interface as :class:`~pgvision.extractors.Extractor`, run by ONNX Runtime."""
+
+    runtime = "onnx"
+
+    def __init__(self, path, input_size, preprocessing, threads=(0, 0)):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads[0])  # 0: ONNX Runtime picks, like TF
+        options.inter_op_num_threads = int(threads[1])
+        options.log_severity_level = 3
+        self.path = path
+        self.session = onnxruntime.InferenceSession(path, options,
+                                                    providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        self.input_size = tuple(input_size)
+        self.preprocessing = preprocessing
+        self.dims = int(self.session.get_outputs()[0].shape[-1])
+
+    def __call__(self, batch):
+        import numpy as np
+
+        batch = np.asarray(batch, dtype=np.float32)
+        if len(batch) == 0:
+            return np.empty((0, self.dims), dtype=np.float32)
+        return self.session.run(None, {self._input: batch})[0]
+
+
+def onnx_extractor(function, row, threads, directories, cache_dir, convert_to, build_tensorflow,
+                   strict):
+    """An :class:`OnnxExtractor` for a registry row (or handle), converting once if no cached
+    file exists: ``convert_to(target)`` writes the file (in a child process) and returns why
+    it could not, or None.
+
+    When conversion fails, ``strict`` (``pgvision.runtime = onnx``) raises; otherwise the
+    TensorFlow extractor ``build_tensorflow()`` is returned, so an unconvertible model still
+    works."""
+    name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
+    size = (row["input_height"], row["input_width"])
+    for directory in directories:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            continue
+        try:
+            return OnnxExtractor(path, size, row["preprocessing"], threads)
+        except Exception:  # a damaged file: try the next, else convert again below
+            if directory == cache_dir:
+                os.unlink(path)
+    target = os.path.join(cache_dir, name)
+    problem = convert_to(target)
+    if problem is None:
+        try:
+            return OnnxExtractor(target, size, row["preprocessing"], threads)
+        except Exception as err:  # ONNX Runtime raises many types
+            problem = f"{type(err).__name__}: {str(err)[:200]}"
+    if strict:
+        raise runtimes.unconvertible(function, row["name"], problem)
+    return build_tensorflow()
 
 
 def check_model_file(function, row):
@@ -212,7 +273,7 @@ def prepare_model(args, progress):
             sample = np.random.default_rng(0).uniform(-1, 1, (2, int(height), int(width), 3))
             sample = sample.astype(np.float32)
             expected = extractor(sample)
-            got = runtimes.OnnxExtractor(args["onnx_target"], (height, width),
+            got = OnnxExtractor(args["onnx_target"], (height, width),
                                          args["preprocessing"])(sample)
             gap = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-6))
             if gap > 1e-3:
@@ -252,7 +313,7 @@ def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None):
     if not runtimes.runs_on_onnx(runtime):
         extractor = build_tensorflow()
     else:
-        extractor = runtimes.onnx_extractor(function, row, threads, onnx_dirs(),
+        extractor = onnx_extractor(function, row, threads, onnx_dirs(),
                                             runtime_dir("models"), convert_to,
                                             build_tensorflow, strict=runtime == "onnx")
     cache = GD.setdefault(_CACHE, {})

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import (DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE,
                      UNDEFINED_OBJECT, PgvisionError)
-from . import registry, spi, store
+from . import registry, sharedfiles, spi
 from .privileges import require_select, table_name
 from .spi import plan
 
@@ -225,11 +225,11 @@ def context(plpy, GD, function, model, source):
     return model_row, row["source_oid"], current
 
 
-def collect_garbage(plpy, GD, grace_seconds=store.GRACE_SECONDS):
+def collect_garbage(plpy, GD, grace_seconds=sharedfiles.GRACE_SECONDS):
     """Remove store files that no snapshot or index of this database names any more."""
     named = {r["sha256"] for r in plpy.execute(plan(plpy, GD,
              "SELECT sha256 FROM vision._store_files()"))}
-    return store.collect_garbage(named, grace_seconds)
+    return sharedfiles.collect_garbage(named, grace_seconds)
 
 
 def forget_changes(plpy, GD, model, source):

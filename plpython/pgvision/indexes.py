@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import ann, featurestore, privileges, registry, snapshots, spi, store
+from . import ann, featurestore, privileges, registry, sharedfiles, snapshots, spi
 from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_choice, \
     require_int_range, require_not_null
 from .neighbours import METRICS
@@ -110,10 +110,10 @@ def refresh_index(plpy, GD, source, model=None):
         return "fresh"
     entry_ids, dead = ann.entries(row)
     now_dead = dead | np.isin(entry_ids, changed)
-    path = None if row["foreign_snap"] else store.check(row["sha256"], "faiss")
+    path = None if row["foreign_snap"] else sharedfiles.check(row["sha256"], "faiss")
     if path is None and not row["foreign_snap"] and ann.restore(
             plpy, GD, fn, model, source, row["sha256"], entry_ids, dead) is not None:
-        path = store.check(row["sha256"], "faiss")
+        path = sharedfiles.check(row["sha256"], "faiss")
     started = time.monotonic()
     if path is not None and (now_dead.sum() + len(fresh.ids)
                              <= ann.REBUILD_FRACTION * (len(entry_ids) + len(fresh.ids))):

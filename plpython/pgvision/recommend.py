@@ -9,7 +9,7 @@ Thompson-sampling exploration over the catalog's clusters.
   popularity or to similarity to the liked images, and says which in its ``strategy`` column.
 - Bandit: a Beta(1, 1) prior per (user, cluster), updated by votes; ``bandit_next`` draws
   from each cluster's Beta, takes the cluster with the highest draw and returns an image of it
-  the user has not voted on (clusters come from :func:`pgvision.catalog.cluster`).
+  the user has not voted on (clusters come from :func:`pgvision.clusters.cluster`).
 """
 
 import io

@@ -1,4 +1,6 @@
-"""Inference runtimes for feature extraction: ONNX Runtime (the default) and TensorFlow.
+"""Which inference runtime extracts features, ONNX Runtime (the default) or TensorFlow,
+and the conversion of a Keras model to ONNX; the extractors themselves are
+:mod:`pgvision.extractors`.
 
 The registry keeps Keras models (``.keras``, loaded in safe mode): they are the source of
 truth. A model cut at its feature layer and pooled is converted to ONNX once (tf2onnx) and
@@ -83,67 +85,6 @@ def convert(extractor, target):
     finally:
         if os.path.exists(staging):
             os.unlink(staging)
-
-
-class OnnxExtractor:
-    """Same interface as :class:`~pgvision.extractors.Extractor`, run by ONNX Runtime."""
-
-    runtime = "onnx"
-
-    def __init__(self, path, input_size, preprocessing, threads=(0, 0)):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(threads[0])  # 0: ONNX Runtime picks, like TF
-        options.inter_op_num_threads = int(threads[1])
-        options.log_severity_level = 3
-        self.path = path
-        self.session = onnxruntime.InferenceSession(path, options,
-                                                    providers=["CPUExecutionProvider"])
-        self._input = self.session.get_inputs()[0].name
-        self.input_size = tuple(input_size)
-        self.preprocessing = preprocessing
-        self.dims = int(self.session.get_outputs()[0].shape[-1])
-
-    def __call__(self, batch):
-        import numpy as np
-
-        batch = np.asarray(batch, dtype=np.float32)
-        if len(batch) == 0:
-            return np.empty((0, self.dims), dtype=np.float32)
-        return self.session.run(None, {self._input: batch})[0]
-
-
-def onnx_extractor(function, row, threads, directories, cache_dir, convert_to, build_tensorflow,
-                   strict):
-    """An :class:`OnnxExtractor` for a registry row (or handle), converting once if no cached
-    file exists: ``convert_to(target)`` writes the file (in a child process) and returns why
-    it could not, or None.
-
-    When conversion fails, ``strict`` (``pgvision.runtime = onnx``) raises; otherwise the
-    TensorFlow extractor ``build_tensorflow()`` is returned, so an unconvertible model still
-    works."""
-    name = onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
-    size = (row["input_height"], row["input_width"])
-    for directory in directories:
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            continue
-        try:
-            return OnnxExtractor(path, size, row["preprocessing"], threads)
-        except Exception:  # a damaged file: try the next, else convert again below
-            if directory == cache_dir:
-                os.unlink(path)
-    target = os.path.join(cache_dir, name)
-    problem = convert_to(target)
-    if problem is None:
-        try:
-            return OnnxExtractor(target, size, row["preprocessing"], threads)
-        except Exception as err:  # ONNX Runtime raises many types
-            problem = f"{type(err).__name__}: {str(err)[:200]}"
-    if strict:
-        raise unconvertible(function, row["name"], problem)
-    return build_tensorflow()
 
 
 def unconvertible(function, name, problem):

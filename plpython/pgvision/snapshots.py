@@ -2,7 +2,7 @@
 changes since it was taken.
 
 The first backend to need the features of (model, source) writes a snapshot file (see
-:mod:`pgvision.store`) and records it, with the transaction snapshot it read under, in
+:mod:`pgvision.sharedfiles`) and records it, with the transaction snapshot it read under, in
 ``vision.feature_snapshots``; every backend maps that file read-only and reads only the
 changes :mod:`pgvision.featurestore` logs since. A damaged snapshot row is never answered:
 :func:`verified` drops the file and does the work again from a rebuilt one.
@@ -10,7 +10,7 @@ changes :mod:`pgvision.featurestore` logs since. A damaged snapshot row is never
 
 import numpy as np
 
-from . import spi, store
+from . import sharedfiles, spi
 from .errors import DATA_CORRUPTED, PgvisionError
 from .featurestore import (FeatureMatrix, changes_since, collect_garbage, count_changes,
                            current_snapshot, forget_changes, members, read_matrix, state,
@@ -52,7 +52,7 @@ REREAD_FACTOR = 4
 
 
 class Live:
-    """What a backend holds of (model, source): the shared snapshot (a mapped store.Snapshot,
+    """What a backend holds of (model, source): the shared snapshot (a mapped sharedfiles.Snapshot,
     or a _PrivateSnapshot where none could be recorded) and the changes since it was taken,
     read from the table.
 
@@ -141,7 +141,7 @@ def discard(plpy, GD, function, damage):
     plpy.warning(f"{function}: the shared snapshot file {damage.sha256[:12]}… is damaged (the "
                  f"row of image {damage.image_ids[0]} does not match its checksum); it is "
                  "rebuilt from vision.features")
-    store.remove(damage.sha256, "vec")
+    sharedfiles.remove(damage.sha256, "vec")
     forget_mapping(GD, damage.sha256)
 
 
@@ -228,13 +228,13 @@ def live(plpy, GD, function, model, source, dims, current=None):
 
 def _map(sha, dims):
     """The mapped snapshot file ``sha`` if it is present and intact, else None."""
-    path = store.check(sha, "vec")
+    path = sharedfiles.check(sha, "vec")
     if path is None:
         return None
     try:
-        snapshot = store.Snapshot(path)
+        snapshot = sharedfiles.Snapshot(path)
     except ValueError:
-        store.remove(sha, "vec")
+        sharedfiles.remove(sha, "vec")
         return None
     return snapshot if snapshot.dims == dims else None
 
@@ -286,9 +286,9 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None):
         changed, delta = changes_since(plpy, GD, function, model, source, dims,
                                        current["snap"])
         view = Live(current, view.snapshot, changed, delta)
-        sha, size, n = store.write_snapshot(dims, _merged_blocks(view))
+        sha, size, n = sharedfiles.write_snapshot(dims, _merged_blocks(view))
     else:
-        sha, size, n = store.write_snapshot(dims, table_blocks(plpy, GD, function, model,
+        sha, size, n = sharedfiles.write_snapshot(dims, table_blocks(plpy, GD, function, model,
                                                                 source, dims))
     spi.write(plpy, GD, plan(plpy, GD, """
         INSERT INTO vision.feature_snapshots AS s (model, source, snap, n, dims, sha256, size_bytes)

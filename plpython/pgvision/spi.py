@@ -9,7 +9,7 @@ Every SQL function of the extension is ``spi.call(plpy, GD, module.function, arg
 ``plpy`` and ``GD`` are passed in, so every module imports and tests without a server.
 """
 
-from . import __version__, serverlog, store
+from . import __version__, serverlog, sharedfiles
 from .errors import OBJECT_IN_USE, PgvisionError
 
 _PLANS = "pgvision.plans"
@@ -53,7 +53,7 @@ def check_version(plpy):
                         "AS db FROM pg_catalog.pg_extension "
                         "WHERE extname OPERATOR(pg_catalog.=) 'pgvision'::pg_catalog.name")
     if rows:
-        store.bind(rows[0]["db"])
+        sharedfiles.bind(rows[0]["db"])
     if rows and rows[0]["extversion"] != __version__:
         raise PgvisionError(
             "pgvision", f"the database runs extension version {rows[0]['extversion']}, but the "

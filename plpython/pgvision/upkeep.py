@@ -22,7 +22,8 @@ Whatever it could not do (an index another role owns, say) is named in the repor
 
 import json
 
-from . import classify, extract, featurestore, indexes, privileges, search, snapshots, spi, store
+from . import (classify, extract, featurestore, indexes, privileges, search, sharedfiles,
+               snapshots, spi)
 from .errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError, require, require_not_null
 
 FN_MAINTAIN = "vision.maintain"
@@ -79,7 +80,7 @@ def _check_files(plpy, GD, relid, report):
             UNION ALL
             SELECT 'faiss', model, sha256, dims FROM vision.indexes WHERE source = $1
             ORDER BY 1, 2""", ["oid"]), [relid]):
-        state = store.check_whole(row["sha256"], row["kind"])
+        state = sharedfiles.check_whole(row["sha256"], row["kind"])
         if state == "sound":
             report["sound"] += 1
         elif state == "damaged":

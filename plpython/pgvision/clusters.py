@@ -1,4 +1,5 @@
-"""The catalog as a whole: K-means clusters of a table's images and 2-D maps (t-SNE or PCA).
+"""Clusters of a table's images (K-means) and their 2-D map (t-SNE or PCA): the catalog seen
+as a whole.
 
 - Clusters: K-means (mini-batch K-means above 10k images) with centroids and medoids; the
   recommendation bandit (:mod:`pgvision.recommend`) explores them.
