@@ -1,0 +1,107 @@
+"""``pgvision similar`` and ``pgvision classify``: questions about images, answered as
+tables, JSON or an HTML page."""
+
+import os
+
+import click
+
+from . import pages
+from .common import JSON_OPTION, image_rows, out_console, quoted_table, run_sql, show
+
+
+@click.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--id", "image_id", type=int, help="A stored image's id (instead of FILE).")
+@click.option("--table", "-t", required=True, help="Table the images are in.")
+@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--model", "-m", default="inception_v3", show_default=True)
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
+              help="Also write one self-contained HTML page of the results.")
+@JSON_OPTION
+@click.pass_obj
+def similar(session, file, image_id, table, k, model, html_out, as_json):
+    """The K images of TABLE most like a stored image (--id N) or an image FILE.
+
+    \b
+      pgvision similar --id 42 --table products -k 5 --html similar.html
+      pgvision similar new-shoe.jpg --table products
+    """
+    import psycopg2
+
+    if (file is None) == (image_id is None):
+        raise click.UsageError("give either FILE or --id N")
+    qualified = quoted_table(session, table)
+    if file:
+        with open(file, "rb") as fh:
+            query = {"id": None, "image": fh.read(), "name": os.path.basename(file)}
+        rows = run_sql(session, "SELECT image_id, distance, rank FROM vision.similar_to_image("
+                       "%s, k => %s, model => %s, source => %s::regclass)",
+                       (psycopg2.Binary(query["image"]), k, model, qualified))
+    else:
+        rows = run_sql(session, "SELECT image_id, distance, rank FROM vision.similar(%s, k => %s, "
+                       "model => %s, source => %s::regclass)", (image_id, k, model, qualified))
+    stored = image_rows(session, qualified, [r[0] for r in rows] + ([image_id] if image_id else []))
+    if image_id is not None:
+        query = stored.get(image_id, {"id": image_id, "image": None, "name": None})
+    neighbours = [dict(stored.get(i, {"id": i, "image": None, "name": None}), distance=d, rank=r)
+                  for i, d, r in rows]
+    if not as_json:
+        out_console.print(f"nearest to {query['name'] or 'image ' + str(image_id)} "
+                          f"({model}, cosine distance)", markup=False)
+    show([{"rank": n["rank"], "id": n["id"], "name": n["name"],
+           "distance": max(n["distance"], 0.0) if as_json  # no -0.0000 from rounding
+           else f"{max(n['distance'], 0.0):.4f}"} for n in neighbours],
+         as_json, right=("rank", "id", "distance"))
+    if html_out:
+        title = f"pgvision: {len(neighbours)} images of {qualified} nearest to " + (
+            f"image {image_id}" if image_id is not None else query["name"])
+        with open(html_out, "w", encoding="utf-8") as fh:
+            fh.write(pages.similar_page(title, query, neighbours))
+        session.say(f"wrote {html_out}")
+
+
+@click.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--classifier", "-c", required=True, help="A trained classifier's name.")
+@click.option("--table", "-t", help="With --id: the stored image's table; alone: label every "
+              "row of the table into vision.predictions.")
+@click.option("--id", "image_id", type=int, help="A stored image's id.")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(1, 100))
+@JSON_OPTION
+@click.pass_obj
+def classify(session, files, classifier, table, image_id, top, as_json):
+    """Most likely labels of image FILES, of a stored image (--id with --table), or of every
+    row of a table (--table alone, stored in vision.predictions).
+
+    \b
+      pgvision classify -c product_type shoe.jpg bag.png
+      pgvision classify -c product_type --table products
+    """
+    import psycopg2
+
+    if image_id is not None and not table:
+        raise click.UsageError("--id needs --table")
+    if not files and not table:
+        raise click.UsageError("give image FILES, --table T, or --id N --table T")
+    records = []
+
+    def add(image, label, p):
+        records.append({"image": image, "label": label,
+                        "probability": p if as_json else f"{p:.3f}"})
+
+    if image_id is not None:
+        for label, p in run_sql(session, "SELECT label, probability FROM vision.classify(%s, %s, "
+                                "top_k => %s, source => %s::regclass)",
+                                (image_id, classifier, top, quoted_table(session, table))):
+            add(f"id {image_id}", label, p)
+    elif table:
+        n = run_sql(session, "SELECT vision.classify_table(%s, source => %s::regclass)",
+                    (classifier, quoted_table(session, table)))[0][0]
+        session.say(f"labelled {n} images of {table} with {classifier} (vision.predictions)")
+    for path in files:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        for label, p in run_sql(session, "SELECT label, probability FROM vision.classify_image("
+                                "%s, %s, top_k => %s)", (psycopg2.Binary(data), classifier, top)):
+            add(os.path.basename(path), label, p)
+    show(records, as_json, right=("probability",))
