@@ -106,3 +106,90 @@ def test_private_names_stay_in_their_module(module):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                 and node.value.id in MODULES and node.attr.startswith("_"):
             pytest.fail(f"pgvision.{module} uses {node.value.id}.{node.attr}")
+
+
+# --- each enumeration and default is declared once, in Python; the SQL must agree ----------
+
+def sql_defaults(params):
+    """{name: SQL default text} of a wrapper's IN arguments."""
+    out = {}
+    for param in re.split(r",(?![^()]*\))", params):
+        match = re.match(r"\s*(?:IN\s+)?(\w+)\s+.*?\bDEFAULT\s+(.+?)\s*$", param, re.S | re.I)
+        if match and match.group(1).upper() not in ("INOUT", "OUT"):
+            out[match.group(1)] = match.group(2)
+    return out
+
+
+def sql_literal(text):
+    """The Python value of a simple SQL default (NULL, a number, a boolean, a string)."""
+    text = re.sub(r"::[\w\[\]]+$", "", text.strip())
+    if text.upper() == "NULL":
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.startswith("'") and text.endswith("'"):
+        return text[1:-1].replace("''", "'")
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def python_target(body):
+    match = CALL.search(body)
+    if match:
+        return resolve(match.group(2)), (match.group(3) or "")
+    match = DIRECT.search(body)
+    return (resolve(f"{match.group(1)}.{match.group(2)}"), match.group(3)) if match else (None, "")
+
+
+@pytest.mark.parametrize("name,params,body", WRAPPERS, ids=[w[0] for w in WRAPPERS])
+def test_sql_defaults_are_the_python_defaults(name, params, body):
+    """A SQL DEFAULT says what the Python function's default says; a Python default of None
+    for ``model`` means pgvision.DEFAULT_MODEL, the one place the default model is named."""
+    function, _ = python_target(body)
+    if function is None:
+        return
+    python = inspect.signature(function).parameters
+    for arg, text in sql_defaults(params).items():
+        if arg not in python or python[arg].default is inspect.Parameter.empty:
+            continue
+        value, default = sql_literal(text), python[arg].default
+        if arg == "model" and default is None and value is not None:
+            assert value == pgvision.DEFAULT_MODEL, f"{name}: model DEFAULT {text}"
+        elif default is None or arg in ("source", "image_column", "id_column"):
+            continue  # None: the Python side works it out (e.g. the only table with features)
+        else:
+            assert value == default, f"{name}: {arg} DEFAULT {text} but Python says {default!r}"
+
+
+ENUMERATIONS = {  # a CHECK (column IN (...)) of the head -> the Python tuple it must equal
+    "preprocessing": "pgvision.images.PREPROCESSING",
+    "pooling": "pgvision.registry.POOLING",
+    "metric": "pgvision.neighbours.METRICS",
+    "storage": "pgvision.ann.STORAGES",
+    "method": "pgvision.learners.METHODS",
+}
+
+
+def test_sql_checks_list_the_python_enumerations():
+    with open(os.path.join(ROOT, "sql", "pgvision.sql")) as fh:
+        checks = re.findall(r"CHECK \((\w+) IN \(([^)]*)\)\)", fh.read())
+    seen = set()
+    for column, values in checks:
+        if column not in ENUMERATIONS:
+            continue
+        seen.add(column)
+        module, attribute = ENUMERATIONS[column].rsplit(".", 1)
+        expected = getattr(importlib.import_module(module), attribute)
+        assert tuple(v.strip().strip("'") for v in values.split(",")) == tuple(expected), column
+    assert seen == set(ENUMERATIONS)
+
+
+def test_the_command_line_names_the_default_model_through_the_package():
+    """No command spells the default model out: pgvision.DEFAULT_MODEL says it."""
+    folder = os.path.join(ROOT, "plpython", "pgvision_cli")
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name)) as fh:
+                assert f'"{pgvision.DEFAULT_MODEL}"' not in fh.read(), name

@@ -25,7 +25,8 @@ import time
 
 import numpy as np
 
-from . import (classify, extract, extractors, images, learners, offload, privileges, registry, settings)
+from . import (DEFAULT_MODEL, classify, extract, extractors, images, learners, offload,
+               privileges, registry, settings)
 from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_int_range, require_not_null
 
 FN = "vision.fine_tune"
@@ -302,7 +303,7 @@ def _write_images(plpy, GD, source, opts, ids, directory):
         json.dump({"spans": [found[i] for i in ids]}, fh)
 
 
-def fine_tune(plpy, GD, name, labels, source, base_model="inception_v3", blocks=1, folds=3,
+def fine_tune(plpy, GD, name, labels, source, base_model=DEFAULT_MODEL, blocks=1, folds=3,
               options=None, replace=False):
     """Fine-tune ``base_model``'s top ``blocks`` on the labelled images of ``source``, register
     the result as model ``name``; returns the metrics as JSON."""

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+import pgvision
+
 from . import connection
 from .connection import FAILED, NO_CONNECTION
 
@@ -97,6 +99,7 @@ def run_sql(session, sql, params=None, conn=None):
         server_error(err)
 
 
+MODEL_OPTION = click.option("--model", "-m", default=pgvision.DEFAULT_MODEL, show_default=True)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True,
                            help="Print the rows as a JSON array (for scripts).")
 

@@ -3,14 +3,14 @@
 
 import click
 
-from .common import quoted_table, run_sql, write_png
+from .common import MODEL_OPTION, quoted_table, run_sql, write_png
 
 
 @click.command(name="map")
 @click.option("--table", "-t", required=True)
 @click.option("--out", "-o", "out_path", default="map.png", show_default=True,
               type=click.Path(dir_okay=False, writable=True))
-@click.option("--model", "-m", default="inception_v3", show_default=True)
+@MODEL_OPTION
 @click.option("--color-by", default="cluster", show_default=True,
               help="'cluster', or a classifier whose predictions colour the points.")
 @click.option("--clusters", default=8, show_default=True, type=click.IntRange(2, 1000),
@@ -63,7 +63,7 @@ def map_(session, table, out_path, model, color_by, clusters, thumbnails, labels
 @click.option("--id", "image_id", type=int, help="Query image: it and its -k neighbours.")
 @click.option("--ids", help="Or any ids, comma-separated (no distances).")
 @click.option("-k", default=8, show_default=True, type=click.IntRange(1, 200))
-@click.option("--model", "-m", default="inception_v3", show_default=True)
+@MODEL_OPTION
 @click.option("--label-column", help="A text column written under each picture.")
 @click.option("--out", "-o", "out_path", default="sheet.png", show_default=True,
               type=click.Path(dir_okay=False, writable=True))

@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, TaskProgressColumn,
 from rich.markup import escape
 
 from . import loading
-from .common import fail, ident, quoted_table, run_sql, server_error, table_columns
+from .common import MODEL_OPTION, fail, ident, quoted_table, run_sql, server_error, table_columns
 from .connection import INTERRUPTED
 
 
@@ -105,7 +105,7 @@ def load(session, paths, table, create, batch_mb, follow_links, max_file_mb):
 
 @click.command()
 @click.option("--table", "-t", required=True, help="Table of images.")
-@click.option("--model", "-m", default="inception_v3", show_default=True)
+@MODEL_OPTION
 @click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Sessions extracting at once (each a share of the rows).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))

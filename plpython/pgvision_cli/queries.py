@@ -6,7 +6,7 @@ import os
 import click
 
 from . import pages
-from .common import JSON_OPTION, image_rows, out_console, quoted_table, run_sql, show
+from .common import MODEL_OPTION, JSON_OPTION, image_rows, out_console, quoted_table, run_sql, show
 
 
 @click.command()
@@ -14,7 +14,7 @@ from .common import JSON_OPTION, image_rows, out_console, quoted_table, run_sql,
 @click.option("--id", "image_id", type=int, help="A stored image's id (instead of FILE).")
 @click.option("--table", "-t", required=True, help="Table the images are in.")
 @click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--model", "-m", default="inception_v3", show_default=True)
+@MODEL_OPTION
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
               help="Also write one self-contained HTML page of the results.")
 @JSON_OPTION
