@@ -209,8 +209,8 @@ def get_extractor(plpy, GD, function, row):
         return (row["model_path"], False) if row["model_path"] else \
             model_file(plpy, GD, function, row)
 
-    return load_extractor(GD, function, row, keras_file, settings.thread_settings(plpy, GD), runtime,
-                          plpy)
+    return load_extractor(GD, function, row, keras_file, settings.thread_settings(plpy, GD),
+                          runtime, plpy)
 
 
 def cached_extractor(GD, row):

@@ -4,8 +4,9 @@ describe, who may see which, and what changed since a snapshot.
 Triggers on ``vision.features`` log each changed image in ``vision.feature_changes`` with
 its transaction and bump ``vision.feature_versions``, so a backend re-reads only the changes
 its snapshot (:mod:`pgvision.snapshots`) does not hold, and only when the version moved
-(checking costs one key lookup, folded into the call's one query, :func:`context`). A change is in a snapshot exactly when its transaction is
-visible in it, so changes that commit in any order are all caught.
+(checking costs one key lookup, folded into the call's one query, :func:`context`). A
+change is in a snapshot exactly when its transaction is visible in it, so changes that
+commit in any order are all caught.
 
 Rows are read as ``pg_catalog.array_send(feature)`` (Postgres' binary array format) and
 decoded with numpy, which is ~50x faster than converting real[] into Python lists.
