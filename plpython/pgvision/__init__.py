@@ -7,6 +7,6 @@ so every module here imports and tests without a server.
 
 # The one source of truth for the version: scripts/install.sh writes it into pgvision.control,
 # the migrations read it, and the extension refuses to run a package of another version.
-__version__ = "0.12.0"
+__version__ = "0.13.0"
 
 DEFAULT_MODEL = "inception_v3"
