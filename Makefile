@@ -6,6 +6,7 @@
 #   make demo      install + start + migrate + load sample images + extract + summary
 #   make test      pytest against the local cluster (real Postgres, real TensorFlow)
 #   make test-fast the tests that need no server (seconds)
+#   make docs      README.md + docs/ + CHANGELOG.md as a site in out/site (a broken link fails)
 #   make bench     benchmarks, printed as ratios to a baseline measured in the same run
 #   make migrate   alembic upgrade head against DSN (default: the local cluster)
 #   make shards    a local sharded pgvision: 1 coordinator + SHARDS shard clusters (PL/Proxy)
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 
 export VENV PG_CONFIG
 
-.PHONY: install install-dev install-runtime uninstall start stop status dsn psql migrate downgrade demo test test-fast \
+.PHONY: install install-dev install-runtime uninstall start stop status dsn psql migrate downgrade demo test test-fast docs \
         bench map \
         bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
         bench-chart bench-security bench-upkeep bench-serving bench-load bench-map \
@@ -70,12 +71,16 @@ downgrade:
 demo: install-dev start migrate
 	@$(PYTHON) demo/demo.py --dsn '$(DSN)'
 
-test: install-dev start
+test: install-dev start docs
 	PGVISION_SOCKET_DIR="$$($(CLUSTER) socket-dir)" $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # The server-free tier: validation, search logic, wrappers, learners (seconds, no cluster).
 test-fast: install-dev
 	PYTHONPATH=plpython $(PYTHON) -m pytest -m fast $(PYTEST_ARGS)
+
+# --strict: a warning (a link to a missing page or anchor, a page outside the nav) fails.
+docs: install-dev
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 bench: bench-load bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
        bench-security bench-upkeep bench-serving

@@ -5,6 +5,7 @@ session, and one backend connection in it, so TensorFlow and each model load onc
 
 import io
 import os
+import re
 import sys
 
 import numpy as np
@@ -104,6 +105,24 @@ def fresh_db(server):
     janitor.drop()
     with janitor:
         yield name
+
+
+def doc_pages():
+    """The documentation in reading order: README.md, then docs/ as mkdocs.yml's nav lists
+    it (the site's order), then CHANGELOG.md."""
+    with open(os.path.join(ROOT, "mkdocs.yml"), encoding="utf-8") as fh:
+        nav = re.findall(r"^  - (?:[\w ]+: )?([\w-]+\.md)$", fh.read(), flags=re.M)
+    where = {"index.md": "README.md", "changelog.md": "CHANGELOG.md"}
+    return [os.path.join(ROOT, where.get(page, os.path.join("docs", page))) for page in nav]
+
+
+def documentation():
+    """Every page of :func:`doc_pages`, one after another."""
+    texts = []
+    for path in doc_pages():
+        with open(path, encoding="utf-8") as fh:
+            texts.append(fh.read())
+    return "\n".join(texts)
 
 
 def query(conn, sql, params=None):

@@ -11,7 +11,7 @@ import pytest
 from psycopg2 import errors as pgerr
 
 import pgvision
-from conftest import image_bytes, query
+from conftest import documentation, image_bytes, query
 from pgvision.shardlinks import parse_conninfo
 from pgvision.errors import PgvisionError
 
@@ -345,11 +345,10 @@ def test_parse_conninfo_reads_libpq_key_value_strings():
 
 
 
-def test_every_cluster_example_in_the_readme_runs(cluster, products):
+def test_every_cluster_example_of_the_docs_runs(cluster, products):
     import re
 
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
-        blocks = re.findall(r"^```sql cluster\n(.*?)^```", fh.read(), flags=re.S | re.M)
+    blocks = re.findall(r"^```sql cluster\n(.*?)^```", documentation(), flags=re.S | re.M)
     assert len(blocks) >= 4
     for block in blocks:
         query(cluster["coord"], block)  # raises on any error

@@ -231,7 +231,7 @@ def parse(version):
 
 @pytest.mark.parametrize("installed", VERSIONS)
 def test_migrate_keeps_every_row_of_a_database_made_with_create_extension(fresh_db, installed):
-    """The README's path without Alembic (CREATE EXTENSION), at any version, then `pgvision
+    """The documented path without Alembic (CREATE EXTENSION, docs/operations.md), at any version, then `pgvision
     migrate`, twice, then Alembic itself: every row of every table is still there, equal in
     every column the installed version had. 0.10.0's migrate walked a 0.10.0 database down to
     0.2.0 and back, deleting classifiers, votes, indexes, clusters, maps and snapshots."""

@@ -1,7 +1,7 @@
 """Pictures from SQL, decoded and checked for what they must show: vision.contact_sheet (the
 query tile first and framed, one tile per image, the right pictures in the right order) and
 vision.plot_map (legend beside the map in natural order, a colour per group); saving a PNG
-from psql with the README's recipes; the palette and the layout without a server."""
+from psql with the docs' recipes; the palette and the layout without a server."""
 
 import io
 import itertools
@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 from PIL import Image
 
-from conftest import ROOT, dsn, image_bytes, query
+from conftest import dsn, documentation, image_bytes, query
 from pgvision import pictures
 
 
@@ -148,11 +148,10 @@ def test_a_map_legend_lists_every_group_beside_the_map_in_natural_order(db, make
             query(db, f"DELETE FROM vision.{stored} WHERE source = %s::regclass", (table,))
 
 
-def test_the_readme_recipes_save_a_png_from_psql(db, db_name, sheet_table, tmp_path):
-    """The README's psql recipes (between <!-- psql png --> marks) write the exact bytes."""
+def test_the_docs_recipes_save_a_png_from_psql(db, db_name, sheet_table, tmp_path):
+    """The docs' psql recipes (between <!-- psql png --> marks) write the exact bytes."""
     table, _ = sheet_table
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
-        recipes = fh.read().split("<!-- psql png -->")[1]
+    recipes = documentation().split("<!-- psql png -->")[1]
     script = recipes.split("```psql\n")[1].split("```")[0].replace("products", table)
     shell = recipes.split("```sh\n")[1].split("```")[0].replace("products", table)
     expected = bytes(query(db, f"SELECT vision.contact_sheet(1, source => '{table}')")[0][0])
