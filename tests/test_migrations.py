@@ -31,9 +31,11 @@ def head_revision_version():
     return module.VERSION
 
 
+@pytest.mark.install
 def test_versions_have_one_source():
     """The package's version names the head revision, the installed control files and the
-    installed full scripts, which are the head files sql/<extension>.sql."""
+    installed full scripts, which are the head files sql/<extension>.sql (it reads what
+    make install wrote, so it is outside the fast tier)."""
     version = pgvision.__version__
     assert head_revision_version() == version
     for extension in ("pgvision", "pgvision_cluster"):
