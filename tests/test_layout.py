@@ -193,3 +193,19 @@ def test_the_command_line_names_the_default_model_through_the_package():
         if name.endswith(".py"):
             with open(os.path.join(folder, name)) as fh:
                 assert f'"{pgvision.DEFAULT_MODEL}"' not in fh.read(), name
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_name_a_module_uses_of_another_exists(module):
+    """``featurestore.load_for`` and the like name something the other module defines (a
+    moved or renamed function is found here, not by the first query that reaches it)."""
+    tree = parsed(module)
+    imported = {alias.asname or alias.name for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module
+                for alias in node.names}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in imported and node.value.id in MODULES:
+            other = importlib.import_module(f"pgvision.{node.value.id}")
+            assert hasattr(other, node.attr), \
+                f"pgvision.{module} uses {node.value.id}.{node.attr}, which does not exist"

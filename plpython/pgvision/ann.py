@@ -171,12 +171,12 @@ def mapped(plpy, GD, fn, model, source, current):
     sha = current["index_sha"]
     index = map_index(sha, entry_ids, dead)
     if index is None:
-        index = _restoremapped(plpy, GD, fn, model, source, sha, entry_ids, dead)
+        index = restore(plpy, GD, fn, model, source, sha, entry_ids, dead)
     cache[(model, source)] = (current["index_generation"], index)
     return index
 
 
-def _restoremapped(plpy, GD, fn, model, source, sha, entry_ids, dead):
+def restore(plpy, GD, fn, model, source, sha, entry_ids, dead):
     """Write the index file again from its chunks in vision.index_chunks."""
     cursor = plpy.cursor(spi.plan(plpy, GD, "SELECT data FROM vision.index_chunks "
                                   "WHERE model = $1 AND source = $2 ORDER BY part",
@@ -197,7 +197,7 @@ def _restoremapped(plpy, GD, fn, model, source, sha, entry_ids, dead):
     return map_index(sha, entry_ids, dead)
 
 
-def _storemapped(plpy, GD, model_row, source, snap, index, entry_ids, dead, seconds, params):
+def store_index(plpy, GD, model_row, source, snap, index, entry_ids, dead, seconds, params):
     """Write the index file, its chunks and its row (replacing any previous one)."""
     model = model_row["name"]
     sha, size = write_index(index)
