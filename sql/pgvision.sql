@@ -931,7 +931,8 @@ CREATE TABLE vision.taste_models (
   owner      name NOT NULL DEFAULT CURRENT_USER,
   PRIMARY KEY (owner, user_id, model, source)
 );
-COMMENT ON TABLE vision.taste_models IS 'Per-user elastic-net logistic models on features.';
+COMMENT ON TABLE vision.taste_models IS
+  'Per-user logistic taste models (w, b) on unit-length features, refitted after each vote.';
 SELECT pg_catalog.pg_extension_config_dump('vision.taste_models', '');
 
 CREATE FUNCTION vision.record_vote(
@@ -962,7 +963,7 @@ from pgvision import recommend, spi
 return spi.call(plpy, GD, recommend.recommend, user_id, k, exclude_seen, model, source)
 $$;
 COMMENT ON FUNCTION vision.recommend IS
-  'Images ranked by the user''s predicted like-probability (or a cold-start fallback, named in strategy).';
+  'Images ranked for a user by similarity to the nearest liked image (less half that to the nearest disliked) plus a logistic taste model; with likes only, the nearest liked; without, popularity (named in strategy).';
 
 CREATE FUNCTION vision.bandit_next(
   user_id text,
@@ -975,20 +976,30 @@ from pgvision import recommend, spi
 return spi.call(plpy, GD, recommend.bandit_next, user_id, model, source)
 $$;
 COMMENT ON FUNCTION vision.bandit_next IS
-  'Thompson sampling over clusters: an image the user has not voted on, from the cluster with the highest Beta draw.';
+  'Thompson sampling over clusters: from the cluster with the highest Beta draw, the unseen image the user''s scorer ranks first.';
 
 CREATE FUNCTION vision._score_images(
   model text, source regclass, k integer, exclude bigint[], strategy text, taste bytea,
-  centre real[], popular_ids bigint[], popular_net real[]
+  popular_ids bigint[], popular_net real[]
 ) RETURNS TABLE (image_id bigint, score double precision)
 LANGUAGE plpython3u STABLE
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import recommend, spi
 return spi.call(plpy, GD, recommend.score_images, model, source, k, exclude, strategy,
-                taste, centre, popular_ids, popular_net)
+                taste, popular_ids, popular_net)
 $$;
 COMMENT ON FUNCTION vision._score_images IS
   'Internal (vision_cluster): this node''s k best images for preferences computed on the coordinator.';
+
+CREATE FUNCTION vision._score_moments(model text, source regclass, taste bytea)
+RETURNS double precision[]
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import recommend, spi
+return spi.call(plpy, GD, recommend.score_moments, model, source, taste)
+$$;
+COMMENT ON FUNCTION vision._score_moments IS
+  'Internal (vision_cluster): sums of this node''s scores, so every shard standardises them alike.';
 
 -- clusters: K-means clusters and 2-D maps ----------------------------------------------
 

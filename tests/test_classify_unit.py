@@ -116,31 +116,3 @@ def test_cross_validation_reports_its_progress():
     cross_validate("logistic", X, y, {}, 3, ["a", "b", "c"], heard.append)
     assert [h.split(" (")[0] for h in heard] == [f"logistic: fold {i}/3 cross-validated"
                                                  for i in (1, 2, 3)]
-
-
-def test_a_taste_model_ranks_at_least_as_well_as_cosine_to_likes():
-    """Simulated shoppers on CNN-like features (a non-negative mixture with quiet
-    dimensions): each likes two groups and dislikes two; precision@10 over unseen images of
-    the taste model against ranking by cosine similarity to the liked images."""
-    from pgvision.recommend import fit_taste, like_probability
-
-    rng = np.random.default_rng(3)
-    centres = np.maximum(rng.gamma(0.4, 1.0, (8, 256)), 0) * (rng.random(256) < 0.5)
-    group = rng.integers(0, 8, 800)
-    X = np.maximum(centres[group] + rng.normal(0, 0.3, (800, 256)), 0)
-    unit_rows = X / np.linalg.norm(X, axis=1, keepdims=True)
-    taste_hits, cosine_hits = [], []
-    for user in range(6):
-        order = rng.permutation(8)
-        liked_groups, disliked_groups = order[:2], order[2:4]
-        voted = np.concatenate([rng.choice(np.flatnonzero(np.isin(group, g)), 5, replace=False)
-                                for g in (liked_groups, disliked_groups)])
-        liked = np.isin(group[voted], liked_groups)
-        unseen = np.setdiff1d(np.arange(800), voted)
-        taste = like_probability(fit_taste(X[voted], liked), X[unseen])
-        cosine = unit_rows[unseen] @ unit_rows[voted[liked]].mean(axis=0)
-        for scores, hits in ((taste, taste_hits), (cosine, cosine_hits)):
-            top = unseen[np.argsort(-scores, kind="stable")[:10]]
-            hits.append(np.isin(group[top], liked_groups).mean())
-        assert len(np.unique(np.round(taste, 6))) > len(taste) // 2  # scores rank, not saturate
-    assert np.mean(taste_hits) >= np.mean(cosine_hits), (taste_hits, cosine_hits)

@@ -44,13 +44,13 @@ def recommend(db, user, k=10, **kwargs):
                  {"u": user, "k": k, **kwargs})
 
 
-def test_taste_model_beats_random_for_a_user_who_likes_one_group(db, shop):
+def test_votes_of_both_kinds_beat_random_for_a_user_who_likes_one_group(db, shop):
     group = shop["group"]
     rng = np.random.default_rng(0)
     for image_id in rng.choice(np.arange(1, 201), 40, replace=False):
         vote(db, "alice", int(image_id), group[int(image_id)] == 0)
     rows = recommend(db, "alice", 10)
-    assert {r[2] for r in rows} == {"taste model"}
+    assert {r[2] for r in rows} == {"nearest liked + taste model"}
     precision = np.mean([group[r[0]] == 0 for r in rows])
     base_rate = np.mean([g == 0 for g in group.values()])
     assert precision >= 0.8 and precision > base_rate + 0.4
@@ -63,7 +63,7 @@ def test_cold_start_says_which_fallback_it_used(db, shop):
     assert {r[2] for r in recommend(db, "newcomer", 5)} == {"popularity"}
     vote(db, "newcomer", 1, True)
     rows = recommend(db, "newcomer", 5)
-    assert {r[2] for r in rows} == {"similar to likes"}
+    assert {r[2] for r in rows} == {"nearest liked"}
     assert all(shop["group"][r[0]] == shop["group"][1] for r in rows)
 
 
@@ -164,17 +164,56 @@ def test_bad_input_is_named(db, shop, call, error, message):
 
 def test_shard_scoring_checks_the_preferences_it_is_sent(db):
     """vision._score_images (what vision_cluster.recommend runs on each shard)."""
+    from pgvision.recommend import payload_bytes
+
     call = ("SELECT * FROM vision._score_images('mobilenet_v2', 'pg_class', %s, NULL, %s, "
-            "NULL, %s, NULL, NULL)")
-    for k, strategy, centre, error, message in [
+            "%s, NULL, NULL)")
+    small = payload_bytes({"likes": np.ones((1, 3)), "dislikes": np.ones((1, 3)),
+                           "w": np.ones(3), "b": 0.0})
+    for k, strategy, taste, error, message in [
         (0, "popularity", None, pgerr.InvalidParameterValue,
          r'vision._score_images: argument "k" must be between 1 and 10000, got 0'),
         (5, "newest", None, pgerr.InvalidParameterValue,
          r'vision._score_images: argument "strategy" must be one of'),
-        (5, "taste model", None, pgerr.NullValueNotAllowed,
+        (5, "nearest liked + taste model", None, pgerr.NullValueNotAllowed,
          r'vision._score_images: argument "taste" must not be NULL'),
-        (5, "similar to likes", [0.5] * 3, pgerr.InvalidParameterValue,
-         r'vision._score_images: argument "centre" must be a 1280-d vector, got \'3-d\''),
+        (5, "nearest liked", b"not an npz", pgerr.InvalidParameterValue,
+         r'vision._score_images: argument "taste" is not a pgvision payload'),
+        (5, "nearest liked + taste model", small, pgerr.InvalidParameterValue,
+         r'vision._score_images: argument "taste" must be the likes \(and dislikes, w, b\) of '
+         r"1280-d features, got 'a payload of other dimensions'"),
     ]:
         with pytest.raises(error, match=message):
-            query(db, call, (k, strategy, centre))
+            query(db, call, (k, strategy, taste))
+
+
+def test_a_taste_model_stored_by_0_12_is_refitted_and_said(db, shop):
+    """Taste models of 0.7.0-0.12.0 (mean, scale, w, b) are not the scorer's: recommend
+    refits from the votes, says so, and answers as with a fresh model."""
+    group = shop["group"]
+    for image_id in (1, 2, 3, 4, 5, 6, 7, 8):
+        vote(db, "olden", image_id, group[image_id] == group[1])
+    fresh = recommend(db, "olden", 5)
+    buf = io.BytesIO()
+    np.savez(buf, mean=np.zeros(1280), scale=np.ones(1280), w=np.ones(1280), b=np.array([0.0]),
+             l2=np.array([1.0]))
+    # as a superuser (past the policies), what the row of an older version held
+    assert query(db, "UPDATE vision.taste_models SET weights = %s WHERE user_id = 'olden' "
+                     "RETURNING 1", (buf.getvalue(),)) == [(1,)]
+    del db.notices[:]
+    refitted = recommend(db, "olden", 5)
+    assert [(i, strategy) for i, _, strategy in refitted] == [(i, st) for i, _, st in fresh]
+    np.testing.assert_allclose([r[1] for r in refitted], [r[1] for r in fresh], rtol=1e-5)
+    assert any("stored by pgvision 0.12.0 or earlier" in n for n in db.notices)
+
+
+def test_only_dislikes_fall_back_to_popularity_and_ties_are_not_broken_by_id(db, shop):
+    for image_id in (11, 12):
+        vote(db, "grump", image_id, False)
+    assert {r[2] for r in recommend(db, "grump", 3)} == {"popularity"}
+    # two liked copies of one vector: both nearest scores tie; the tie-breaker (similarity
+    # to the mean like) and not the id orders the rest
+    vote(db, "grump", 13, True)
+    rows = recommend(db, "grump", 20)
+    scores = [r[1] for r in rows]
+    assert scores == sorted(scores, reverse=True)

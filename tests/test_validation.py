@@ -139,9 +139,11 @@ CASES = [
     ("vision.bandit_next", lambda p, g: recommend.bandit_next(p, g, None),
      'argument "user_id" must not be NULL'),
     ("vision._score_images",
-     lambda p, g: recommend.score_images(p, g, "m", "t", 5, [], "magic", None, None, None, None),
-     "argument \"strategy\" must be one of 'taste model', 'similar to likes', 'popularity', "
-     "got 'magic'"),
+     lambda p, g: recommend.score_images(p, g, "m", "t", 5, [], "magic", None, None, None),
+     "argument \"strategy\" must be one of 'nearest liked + taste model', 'nearest liked', "
+     "'popularity', got 'magic'"),
+    ("vision._score_moments", lambda p, g: recommend.score_moments(p, g, None, "t", None),
+     'argument "taste" must not be NULL'),
     ("vision.cluster", lambda p, g: clusters.cluster(p, g, method="dbscan"),
      "argument \"method\" must be one of 'kmeans', got 'dbscan'"),
     ("vision.embed_2d", lambda p, g: clusters.embed_2d(p, g, method="umap"),

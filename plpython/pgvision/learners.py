@@ -102,6 +102,35 @@ def row_span(Z):
     return vt[keep].T if keep.any() else np.zeros((Z.shape[1], 1))
 
 
+def binary_logistic(X, y, C=10.0, iterations=30):
+    """(w, b) of an L2-penalised logistic regression, P(y=1) = sigmoid(X @ w + b), fitted by
+    Newton's method in the span of the rows (:func:`row_span`): a shopper's 40 votes on
+    2048-d features take a millisecond, where a general solver takes 60. ``C`` is the
+    inverse penalty on w (b is not penalised), as in scikit-learn.
+
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+    >>> w, b = binary_logistic(X, np.array([1, 0, 1, 0]))
+    >>> bool(w[0] > 0 > w[1])
+    True
+    """
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    basis = row_span(X)
+    Z = np.hstack([X @ basis, np.ones((len(X), 1))])
+    theta = np.zeros(Z.shape[1])
+    penalty = np.full(Z.shape[1], 1.0 / C)
+    penalty[-1] = 0.0
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(Z @ theta, -50, 50)))
+        gradient = Z.T @ (p - y) + penalty * theta
+        hessian = (Z.T * (p * (1 - p))) @ Z + np.diag(penalty) + 1e-9 * np.eye(len(theta))
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    return basis @ theta[:-1], float(theta[-1])
+
+
 def inner_folds(y):
     """Stratified folds for choosing regularisation: 5, or 2 from 500 images on (each half
     still trains on 250 or more; on 1,000 digits' Inception-v3 features the choice and the

@@ -13,7 +13,8 @@ import json
 from . import __version__, featurestore, registry, snapshots, spi
 from .classify import read_labels
 from .extract import features_of
-from .recommend import preferences, validate_recommend
+from .recommend import (BOTH, POPULARITY, moments_of, payload_bytes, preferences,
+                        validate_recommend)
 from .shardlinks import (EXPORTS, FDW_PREFIX, PROXY_SERVER, USER_KEYS, fan_out, literal,
                          option_list, qualified_table, validate_shards)
 from .errors import (DUPLICATE_OBJECT, INVALID_PARAMETER, OBJECT_IN_USE, UNDEFINED_OBJECT,
@@ -343,16 +344,21 @@ def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
         strategy, payload, seen = preferences(
             plpy, GD, user_id, model_row, source_oid,
             lambda: snapshots.load_for(plpy, GD, fn, model_row, source_oid))
-        taste = payload if strategy == "taste model" else None
-        centre = payload.tolist() if strategy == "similar to likes" else None
-        popular = payload if strategy == "popularity" else ([], [])
+        if strategy == BOTH:  # scores standardised over the whole catalog, as on one node
+            raw = fan_out(plpy, fn, "SELECT moments FROM vision_cluster._score_moments("
+                          "$1, $2, $3, $4, $5)", ["text", "text", "text", "text", "bytea"],
+                          [__version__, model_row["sha256"], model, source,
+                           payload_bytes(payload)])
+            payload["moments"] = moments_of([r["moments"] for r in raw])
+        taste = None if strategy == POPULARITY else payload_bytes(payload)
+        popular = payload if strategy == POPULARITY else ([], [])
         rows = fan_out(plpy, fn, """
             SELECT image_id, score, node FROM vision_cluster._recommend($1, $2, $3, $4, $5, $6, $7,
-                     $8, $9, $10, $11) ORDER BY score DESC, image_id LIMIT $5""",
-            ["text", "text", "text", "text", "int4", "int8[]", "text", "bytea", "float4[]",
-             "int8[]", "float4[]"],
+                     $8, $9, $10) ORDER BY score DESC, image_id LIMIT $5""",
+            ["text", "text", "text", "text", "int4", "int8[]", "text", "bytea", "int8[]",
+             "float4[]"],
             [__version__, model_row["sha256"], model, source, k,
-             [int(i) for i in seen] if exclude_seen else [], strategy, taste, centre,
+             [int(i) for i in seen] if exclude_seen else [], strategy, taste,
              [int(i) for i in popular[0]], [float(v) for v in popular[1]]])
         return [(r["image_id"], r["score"], strategy, r["node"]) for r in rows]
 
