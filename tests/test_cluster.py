@@ -274,7 +274,8 @@ def test_a_shard_with_another_version_of_a_classifier_is_named(cluster, products
 
 
 VOTES = [("ann", 1, True), ("ann", 2, False), ("ann", 6, True), ("ann", 9, False),
-         ("bob", 3, True), ("bob", 8, True), ("cy", 4, True)]
+         ("ann", 3, True), ("ann", 4, False), ("bob", 3, True), ("bob", 8, True),
+         ("bob", 9, False), ("cy", 4, True)]
 
 
 def test_recommendations_across_shards_equal_the_single_node(db, make_table, cluster, products):
