@@ -2,6 +2,7 @@
 certain, every method, prediction of stored and new images, batch labelling, errors."""
 
 import io
+import re
 
 import numpy as np
 import psycopg2
@@ -74,6 +75,19 @@ def test_every_method_beats_the_majority_baseline_clearly(db, shapes, method):
     assert sum(map(sum, metrics["confusion_matrix"])) == 30
     assert set(metrics["per_class"]) == set(CLASSES)
     assert query(db, "SELECT vision.evaluate_classifier(%s)", (f"shapes_{method}",))[0][0] == metrics
+
+
+def test_training_says_which_penalty_won_and_how_long_each_stage_took(db, shapes):
+    del db.notices[:]
+    metrics = train(db, "shapes_timed", "softmax")
+    said = "".join(db.notices)
+    tried = [step["C"] for step in metrics["path"]]
+    assert metrics["C"] in tried and tried == sorted(tried)  # strongest penalty first
+    best = min(metrics["path"], key=lambda step: step["log_loss"])
+    assert best["C"] == metrics["C"]
+    assert f"softmax: C = {metrics['C']:g} won ({len(tried)} of " in said
+    assert re.search(r"softmax: fitted on all 30 labelled images \(\d+\.\d s\)", said)
+    assert metrics["cv_seconds"] > 0 and metrics["train_seconds"] > 0
 
 
 def test_classify_stored_and_new_images(db, shapes):

@@ -5,7 +5,8 @@ import functools
 import numpy as np
 import pytest
 
-from pgvision.learners import Linear, cross_validate, fit, folds_for, from_bytes, to_bytes
+from pgvision.learners import (C_GRID, PATIENCE, Linear, cross_validate, cross_validated, fit,
+                               folds_for, from_bytes, to_bytes)
 
 
 def blobs(n_per=20, d=16, seed=0):
@@ -116,3 +117,33 @@ def test_cross_validation_reports_its_progress():
     cross_validate("logistic", X, y, {}, 3, ["a", "b", "c"], heard.append)
     assert [h.split(" (")[0] for h in heard] == [f"logistic: fold {i}/3 cross-validated"
                                                  for i in (1, 2, 3)]
+
+
+def test_the_regularisation_path_stops_when_the_loss_gets_worse_and_keeps_the_best():
+    rng = np.random.default_rng(4)
+    centres = rng.gamma(0.5, 1.0, (3, 64))
+    y = np.repeat(np.arange(3), 40)
+    X = np.maximum(centres[y] + rng.normal(0, 1.5, (120, 64)), 0)
+    metrics, chosen, _ = cross_validated("softmax", X, y, {}, 4, ["a", "b", "c"])
+    losses = [step["log_loss"] for step in metrics["path"]]
+    best = int(np.argmin(losses))
+    assert chosen == {"C": metrics["path"][best]["C"]} == {"C": metrics["C"]}
+    # it stopped after PATIENCE worse values in a row, or at the end of the grid
+    assert len(losses) == len(C_GRID) or len(losses) - 1 - best == PATIENCE
+
+
+def test_a_large_training_set_chooses_its_penalty_on_a_sample(monkeypatch):
+    """Past PATH_ROWS the path runs on a stratified sample; the metrics are still every
+    labelled image's out-of-fold prediction at the chosen value."""
+    import pgvision.learners as learners
+
+    monkeypatch.setattr(learners, "PATH_ROWS", 60)
+    rng = np.random.default_rng(5)
+    centres = rng.gamma(0.5, 1.0, (3, 32))
+    y = np.repeat(np.arange(3), 50)
+    X = np.maximum(centres[y] + rng.normal(0, 1.0, (150, 32)), 0)
+    heard = []
+    clf, metrics = learners.train("softmax", X, y, {}, 3, ["a", "b", "c"], heard.append)
+    assert any("on a sample of 60, 3 folds" in h for h in heard)
+    assert metrics["n"] == 150 and sum(map(sum, metrics["confusion_matrix"])) == 150
+    assert clf.scores(X[:5]).shape == (5, 3)

@@ -3,7 +3,6 @@ cross-validation), store it, predict one image, new bytes or a whole table, comp
 The learners themselves are :mod:`pgvision.learners`."""
 
 import json
-import time
 
 import numpy as np
 
@@ -12,8 +11,8 @@ from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, DUPLICATE_OBJECT, NULL_VALUE, UNDEFINED_OBJECT,
                      PgvisionError, require, require_choice, require_int_range,
                      require_not_null)
-from .learners import (DEFAULTS, METHODS, cross_validate, fit, folds_for, from_bytes,
-                       to_bytes)
+from .learners import (DEFAULTS, METHODS, cross_validated, folds_for, from_bytes, to_bytes,
+                       train)
 
 FN_TRAIN = "vision.train_classifier"
 FN_CLASSIFY = "vision.classify"
@@ -123,12 +122,8 @@ def train_classifier(plpy, GD, name, labels, source=None, model=None, method="so
         privileges.require_owner(plpy, GD, fn, f"classifier {name!r}", exists[0]["owner"])
     opts, model_row, source, X, y, names, ids = _prepare_training(
         plpy, GD, fn, labels, source, model, method, options)
-    metrics = cross_validate(method, X, y, opts, folds_for(y, folds), names,
-                             lambda text: plpy.notice(f"{fn}: {text}"))
-    plpy.notice(f"{fn}: fitting {method} on all {len(y)} labelled images")
-    started = time.monotonic()
-    clf = fit(method, X, y, opts, len(names))
-    metrics["train_seconds"] = time.monotonic() - started
+    clf, metrics = train(method, X, y, opts, folds_for(y, folds), names,
+                         lambda text: plpy.notice(f"{fn}: {text}"))
     spi.write(plpy, GD, spi.plan(plpy, GD, """
         INSERT INTO vision.classifiers AS c (name, model, source, method, options, labels,
             dims, weights, train_ids, train_targets, metrics)
@@ -313,8 +308,8 @@ def compare_classifiers(plpy, GD, labels, source=None, model=None, methods=None,
         same = ("linear" if method in ("softmax", "logistic") else method,
                 json.dumps(opts, sort_keys=True))
         if same not in done:
-            done[same] = cross_validate(method, X, y, opts, folds_for(y, folds), names,
-                                        lambda text: plpy.notice(f"{fn}: {text}"))
+            done[same] = cross_validated(method, X, y, opts, folds_for(y, folds), names,
+                                         lambda text: plpy.notice(f"{fn}: {text}"))[0]
         results.append((method, done[same]))
     results.sort(key=lambda r: -r[1][rank_by])
     return [(method, m["accuracy"], m["macro_f1"], m["roc_auc"], m["cv_seconds"], rank)
