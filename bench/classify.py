@@ -36,6 +36,7 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from test_classify import shape_image  # noqa: E402  (the test suite's pattern generator)
 from search import augmented_photos  # noqa: E402
+from common import feature_table  # noqa: E402
 
 
 def encode(img):
@@ -177,6 +178,7 @@ def held_out(cur, model, n_train):
         cur.execute("DELETE FROM vision.classifiers WHERE name = 'bench_held_out'")
         return value
 
+    training = training_time(cur, table, f"{labels}_train", model)
     base = accuracy_of(model)
     started = time.monotonic()
     cur.execute("SELECT vision.fine_tune('bench_tuned', %s, %s, base_model => %s, folds => 0, "
@@ -192,7 +194,71 @@ def held_out(cur, model, n_train):
             "compare_seconds": compare_seconds, "compare_accuracy": compared,
             "base_held_out_accuracy": base, "tuned_held_out_accuracy": after,
             "fine_tune_seconds": tune_seconds, "epochs": tuned["epochs"],
-            "from_layer": tuned["from_layer"], "trained_weights": tuned["trained_weights"]}
+            "from_layer": tuned["from_layer"], "trained_weights": tuned["trained_weights"],
+            "training": training}
+
+
+def reference_logistic_cv(X, y):
+    """The reference a data scientist writes: Normalizer + LogisticRegressionCV (10 Cs, the
+    same 5 stratified folds); (seconds, its best mean cross-validated accuracy)."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import Normalizer
+
+    started = time.monotonic()
+    reference = LogisticRegressionCV(Cs=10, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                                     max_iter=5000).fit(Normalizer().fit_transform(X), y)
+    seconds = time.monotonic() - started
+    return seconds, float(next(iter(reference.scores_.values())).mean(axis=0).max())
+
+
+def stored_features(cur, table, labels, model):
+    cur.execute("SELECT f.feature, l.label FROM vision.features f JOIN " + labels + " l "
+                "ON l.image_id = f.image_id WHERE f.source = %s::regclass AND f.model = %s "
+                "ORDER BY f.image_id", (table, model))
+    rows = cur.fetchall()
+    return (np.array([r[0] for r in rows], dtype=np.float32),
+            np.unique([r[1] for r in rows], return_inverse=True)[1])
+
+
+def training_time(cur, table, labels, model, scale_rows=10_000, reference_at_scale=False):
+    """vision.train_classifier with its defaults (5-fold CV, then a fit on everything) on
+    the labelled digits, timed beside the reference on the same features; then on
+    ``scale_rows`` rows made from them (each a stored digit's features with multiplicative
+    jitter and drop-out), the reference there only when asked (it takes many minutes)."""
+    def timed_train(source, labels_table):
+        started = time.monotonic()
+        cur.execute("SELECT vision.train_classifier('bench_timed', %s, %s, %s, replace => true)",
+                    (labels_table, source, model))
+        metrics = cur.fetchone()[0]
+        cur.execute("DELETE FROM vision.classifiers WHERE name = 'bench_timed'")
+        return time.monotonic() - started, metrics
+
+    seconds, metrics = timed_train(table, labels)
+    X, y = stored_features(cur, table, labels, model)
+    ref_seconds, ref_accuracy = reference_logistic_cv(X, y)
+    out = {"rows": len(y), "seconds": seconds, "accuracy": metrics["accuracy"],
+           "C": metrics.get("C"), "reference_seconds": ref_seconds,
+           "reference_accuracy": ref_accuracy}
+    rng = np.random.default_rng(1)
+    pick = rng.integers(0, len(y), scale_rows)
+    big = X[pick] * rng.lognormal(0, 0.35, (scale_rows, X.shape[1])).astype(np.float32) \
+        * (rng.random((scale_rows, X.shape[1])) > 0.15)
+    feature_table(cur, "bench_scale_train", model, scale_rows,
+                  [(np.arange(1, scale_rows + 1), big)])
+    cur.execute("DROP TABLE IF EXISTS bench_scale_labels")
+    cur.execute("CREATE TABLE bench_scale_labels (image_id bigint, label text)")
+    psycopg2.extras.execute_values(cur, "INSERT INTO bench_scale_labels VALUES %s",
+                                   [(i + 1, str(int(y[p]))) for i, p in enumerate(pick)])
+    big_seconds, big_metrics = timed_train("bench_scale_train", "bench_scale_labels")
+    out.update(scale_rows=scale_rows, scale_seconds=big_seconds,
+               scale_accuracy=big_metrics["accuracy"], scale_C=big_metrics.get("C"))
+    if reference_at_scale:
+        out["scale_reference_seconds"], out["scale_reference_accuracy"] = \
+            reference_logistic_cv(big, y[pick])
+    cur.execute("DELETE FROM vision.features WHERE source = 'bench_scale_train'::regclass")
+    cur.execute("DROP TABLE bench_scale_train, bench_scale_labels")
+    return out
 
 
 def main():
@@ -218,6 +284,16 @@ def main():
     print(f"\ncompare_classifiers on {h['labelled']} labelled digits: "
           f"{h['compare_seconds']:.1f} s (" + ", ".join(
               f"{m} {a:.3f}" for m, a in h["compare_accuracy"].items()) + ")")
+    t = h["training"]
+    print(f"train_classifier with its defaults on {t['rows']} labelled digits x "
+          f"{model}: {t['seconds']:.1f} s, CV accuracy {t['accuracy']:.3f} (C = {t['C']:g}); "
+          f"LogisticRegressionCV (10 Cs, same 5 folds) by hand {t['reference_seconds']:.1f} s, "
+          f"{t['reference_accuracy']:.3f}: {t['seconds'] / t['reference_seconds']:.2f}x the "
+          f"time, {t['accuracy'] / t['reference_accuracy']:.3f}x the accuracy")
+    print(f"train_classifier on {t['scale_rows']:,} rows: {t['scale_seconds']:.1f} s, CV "
+          f"accuracy {t['scale_accuracy']:.3f} (C = {t['scale_C']:g})"
+          + (f"; LogisticRegressionCV {t['scale_reference_seconds']:.1f} s, "
+             f"{t['scale_reference_accuracy']:.3f}" if "scale_reference_seconds" in t else ""))
     print(f"held-out accuracy on {h['held_out']} digits: default head on {model} features "
           f"{h['base_held_out_accuracy']:.3f}; on the features of vision.fine_tune "
           f"({h['trained_weights']:,} weights above {h['from_layer']}, {h['epochs']} epochs, "
