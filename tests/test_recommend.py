@@ -219,3 +219,28 @@ def test_only_dislikes_fall_back_to_popularity_and_ties_are_not_broken_by_id(db,
     rows = recommend(db, "grump", 20)
     scores = [r[1] for r in rows]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_votes_on_deleted_or_broken_images_are_left_out(db, shop):
+    """A voted image whose features are gone no longer counts; one whose stored features
+    are not finite numbers is named in a NOTICE and left out; the rest still scores."""
+    group = shop["group"]
+    same = [i for i in range(1, 201) if group[i] == group[2]][:4]
+    for image_id in same:
+        vote(db, "careful", image_id, True)
+    query(db, "DELETE FROM vision.features WHERE source = 'shop_items'::regclass "
+              "AND model = %s AND image_id = %s", (MODEL, same[0]))
+    query(db, "UPDATE vision.features SET feature[1] = 'NaN' WHERE source = "
+              "'shop_items'::regclass AND model = %s AND image_id = %s", (MODEL, same[1]))
+    del db.notices[:]
+    try:
+        rows = recommend(db, "careful", 5)
+        assert {r[2] for r in rows} == {"nearest liked"}
+        assert all(group[r[0]] == group[2] for r in rows)
+        assert np.isfinite([r[1] for r in rows]).all()
+        assert any(f"votes on image(s) [{same[1]}] are ignored" in n for n in db.notices)
+    finally:  # the fixture's features, as they were
+        query(db, "DELETE FROM vision.features WHERE source = 'shop_items'::regclass "
+                  "AND model = %s AND image_id = ANY(%s)", (MODEL, same[:2]))
+        vectors = clustered(200, seed=11, centres=GROUPS)
+        store(db, "shop_items", same[:2], vectors[[same[0] - 1, same[1] - 1]])
