@@ -7,16 +7,12 @@ import time
 import numpy as np
 
 from . import ann, featurestore, privileges, registry, sharedfiles, snapshots, spi
-from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_choice, \
-    require_int_range, require_not_null
+from .errors import (UNDEFINED_OBJECT, PgvisionError, require, require_choice,
+                     require_int_range, require_not_null)
 from .neighbours import METRICS
 
 FN_CREATE_INDEX = "vision.create_index"
-
-
 FN_REFRESH_INDEX = "vision.refresh_index"
-
-
 FN_DROP_INDEX = "vision.drop_index"
 
 

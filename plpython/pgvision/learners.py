@@ -26,17 +26,11 @@ from .featurestore import FeatureMatrix
 from .neighbours import distances
 
 METHODS = ("knn", "softmax", "logistic", "sgd")
-
-
 # C / alpha None: chosen by cross-validation from these. On unit-length CNN features C of 0.01
 # to 1 never won (digits and photos, 30 to 1,000 labelled images: 100 to 10,000 did), and the
 # path walks from the strongest penalty, so the grid starts at 1.
 C_GRID = (1.0, 10.0, 100.0, 1000.0, 10000.0)
-
-
 ALPHA_GRID = (1e-4, 1e-3, 1e-2)
-
-
 DEFAULTS = {"knn": {"k": 5, "metric": "cosine"},
             "softmax": {"C": None, "balance": True},
             "logistic": {"C": None, "balance": True},

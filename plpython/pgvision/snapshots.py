@@ -43,11 +43,7 @@ def load(plpy, GD, function, model, source, dims):
 # REREAD_FACTOR times that (a bulk load) the new one is read from the table instead of the
 # changes being read into memory first.
 MERGE_ROWS = 2000
-
-
 MERGE_FRACTION = 0.01
-
-
 REREAD_FACTOR = 4
 
 
