@@ -35,6 +35,9 @@ DEFAULTS = {"knn": {"k": 5, "metric": "cosine"},
             "softmax": {"C": None, "balance": True},
             "logistic": {"C": None, "balance": True},
             "sgd": {"alpha": None, "l1_ratio": 0.15, "balance": True}}
+# the parameter cross-validation chooses for a method, and its grid, strongest penalty first
+PATHS = {"softmax": ("C", C_GRID), "logistic": ("C", C_GRID),
+         "sgd": ("alpha", ALPHA_GRID[::-1])}
 
 
 def unit(X):
@@ -172,18 +175,13 @@ def fit(method, X, y, options, n_classes=None, start=None):
     opts = {**DEFAULTS[method], **options}
     if method == "knn":
         return Knn(X.astype(np.float32), y, n_classes, int(opts["k"]), opts["metric"])
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
-
     mean, scale, Z = prepare(X)
-    weight = "balanced" if opts["balance"] else None
     folds = inner_folds(y)
     if method == "sgd":  # elastic net: not rotation-invariant, so on all dimensions
-        sgd = SGDClassifier(loss="log_loss", penalty="elasticnet", alpha=1e-4,
-                            l1_ratio=float(opts["l1_ratio"]), class_weight=weight,
-                            max_iter=500, tol=1e-3, n_iter_no_change=3, random_state=0,
-                            n_jobs=2)  # one class per thread: its loops release the GIL
+        # one class per thread: its loops release the GIL
+        sgd = _estimator(method, opts, warm=False, alpha=1e-4, n_jobs=2)
         alpha = opts["alpha"] if opts["alpha"] is not None else \
-            _chosen(sgd, "alpha", ALPHA_GRID[::-1], Z, y, folds) if folds else 1e-4
+            _chosen(sgd, "alpha", PATHS["sgd"][1], Z, y, folds) if folds else 1e-4
         sgd.set_params(alpha=float(alpha), warm_start=start is not None)
         _warm(sgd, start, np.unique(y))
         clf = sgd.fit(Z, y)
@@ -192,7 +190,7 @@ def fit(method, X, y, options, n_classes=None, start=None):
         # fewer rows than dimensions: fitted in the rows' span (same model, fewer unknowns)
         basis = row_span(Z) if len(Z) < Z.shape[1] else None
         R = Z @ basis if basis is not None else Z
-        logistic = LogisticRegression(C=1.0, class_weight=weight, max_iter=5000)
+        logistic = _estimator(method, opts, warm=False, C=1.0)
         C = opts["C"] if opts["C"] is not None else \
             _chosen(logistic, "C", C_GRID, R, y, folds) if folds else 1.0
         if basis is None and start is not None:
@@ -263,7 +261,7 @@ def cross_validated(method, X, y, options, n_folds, labels, progress=None):
     choosing among a few values allows). The folds of one value are fitted in threads.
     ``progress(text)`` hears each value tried."""
     opts = {**DEFAULTS[method], **options}
-    param = {"softmax": "C", "logistic": "C", "sgd": "alpha"}.get(method)
+    param, grid = PATHS.get(method, (None, ()))
     if param is None or opts[param] is not None or inner_folds(y) is None:
         return cross_validate(method, X, y, options, n_folds, labels, progress), {}, None
     started = time.monotonic()
@@ -279,7 +277,6 @@ def cross_validated(method, X, y, options, n_folds, labels, progress=None):
                                          value, start)
     seconds = time.monotonic() - started
     if progress:
-        grid = C_GRID if param == "C" else ALPHA_GRID
         progress(f"{method}: {param} = {value:g} won ({len(path)} of {len(grid)} values "
                  f"tried on {n_folds} folds, {seconds:.1f} s)")
     return {"folds": n_folds, **report(y, proba, labels), "cv_seconds": seconds,
@@ -298,7 +295,9 @@ def stratified_sample(y, rows):
     return np.sort(np.concatenate(picked))
 
 
-def _estimator(method, opts, **params):
+def _estimator(method, opts, warm=True, **params):
+    """The scikit-learn estimator of a linear method (sgd: elastic-net SGD; softmax and
+    logistic: multinomial L2 logistic regression) with ``opts``' class weights."""
     from sklearn.linear_model import LogisticRegression, SGDClassifier
 
     weight = "balanced" if opts["balance"] else None
@@ -306,11 +305,11 @@ def _estimator(method, opts, **params):
         return SGDClassifier(loss="log_loss", penalty="elasticnet",
                              l1_ratio=float(opts["l1_ratio"]), class_weight=weight,
                              max_iter=500, tol=1e-3, n_iter_no_change=3, random_state=0,
-                             warm_start=True, **params)
-    return LogisticRegression(class_weight=weight, max_iter=5000, warm_start=True, **params)
+                             warm_start=warm, **params)
+    return LogisticRegression(class_weight=weight, max_iter=5000, warm_start=warm, **params)
 
 
-class _fold_threads:
+class _FoldThreads:
     """A pool of one thread per core for fitting folds at once, with the BLAS under each fit
     held to one thread: two fits that each spread over both cores contend (10,000 x 2048
     rows, 5 folds on 2 cores: 87 s; one BLAS thread a fit: 46 s)."""
@@ -358,7 +357,7 @@ def fixed_value_folds(method, X, y, opts, n_folds, n_classes, param, value, star
         proba[np.ix_(test, model.classes_)] = model.predict_proba(Z[test])
         return model
 
-    with _fold_threads(n_folds) as pool:
+    with _FoldThreads(n_folds) as pool:
         models = list(pool.map(one, folds))
     return proba, (np.mean([m.coef_ for m in models], axis=0),
                    np.mean([m.intercept_ for m in models], axis=0))
@@ -370,23 +369,15 @@ def regularisation_path(method, X, y, opts, n_folds, n_classes, progress=None, w
     models' mean (coef_, intercept_) at the best value in the features' own dimensions, or
     None): see :func:`cross_validated`."""
     from sklearn.base import clone
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedKFold
 
-    mean, scale, Z = prepare(X)
-    weight = "balanced" if opts["balance"] else None
-    if method == "sgd":
-        base, param, grid = SGDClassifier(
-            loss="log_loss", penalty="elasticnet", l1_ratio=float(opts["l1_ratio"]),
-            class_weight=weight, max_iter=500, tol=1e-3, n_iter_no_change=3, random_state=0,
-            warm_start=True), "alpha", ALPHA_GRID[::-1]
-        R = Z  # elastic net is not rotation-invariant: every dimension
-    else:
-        base, param, grid = LogisticRegression(C=1.0, class_weight=weight, max_iter=5000,
-                                               warm_start=True), "C", C_GRID
-        # every fold's weights lie in the span of all rows (fewer dimensions than rows)
-        R = Z @ row_span(Z) if span and len(Z) < Z.shape[1] else Z
+    _, _, Z = prepare(X)
+    param, grid = PATHS[method]
+    base = _estimator(method, opts)
+    # elastic net is not rotation-invariant: every dimension; an L2 model's fold weights lie
+    # in the span of all rows (fewer dimensions than rows)
+    R = Z @ row_span(Z) if method != "sgd" and span and len(Z) < Z.shape[1] else Z
     folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=0).split(R, y))
     models = [clone(base) for _ in folds]
     best, best_loss, best_proba, worse, path, start = None, np.inf, None, 0, [], None
@@ -396,7 +387,7 @@ def regularisation_path(method, X, y, opts, n_folds, n_classes, progress=None, w
         models[i].set_params(**{param: value}).fit(R[train], y[train])
         return test, models[i].predict_proba(R[test]), models[i].classes_
 
-    with _fold_threads(len(folds)) as pool:
+    with _FoldThreads(len(folds)) as pool:
         for value in grid:
             proba = np.zeros((len(y), n_classes))
             for test, fold_proba, classes in pool.map(lambda i: one(i, value),
