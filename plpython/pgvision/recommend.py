@@ -73,17 +73,23 @@ def standardised(score):
     return (score - score.mean()) / (score.std() + 1e-12)
 
 
+def _parts(U, payload):
+    """(nearest-vote score, taste-model margin) of each unit row of ``U``."""
+    likes = payload["likes"]
+    nearest = nearest_vote_scores(U, likes, payload.get("dislikes", likes[:0]))
+    return nearest, U @ payload["w"] + float(payload["b"])
+
+
 def score_rows(U, strategy, payload):
     """(score, tie-breaker) of each unit row of ``U`` under a strategy whose payload is
-    :func:`payload_of`'s dict (or, for popularity, a score per row already)."""
+    :func:`preferences`' dict (or, for popularity, a score per row already)."""
     if strategy == POPULARITY:
         return payload, np.zeros(len(U))
     likes = payload["likes"]
     tie = U @ learners.unit(likes.mean(axis=0, keepdims=True))[0]
-    nearest = nearest_vote_scores(U, likes, payload.get("dislikes", likes[:0]))
     if strategy == LIKES:
-        return nearest, tie
-    taste = U @ payload["w"] + float(payload["b"])
+        return nearest_vote_scores(U, likes, payload.get("dislikes", likes[:0])), tie
+    nearest, taste = _parts(U, payload)
     if "moments" in payload:  # a sharded catalog's: every shard standardises alike
         mean_nearest, sd_nearest, mean_taste, sd_taste = payload["moments"]
         return ((nearest - mean_nearest) / (sd_nearest + 1e-12)
@@ -94,8 +100,7 @@ def score_rows(U, strategy, payload):
 def raw_moments(U, payload):
     """[n, Σ nearest, Σ nearest², Σ taste, Σ taste²] over the unit rows ``U``: what a shard
     tells its coordinator, which adds them up into the catalog's mean and deviation."""
-    nearest = nearest_vote_scores(U, payload["likes"], payload["dislikes"]).astype(np.float64)
-    taste = (U @ payload["w"] + float(payload["b"])).astype(np.float64)
+    nearest, taste = (part.astype(np.float64) for part in _parts(U, payload))
     return [float(len(U)), float(nearest.sum()), float((nearest ** 2).sum()),
             float(taste.sum()), float((taste ** 2).sum())]
 
@@ -235,13 +240,13 @@ def preferences(plpy, GD, user_id, model_row, source, voted_matrix):
         matrix = voted_matrix()
         scorable, scorable_liked = _scorable(plpy, matrix, ids, liked)
         if scorable_liked.any():
-            U = matrix.unit[matrix.positions(scorable)]
+            rows = matrix.positions(scorable)
+            U = matrix.unit[rows]
             payload = {"likes": U[scorable_liked], "dislikes": U[~scorable_liked]}
             if min(scorable_liked.sum(), (~scorable_liked).sum()) < TASTE_FROM:
                 return LIKES, payload, ids
             payload["w"], payload["b"] = _taste(plpy, GD, user_id, model_row, source,
-                                                matrix.vectors[matrix.positions(scorable)],
-                                                scorable_liked)
+                                                matrix.vectors[rows], scorable_liked)
             return BOTH, payload, ids
     popular = plpy.execute(spi.plan(plpy, GD, """
         SELECT image_id, pg_catalog.sum(CASE WHEN liked THEN 1 ELSE -1 END) AS s
@@ -310,8 +315,8 @@ def score_moments(plpy, GD, model, source, taste):
 
 
 def _received(fn, strategy, taste, dims):
-    """The payload a coordinator sent, checked against the model's dimension."""
-    require_not_null(fn, "taste", taste)
+    """The payload a coordinator sent (not NULL: checked before any query), checked against
+    the model's dimension."""
     try:
         payload = payload_from_bytes(taste)
     except (ValueError, OSError) as err:
@@ -336,6 +341,8 @@ def score_images(plpy, GD, model, source, k, exclude, strategy, taste, popular_i
     fn = FN_SCORE
     require_int_range(fn, "k", k, 1, 10_000)
     require_choice(fn, "strategy", strategy, STRATEGIES)
+    if strategy != POPULARITY:
+        require_not_null(fn, "taste", taste)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     if strategy == POPULARITY:
         payload = (np.asarray(popular_ids or [], dtype=np.int64),
