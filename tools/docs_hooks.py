@@ -21,10 +21,13 @@ def on_files(files, config):
     return files
 
 
+def _site_name(match):
+    """README.md and CHANGELOG.md as the site knows them."""
+    return "](" + {"README": "index", "CHANGELOG": "changelog"}[match.group(1)] + ".md"
+
+
 def on_page_markdown(markdown, page, config, files):
     if page.file.src_uri in GENERATED:  # written for the repository's root
-        markdown = re.sub(r"\]\(docs/", "](", markdown)
-        return re.sub(r"\]\((README|CHANGELOG)\.md", lambda m: f"]({m.group(1).lower()}.md"
-                      .replace("readme", "index"), markdown)
-    return re.sub(r"\]\(\.\./(README|CHANGELOG)\.md", lambda m: f"]({m.group(1).lower()}.md"
-                  .replace("readme", "index"), markdown)
+        return re.sub(r"\]\((README|CHANGELOG)\.md", _site_name,
+                      re.sub(r"\]\(docs/", "](", markdown))
+    return re.sub(r"\]\(\.\./(README|CHANGELOG)\.md", _site_name, markdown)
