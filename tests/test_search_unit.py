@@ -33,7 +33,8 @@ def serve_features(plpy, ids, vectors):
                  "snap_foreign": False, "index_foreign": None,
                  "index_generation": None, "index_metric": None, "ef_search": None,
                  "index_sha": None, "index_snap": None, "index_dims": None, "index_storage": None,
-                 "index_pca": None, "ef_setting": None}]
+                 "index_pca": None, "ef_setting": None,
+                 "rls_active": recorded.get("rls_active", False)}]
 
     def record(args):
         recorded.update(generation=recorded.get("generation", 0) + 1, snap=args[2],
@@ -42,8 +43,7 @@ def serve_features(plpy, ids, vectors):
     plpy.on(r"FROM vision.feature_versions v", state)
     plpy.on(r"FROM vision.model_store m", lambda args: [
         {**ROW, "model_sha256": ROW["sha256"], "source_oid": 4242,
-         "may_read": recorded.get("may_read", True),
-         "rls_active": recorded.get("rls_active", False), **state(args)[0]}])
+         "may_read": recorded.get("may_read", True), **state(args)[0]}])
     plpy.on(r"SELECT vision._id_column\(\$1\) AS c", [{"c": "id"}])
     plpy.on(r"UPDATE vision.feature_snapshots SET n = n WHERE false", [])
     plpy.on(r"pg_advisory_xact_lock", [{}])

@@ -178,7 +178,8 @@ _INDEX_COLUMNS = """, i.generation AS index_generation, i.metric AS index_metric
            i.sha256 AS index_sha, i.snap::text AS index_snap, i.dims AS index_dims,
            i.storage AS index_storage, i.pca_dims AS index_pca,
            """ + from_another_server("i.snap") + """ AS index_foreign,
-           pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting"""
+           pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting,
+           pg_catalog.row_security_active($2::pg_catalog.regclass) AS rls_active"""
 _INDEX_JOIN = " LEFT JOIN vision.indexes i USING (model, source)"
 _STATE_QUERIES = {False: _STATE.format(index_columns="", index_join=""),
                   True: _STATE.format(index_columns=_INDEX_COLUMNS, index_join=_INDEX_JOIN)}
@@ -186,8 +187,9 @@ _STATE_QUERIES = {False: _STATE.format(index_columns="", index_join=""),
 
 def state(plpy, GD, model, source, with_index=False):
     """One query for what a call needs to know: the features' version and the current
-    snapshot (and the index's generation, metric, storage, ... ``with_index``); None when
-    (model, source) has no features."""
+    snapshot (and, ``with_index``, the index's generation, metric, storage, ... and whether
+    the table's row-level security applies to the caller); None when (model, source) has
+    no features."""
     rows = plpy.execute(plan(plpy, GD, _STATE_QUERIES[with_index], ["text", "oid"]),
                         [model, source])
     return dict(rows[0]) if rows else None
@@ -198,7 +200,6 @@ _CONTEXT = """
            m.preprocessing, m.feature_layer, m.pooling, m.dims,
            $2::pg_catalog.regclass::pg_catalog.oid AS source_oid,
            pg_catalog.has_table_privilege($2::pg_catalog.regclass, 'SELECT') AS may_read,
-           pg_catalog.row_security_active($2::pg_catalog.regclass) AS rls_active,
            st.*
     FROM vision.model_store m
     LEFT JOIN LATERAL (""" + _STATE_QUERIES[True] + """) st ON true

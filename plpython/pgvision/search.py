@@ -48,13 +48,10 @@ def _searcher(plpy, GD, fn, model_row, source, current, k, metric, candidates, a
     Where the source table's row-level security applies to the caller, the shared snapshot
     and index are searched for more candidates than k, as many times as needed, and only
     those the caller's SELECT returns are answered."""
-    if current is None:
-        column = None  # nothing stored: nothing to hide
-    elif "rls_active" in current:
-        column = featurestore.id_column(plpy, GD, source, current["version"]) \
-            if current["rls_active"] else None
-    else:  # the context came without it
-        column = featurestore.row_security(plpy, GD, source)
+    if current is None or not current["rls_active"]:
+        column = None  # nothing stored, or nothing hidden from this caller
+    else:
+        column = featurestore.id_column(plpy, GD, source, current["version"])
     if column is None:
         search = _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
                              approximate)
