@@ -273,8 +273,9 @@ def cross_validated(method, X, y, options, n_folds, labels, progress=None):
         value, _, path, start = regularisation_path(
             method, X[sample], y[sample], opts, min(n_folds, 3), len(labels), progress,
             f" on a sample of {len(sample)}, 3 folds", span=False)
-        proba, start = fixed_value_folds(method, X, y, opts, n_folds, len(labels), param,
-                                         value, start)
+        _, proba, _, start = regularisation_path(
+            method, X, y, opts, n_folds, len(labels), progress, " on all of them", span=False,
+            grid=(value,), start=start)
     seconds = time.monotonic() - started
     if progress:
         progress(f"{method}: {param} = {value:g} won ({len(path)} of {len(grid)} values "
@@ -340,46 +341,27 @@ def _warm(model, start, classes):
         model.classes_ = classes
 
 
-def fixed_value_folds(method, X, y, opts, n_folds, n_classes, param, value, start):
-    """(out-of-fold probabilities at one value of ``param``, the fold models' mean (coef_,
-    intercept_)), the folds fitted in threads, each starting from ``start`` when given."""
-    from sklearn.model_selection import StratifiedKFold
-
-    _, _, Z = prepare(X)
-    folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=0).split(Z, y))
-    proba = np.zeros((len(y), n_classes))
-
-    def one(fold):
-        train, test = fold
-        model = _estimator(method, opts, **{param: value})
-        _warm(model, start, np.unique(y[train]))
-        model.fit(Z[train], y[train])
-        proba[np.ix_(test, model.classes_)] = model.predict_proba(Z[test])
-        return model
-
-    with _FoldThreads(n_folds) as pool:
-        models = list(pool.map(one, folds))
-    return proba, (np.mean([m.coef_ for m in models], axis=0),
-                   np.mean([m.intercept_ for m in models], axis=0))
-
-
 def regularisation_path(method, X, y, opts, n_folds, n_classes, progress=None, where="",
-                        span=True):
+                        span=True, grid=None, start=None):
     """(best value, its out-of-fold probabilities, [(value, log loss)] tried, the fold
     models' mean (coef_, intercept_) at the best value in the features' own dimensions, or
-    None): see :func:`cross_validated`."""
+    None): see :func:`cross_validated`. ``grid`` (default: the method's) is walked in
+    order, each fold's model starting from ``start`` (coef_, intercept_) when given."""
     from sklearn.base import clone
     from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedKFold
 
     _, _, Z = prepare(X)
-    param, grid = PATHS[method]
+    param, default_grid = PATHS[method]
+    grid = default_grid if grid is None else grid
     base = _estimator(method, opts)
     # elastic net is not rotation-invariant: every dimension; an L2 model's fold weights lie
     # in the span of all rows (fewer dimensions than rows)
     R = Z @ row_span(Z) if method != "sgd" and span and len(Z) < Z.shape[1] else Z
     folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=0).split(R, y))
     models = [clone(base) for _ in folds]
+    for model, (train, _) in zip(models, folds):
+        _warm(model, start, np.unique(y[train]))
     best, best_loss, best_proba, worse, path, start = None, np.inf, None, 0, [], None
 
     def one(i, value):
