@@ -163,7 +163,8 @@ def test_bad_input_is_named(db, shop, call, error, message):
 
 
 def test_shard_scoring_checks_the_preferences_it_is_sent(db):
-    """vision._score_images (what vision_cluster.recommend runs on each shard)."""
+    """vision._score_images and vision._score_moments (what vision_cluster.recommend runs
+    on each shard)."""
     from pgvision.recommend import payload_bytes
 
     call = ("SELECT * FROM vision._score_images('mobilenet_v2', 'pg_class', %s, NULL, %s, "
@@ -185,6 +186,16 @@ def test_shard_scoring_checks_the_preferences_it_is_sent(db):
     ]:
         with pytest.raises(error, match=message):
             query(db, call, (k, strategy, taste))
+    for taste, error, message in [
+        (None, pgerr.NullValueNotAllowed,
+         r'vision._score_moments: argument "taste" must not be NULL'),
+        (b"not an npz", pgerr.InvalidParameterValue,
+         r'vision._score_moments: argument "taste" is not a pgvision payload'),
+        (small, pgerr.InvalidParameterValue,
+         r'vision._score_moments: argument "taste" must be the likes'),
+    ]:
+        with pytest.raises(error, match=message):
+            query(db, "SELECT vision._score_moments('mobilenet_v2', 'pg_class', %s)", (taste,))
 
 
 def test_a_taste_model_stored_by_0_12_is_refitted_and_said(db, shop):
