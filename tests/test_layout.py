@@ -165,7 +165,7 @@ def test_sql_defaults_are_the_python_defaults(name, params, body):
 
 ENUMERATIONS = {  # a CHECK (column IN (...)) of the head -> the Python tuple it must equal
     "preprocessing": "pgvision.images.PREPROCESSING",
-    "pooling": "pgvision.registry.POOLING",
+    "pooling": "pgvision.pooling.POOLING",
     "metric": "pgvision.neighbours.METRICS",
     "storage": "pgvision.ann.STORAGES",
     "method": "pgvision.learners.METHODS",

