@@ -16,9 +16,15 @@ image's k nearest others, over all images, that are copies of the same original.
     1.0
 """
 
+import json
+import time
+
 import numpy as np
 
-from . import learners
+from . import classify, extract, extractors, learners, privileges, registry, settings
+from .errors import PgvisionError, require_int_range, require_not_null
+from .images import load_batch
+from .progress import Progress
 
 K = 10
 
@@ -64,8 +70,12 @@ def retrieval(train_X, train_y, test_X, test_y, k=K):
 def linear_probe(train_X, train_y, test_X, test_y, folds=3):
     """Test accuracy of pgvision's logistic learner fitted on the training images."""
     classes, train_t = np.unique(train_y, return_inverse=True)
-    clf, _ = learners.train("logistic", np.asarray(train_X, dtype=np.float32), train_t, {},
-                            folds, [str(c) for c in classes])
+    X = np.asarray(train_X, dtype=np.float32)
+    if np.bincount(train_t).min() < 2:  # too few to cross-validate: the learner's own default
+        clf = learners.fit("logistic", X, train_t, {}, len(classes))
+    else:
+        clf, _ = learners.train("logistic", X, train_t, {}, learners.folds_for(train_t, folds),
+                                [str(c) for c in classes])
     predicted = classes[np.argmax(clf.scores(np.asarray(test_X, dtype=np.float32)), axis=1)]
     return float((predicted == np.asarray(test_y)).mean())
 
@@ -92,3 +102,116 @@ def evaluate(X, labels, groups=None, k=K, seed=0):
     if groups is not None:
         out["near_duplicate_recall_at_2"] = near_duplicate_recall(X, groups, 2)
     return out
+
+
+# --- vision.evaluate_features: the same measures on a user's own labelled images -----------
+
+FN_EVALUATE = "vision.evaluate_features"
+MAX_IMAGES = 20_000
+
+
+def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
+                      image_column="image", options=None, max_images=2000):
+    """One row per model: :func:`evaluate` of the labelled images of ``source``, extracted
+    afresh (nothing is stored) so each model's time per image is measured too. ``models``
+    NULL: every registered model. ``options`` names the labels table's columns
+    (``id_column``, ``label_column``, and ``group_column`` for near-duplicate recall)."""
+    fn = FN_EVALUATE
+    for argument, value in (("labels", labels), ("source", source), ("id_column", id_column),
+                            ("image_column", image_column), ("max_images", max_images)):
+        require_not_null(fn, argument, value)
+    require_int_range(fn, "max_images", max_images, 20, MAX_IMAGES)
+    opts = json.loads(options) if isinstance(options, str) else dict(options or {})
+    unknown = sorted(set(opts) - {"id_column", "label_column", "group_column"})
+    if unknown:
+        raise PgvisionError(fn, f'argument "options": unknown key(s) {unknown}; expected '
+                            "id_column, label_column, group_column")
+    if models is None:
+        models = [r["name"] for r in plpy.execute(
+            "SELECT name FROM vision.model_store ORDER BY name")]
+    if not models or any(m is None for m in models):
+        raise PgvisionError(fn, 'argument "models" must name at least one model, and no NULL')
+    rows = [registry.lookup(plpy, GD, fn, m, argument="models") for m in models]
+    relid, qualified = extract._validate_table(plpy, GD, fn, extract.relid_of(plpy, source),
+                                               id_column, image_column)
+    privileges.require_select(plpy, GD, fn, relid, "evaluating features of its images")
+    ids, y, groups = _labelled_images(plpy, fn, labels, opts, max_images)
+    out = []
+    for row in rows:
+        X, kept, seconds = _extract_all(plpy, GD, fn, qualified, row, id_column, image_column,
+                                        ids)
+        missing = np.setdiff1d(ids, kept)
+        if len(missing):
+            raise PgvisionError(fn, f'argument "labels": {len(missing)} labelled image(s) are '
+                                f"not readable images of {qualified} (e.g. image ids "
+                                f"{missing[:5].tolist()})", hint="Labelled ids must be rows of "
+                                "source whose image decodes (and that you may see).")
+        result = evaluate(X, y, groups)
+        out.append({"model": row["name"], "dims": int(row["dims"]), "images": len(ids),
+                    "precision_at_10": result["precision_at_10"],
+                    "map_at_10": result["map_at_10"], "accuracy": result["accuracy"],
+                    "near_duplicate_recall_at_2": result.get("near_duplicate_recall_at_2"),
+                    "ms_per_image": 1000.0 * seconds / len(ids)})
+        plpy.notice(f"{fn}: {row['name']}: precision@10 {result['precision_at_10']:.3f}, "
+                    f"accuracy {result['accuracy']:.3f}, {out[-1]['ms_per_image']:.0f} ms/image")
+    return out
+
+
+def _labelled_images(plpy, fn, labels, opts, max_images):
+    """(ids, labels, groups or None) of the labelled images, a stratified sample of at most
+    ``max_images``; at least 2 classes with 2 images each."""
+    rel, rows = classify.labelled_rows(plpy, fn, labels, opts)
+    ids = np.array([r["id"] for r in rows], dtype=np.int64)
+    y = np.array([r["label"] for r in rows], dtype=object)
+    names, counts = np.unique(y.astype(str), return_counts=True)
+    if len(names) < 2 or counts.min() < 2:
+        raise PgvisionError(fn, f'argument "labels": {rel} needs at least 2 classes with at '
+                            f"least 2 images each (it has {dict(zip(names.tolist(), counts.tolist()))})")
+    groups = None
+    if opts.get("group_column"):
+        column = plpy.quote_ident(opts["group_column"])
+        id_col = plpy.quote_ident(opts.get("id_column", "image_id"))
+        try:
+            found = {r["id"]: r["g"] for r in plpy.execute(
+                f"SELECT {id_col}::bigint AS id, {column}::text AS g FROM {rel}")}
+        except plpy.SPIError as err:
+            raise PgvisionError(fn, f'argument "options": group_column {opts["group_column"]!r} '
+                                f"cannot be read from {rel} ({err.args[0] if err.args else err})"
+                                ) from None
+        groups = np.array([found.get(i) for i in ids], dtype=object)
+    if len(ids) > max_images:
+        keep = learners.stratified_sample(np.unique(y.astype(str), return_inverse=True)[1],
+                                          max_images)
+        ids, y = ids[keep], y[keep]
+        groups = groups[keep] if groups is not None else None
+    return ids, y.astype(str), (groups.astype(str) if groups is not None else None)
+
+
+def _extract_all(plpy, GD, fn, qualified, row, id_column, image_column, ids):
+    """(features, ids that decoded, seconds spent decoding and extracting) of ``ids``, read
+    and extracted batch by batch within pgvision.max_batch_memory_mb."""
+    batch = min(extract.batch_limit(row, settings.max_batch_memory(plpy, GD)), 32)
+    extractor = extractors.get_extractor(plpy, GD, fn, row)
+    read = plpy.prepare(
+        f"SELECT {plpy.quote_ident(id_column)}::bigint AS id, {plpy.quote_ident(image_column)} "
+        f"AS image FROM {qualified} WHERE {plpy.quote_ident(id_column)} "
+        "OPERATOR(pg_catalog.=) ANY($1)", ["int8[]"])
+    pixels = settings.max_pixels(plpy, GD)
+    progress = Progress(plpy.notice)
+    vectors, seconds = {}, 0.0
+    for start in range(0, len(ids), batch):
+        rows = plpy.execute(read, [ids[start:start + batch].tolist()])
+        started = time.monotonic()
+        images, ok, _ = load_batch([r["image"] for r in rows if r["image"] is not None],
+                                   (row["input_height"], row["input_width"]),
+                                   row["preprocessing"], pixels)
+        present = [r["id"] for r in rows if r["image"] is not None]
+        for position, vector in zip(ok, extractor(images)):
+            vectors[present[position]] = vector
+        seconds += time.monotonic() - started
+        progress.report(f"{fn}: {row['name']}: {min(start + batch, len(ids))}/{len(ids)} "
+                        "images extracted")
+    progress.finish()
+    kept = np.array(sorted(vectors), dtype=np.int64)
+    order = [vectors[i] for i in ids if i in vectors]
+    return np.array(order, dtype=np.float32), kept, seconds
