@@ -89,7 +89,7 @@ def convert_to_tflite(args, size):
     from pgvision.extractors import Extractor, load_keras_file
 
     extractor = Extractor(load_keras_file("standalone", args.model), size, "inception",
-                          args.feature_layer, "avg")
+                          args.feature_layer, args.pooling)
     with open(args.tflite, "wb") as fh:
         fh.write(tf.lite.TFLiteConverter.from_keras_model(extractor.model).convert())
 
@@ -109,11 +109,12 @@ def make_extractor(args, size):
     started = time.monotonic()
     if args.runtime == "tensorflow":
         extractor = Extractor(load_keras_file("standalone", args.model), size, "inception",
-                              args.feature_layer, "avg")
+                              args.feature_layer, args.pooling)
     elif args.runtime == "onnx":
-        name = runtimes.onnx_file_name(sha256_file(args.model), args.feature_layer, "avg")
+        cut = (sha256_file(args.model), args.feature_layer, args.pooling)
+        name = runtimes.int8_file_name(*cut) if args.int8 else runtimes.onnx_file_name(*cut)
         extractor = extractors.OnnxExtractor(os.path.join(os.path.dirname(args.model), name),
-                                           size, "inception")
+                                             size, "inception")
     else:
         extractor = LiteRTExtractor(args.tflite, size, os.cpu_count())
     return extractor, time.monotonic() - started
@@ -124,6 +125,9 @@ def main():
     parser.add_argument("--model", required=True, help="path of a .keras file")
     parser.add_argument("--feature-layer", required=True)
     parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--pooling", default="avg")
+    parser.add_argument("--int8", action="store_true",
+                        help="onnx: run the model's int8 copy (what pgvision runs on this CPU)")
     parser.add_argument("--images", help="directory of image files (files mode)")
     parser.add_argument("--out", help=".npy output (files mode)")
     parser.add_argument("--dsn", help="database to read from and write to (client mode)")

@@ -2,14 +2,18 @@
 registered Keras model), TensorFlow on request, the same features from both."""
 
 import hashlib
+import io
 import os
 
 import numpy as np
 import psycopg2
 import pytest
+from PIL import Image
+from skimage import data as photos
 
 from conftest import image_bytes, keras_bytes, query, register
-from pgvision.runtimes import onnx_file_name
+from pgvision import DEFAULT_MODEL
+from pgvision.runtimes import int8_file_name, onnx_file_name, runs_int8
 
 FAST = "mobilenet_v2"
 TF_LOADED = """CREATE FUNCTION pg_temp.tf_loaded() RETURNS boolean LANGUAGE plpython3u AS
@@ -91,3 +95,54 @@ def test_an_unknown_runtime_is_refused_naming_the_setting_and_value(connect):
                        match=r'setting "pgvision.runtime" must be one of auto, onnx, '
                              r"tensorflow, got 'tensorrt'"):
         features(conn, image_bytes(16), FAST)
+
+
+# --- int8: the default model's quantised copy ------------------------------------------------
+
+def loaded(conn):
+    return query(conn, "SELECT models FROM vision.model_backends() "
+                       "WHERE pid = pg_backend_pid()")[0][0]
+
+
+def test_int8_features_stay_within_a_cosine_of_float32_and_fp32_is_one_setting_away(connect):
+    """Where the CPU has int8 dot products the default model runs its int8 copy; SET
+    pgvision.precision = fp32 runs the float32 file, which a CPU without them always gets."""
+    pictures = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        buf = io.BytesIO()
+        Image.fromarray(getattr(photos, name)()).convert("RGB").save(buf, "JPEG")
+        pictures.append(buf.getvalue())
+    auto, fp32 = backend(connect), backend(connect)
+    query(fp32, "SET pgvision.precision = 'fp32'")
+    a = np.array([features(auto, p, DEFAULT_MODEL) for p in pictures])
+    f = np.array([features(fp32, p, DEFAULT_MODEL) for p in pictures])
+    assert loaded(fp32) == [f"{DEFAULT_MODEL} (onnx)"]
+    if runs_int8("auto"):
+        assert loaded(auto) == [f"{DEFAULT_MODEL} (onnx int8)"]
+        cosine = (a * f).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(f, axis=1)
+        assert not np.array_equal(a, f) and cosine.min() > 0.99, cosine
+    else:
+        assert loaded(auto) == [f"{DEFAULT_MODEL} (onnx)"]
+        np.testing.assert_array_equal(a, f)
+
+
+def test_an_unknown_precision_is_refused_naming_the_setting_and_value(connect):
+    conn = backend(connect)
+    query(conn, "SET pgvision.precision = 'int4'")
+    with pytest.raises(psycopg2.errors.InvalidParameterValue,
+                       match=r'setting "pgvision.precision" must be one of auto, fp32, '
+                             r"got 'int4'"):
+        features(conn, image_bytes(16), DEFAULT_MODEL)
+
+
+@pytest.mark.parametrize("flags,precision,expected", [
+    ({"avx2", "avx512_vnni"}, "auto", True), ({"avx_vnni"}, "auto", True),
+    ({"asimd", "asimddp"}, "auto", True), ({"avx2", "avx512f"}, "auto", False),
+    (set(), "auto", False), ({"avx512_vnni"}, "fp32", False)])
+def test_int8_runs_only_on_cpus_with_int8_dot_products(flags, precision, expected):
+    assert runs_int8(precision, frozenset(flags)) is expected
+
+
+def test_the_quantised_copy_sits_beside_the_float32_file():
+    assert int8_file_name("ab" * 32, "mixed6", "grid") == \
+        onnx_file_name("ab" * 32, "mixed6", "grid").replace(".onnx", "-int8.onnx")

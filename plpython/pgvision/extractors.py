@@ -66,6 +66,7 @@ class Extractor:
     """A Keras model cut at its feature layer, pooled, behind one traced ``tf.function``."""
 
     runtime = "tensorflow"
+    precision = "fp32"
 
     def __init__(self, model, input_size, preprocessing, feature_layer=None, pooling="avg",
                  function="vision.register_model"):
@@ -112,14 +113,14 @@ class OnnxExtractor:
 
     runtime = "onnx"
 
-    def __init__(self, path, input_size, preprocessing, threads=(0, 0)):
+    def __init__(self, path, input_size, preprocessing, threads=(0, 0), precision="fp32"):
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = int(threads[0])  # 0: ONNX Runtime picks, like TF
         options.inter_op_num_threads = int(threads[1])
         options.log_severity_level = 3
-        self.path = path
+        self.path, self.precision = path, precision
         self.session = onnxruntime.InferenceSession(path, options,
                                                     providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
@@ -137,16 +138,21 @@ class OnnxExtractor:
 
 
 def onnx_extractor(function, row, threads, directories, cache_dir, convert_to, build_tensorflow,
-                   strict):
+                   strict, int8=False):
     """An :class:`OnnxExtractor` for a registry row (or handle), converting once if no cached
     file exists: ``convert_to(target)`` writes the file (in a child process) and returns why
-    it could not, or None.
+    it could not, or None. ``int8``: the model's quantised copy where one is installed.
 
     When conversion fails, ``strict`` (``pgvision.runtime = onnx``) raises; otherwise the
     TensorFlow extractor ``build_tensorflow()`` is returned, so an unconvertible model still
     works."""
-    name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
     size = (row["input_height"], row["input_width"])
+    if int8:  # made by make install for the models whose manifest asks for it
+        path = runtimes.find_onnx(directories[:1], runtimes.int8_file_name(
+            row["sha256"], row["feature_layer"], row["pooling"]))
+        if path is not None:
+            return OnnxExtractor(path, size, row["preprocessing"], threads, "int8")
+    name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
     for directory in directories:
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
@@ -208,7 +214,7 @@ def get_extractor(plpy, GD, function, row):
             model_file(plpy, GD, function, row)
 
     return load_extractor(GD, function, row, keras_file, settings.thread_settings(plpy, GD),
-                          runtime, plpy)
+                          runtime, plpy, settings.precision_setting(plpy, GD))
 
 
 def cached_extractor(GD, row):
@@ -293,9 +299,10 @@ def prepared(plpy, function, row, path, threads, onnx_target=None):
     return offload.run(plpy, function, "prepare_model", args)
 
 
-def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None):
+def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None, precision="fp32"):
     """Load (or convert, in a child process) the model on ``runtime`` and cache it in ``GD``.
-    ``plpy``: where the conversion's progress is told (None: nowhere)."""
+    ``plpy``: where the conversion's progress is told (None: nowhere). ``precision``: the
+    ``pgvision.precision`` setting (int8 or not, see :mod:`pgvision.runtimes`)."""
     def build_tensorflow():
         return tensorflow_extractor(function, row, keras_file, threads,
                                     plpy.log if plpy is not None else None)
@@ -311,13 +318,18 @@ def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None):
     if not runtimes.runs_on_onnx(runtime):
         extractor = build_tensorflow()
     else:
-        extractor = onnx_extractor(function, row, threads, onnx_dirs(),
-                                            runtime_dir("models"), convert_to,
-                                            build_tensorflow, strict=runtime == "onnx")
+        extractor = onnx_extractor(function, row, threads, onnx_dirs(), runtime_dir("models"),
+                                   convert_to, build_tensorflow, strict=runtime == "onnx",
+                                   int8=runtimes.runs_int8(precision))
     cache = GD.setdefault(_CACHE, {})
     cache[row["name"]] = (row["sha256"], extractor)
-    slots.record_models([f"{name} ({entry[1].runtime})" for name, entry in sorted(cache.items())])
+    slots.record_models([f"{name} ({described(entry[1])})" for name, entry in sorted(cache.items())])
     return extractor
+
+
+def described(extractor):
+    """``onnx``, ``onnx int8`` or ``tensorflow``: what runs a loaded model."""
+    return extractor.runtime + ("" if extractor.precision == "fp32" else f" {extractor.precision}")
 
 
 def cached_models(GD):

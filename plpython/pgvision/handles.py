@@ -33,7 +33,8 @@ FN_HANDLE = "vision.model_handle"
 FN_WITH = "vision.extract_features_with"
 _HANDLE_KEYS = ("version", "name", "sha256", "input_height", "input_width", "preprocessing",
                 "feature_layer", "pooling", "dims", "threads", "max_model_backends",
-                "max_image_pixels", "runtime", "role", "role_name", "database", "registration")
+                "max_image_pixels", "runtime", "precision", "role", "role_name", "database",
+                "registration")
 
 
 _GET_USER_ID = []  # the server's GetUserId, resolved once per process (every image asks)
@@ -79,6 +80,7 @@ def model_handle(plpy, GD, model):
     handle.update(version=__version__, threads=list(settings.thread_settings(plpy, GD)),
                   max_model_backends=settings.max_model_backends(plpy, GD),
                   max_image_pixels=settings.max_pixels(plpy, GD), runtime=runtime,
+                  precision=settings.precision_setting(plpy, GD),
                   role=int(role["oid"]), role_name=role["name"], database=database,
                   registration=token)
     return sign(handle)
@@ -188,4 +190,4 @@ def extractor_for_handle(GD, function, handle):
         keras_file()  # fail before taking a slot
     slots.hold_model_slot(function, handle["max_model_backends"])
     return extractors.load_extractor(GD, function, handle, keras_file, tuple(handle["threads"]),
-                           handle["runtime"])
+                                     handle["runtime"], precision=handle["precision"])

@@ -100,6 +100,12 @@ def runtime_setting(plpy, GD):
     return runtimes.parse_runtime(setting_text(plpy, GD, runtimes.SETTING))
 
 
+def precision_setting(plpy, GD):
+    """``pgvision.precision``: auto (int8 where a model has an int8 copy and the CPU has int8
+    dot products) or fp32."""
+    return runtimes.parse_precision(setting_text(plpy, GD, runtimes.PRECISION_SETTING))
+
+
 def thread_settings(plpy, GD):
     """TensorFlow / ONNX Runtime (intra-op, inter-op) threads from the GUCs; 0 lets the
     runtime pick.
