@@ -204,3 +204,31 @@ def test_maintain_names_a_bad_added_model(db, labelled):
         query(db, "CALL vision.maintain(%s, add_model => 'nope')", (table,))
     with pytest.raises(pgerr.UndefinedObject, match="was never extracted"):
         query(db, "CALL vision.maintain(%s, add_model => %s)", (table, FAST))
+
+
+def test_row_level_security_holds_for_the_evaluated_images(db, labelled, connect):
+    """A role that sees only some rows measures only what it may see: a labelled image its
+    policy hides is named as unreadable, never extracted."""
+    table = labelled[0]
+    query(db, "DROP ROLE IF EXISTS eval_tenant")
+    query(db, "CREATE ROLE eval_tenant LOGIN")
+    query(db, f"GRANT SELECT ON {table}, eval_labels TO eval_tenant")
+    query(db, f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+    query(db, f"CREATE POLICY low_ids ON {table} TO eval_tenant USING (id <= 8)")
+    try:
+        conn = connect(user="eval_tenant")
+        with pytest.raises(psycopg2.Error, match=r"8 labelled image\(s\) are not readable "
+                           r"images .*\[9, 10, 11, 12, 13\]"):
+            query(conn, "SELECT * FROM vision.evaluate_features('eval_labels', %s, ARRAY[%s])",
+                  (table, FAST))
+        query(db, "CREATE TABLE eval_visible AS SELECT * FROM eval_labels WHERE image_id <= 8")
+        query(db, "GRANT SELECT ON eval_visible TO eval_tenant")
+        images = query(conn, "SELECT images FROM vision.evaluate_features('eval_visible', %s, "
+                             "ARRAY[%s])", (table, FAST))[0][0]
+        assert images == 8
+    finally:
+        query(db, "DROP TABLE IF EXISTS eval_visible")
+        query(db, f"DROP POLICY low_ids ON {table}")
+        query(db, f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
+        query(db, f"REVOKE ALL ON {table}, eval_labels FROM eval_tenant")
+        query(db, "DROP ROLE eval_tenant")

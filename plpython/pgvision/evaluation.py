@@ -132,7 +132,7 @@ def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
     if not models or any(m is None for m in models):
         raise PgvisionError(fn, 'argument "models" must name at least one model, and no NULL')
     rows = [registry.lookup(plpy, GD, fn, m, argument="models") for m in models]
-    relid, qualified = extract._validate_table(plpy, GD, fn, extract.relid_of(plpy, source),
+    relid, qualified = extract.validate_table(plpy, GD, fn, extract.relid_of(plpy, source),
                                                id_column, image_column)
     privileges.require_select(plpy, GD, fn, relid, "evaluating features of its images")
     ids, y, groups = _labelled_images(plpy, fn, labels, opts, max_images)

@@ -90,7 +90,7 @@ def _check_arguments(fn, source, id_column, image_column, batch_size, retry_fail
         require_int_range(fn, "max_rows", max_rows, 1, 1 << 31)
 
 
-def _validate_table(plpy, GD, fn, relid, id_column, image_column):
+def validate_table(plpy, GD, fn, relid, id_column, image_column):
     """Resolve the table and check its columns; return (relid, qualified table name)."""
     relid, qualified = [plpy.execute(plpy.prepare(
         "SELECT c.oid AS relid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name "
@@ -161,7 +161,7 @@ def extract_pending(plpy, GD, fn, pin, relid, id_column, image_column, model, ba
     ``max_rows`` stops after that many rows (``vision.extract_rows``, which cannot commit).
     Returns ``(job_id, processed, failed, rows pending at the start)``.
     """
-    relid, qualified = _validate_table(plpy, GD, fn, relid, id_column, image_column)
+    relid, qualified = validate_table(plpy, GD, fn, relid, id_column, image_column)
     privileges.require_select(plpy, GD, fn, relid, "extracting features of its images")
     row = registry.lookup(plpy, GD, fn, model)
     return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,

@@ -22,8 +22,8 @@ Whatever it could not do (an index another role owns, say) is named in the repor
 
 import json
 
-from . import (classify, extract, featurestore, indexes, privileges, search, sharedfiles,
-               snapshots, spi)
+from . import (classify, extract, featurestore, indexes, privileges, registry, search,
+               sharedfiles, snapshots, spi)
 from .errors import INSUFFICIENT_PRIVILEGE, UNDEFINED_OBJECT, PgvisionError, require, require_not_null
 
 FN_MAINTAIN = "vision.maintain"
@@ -32,8 +32,11 @@ FN_STOP = "vision.stop_keeping_current"
 BATCH = 32
 
 
-def maintain(plpy, GD, source):
-    """Bring everything pgvision keeps about ``source`` up to date; a JSON report."""
+def maintain(plpy, GD, source, add_model=None):
+    """Bring everything pgvision keeps about ``source`` up to date; a JSON report.
+    ``add_model``: also extract that model's features (with the columns of the table's
+    latest extraction), and keep them current from then on: how a table moves to a new
+    default model, its old features left in place until the model is dropped."""
     fn = FN_MAINTAIN
     require_not_null(fn, "source", source)
     relid = extract.relid_of(plpy, source)  # as the caller wrote it, before pinning
@@ -41,10 +44,13 @@ def maintain(plpy, GD, source):
               "files": {"sound": 0, "damaged": []}, "skipped": []}
     with spi.pinned_search_path(plpy) as pin:
         privileges.require_select(plpy, GD, fn, relid, "keeping its features current")
-        for job in plpy.execute(spi.plan(plpy, GD, """
+        jobs = list(plpy.execute(spi.plan(plpy, GD, """
                 SELECT DISTINCT ON (model) model, id_column, image_column
                 FROM vision.extract_jobs WHERE source = $1 ORDER BY model, job_id DESC""",
-                ["oid"]), [relid]):
+                ["oid"]), [relid]))
+        if add_model is not None:
+            jobs = _with_model(plpy, GD, fn, relid, jobs, add_model)
+        for job in jobs:
             _, processed, failed, _ = extract.extract_pending(
                 plpy, GD, fn, pin, relid, job["id_column"], job["image_column"], job["model"],
                 BATCH, False, 1, 0)
@@ -69,6 +75,22 @@ def maintain(plpy, GD, source):
                   lambda: classify.classify_table(plpy, GD, row["classifier"], relid))
         _check_files(plpy, GD, relid, report["files"])
     return json.dumps(report, sort_keys=True)
+
+
+def _with_model(plpy, GD, fn, relid, jobs, model):
+    """``jobs`` plus one for ``model`` on the columns of the table's latest extraction."""
+    registry.lookup(plpy, GD, fn, model, argument="add_model")
+    if any(job["model"] == model for job in jobs):
+        return jobs
+    latest = plpy.execute(spi.plan(plpy, GD, """
+        SELECT id_column, image_column FROM vision.extract_jobs WHERE source = $1
+        ORDER BY job_id DESC LIMIT 1""", ["oid"]), [relid])
+    if not latest:
+        raise PgvisionError(fn, f'argument "add_model": {privileges.table_name(plpy, GD, relid)} '
+                            "was never extracted, so its id and image columns are unknown",
+                            UNDEFINED_OBJECT, hint="CALL vision.extract_table(source, model => "
+                            "...) names them once.")
+    return jobs + [{"model": model, **latest[0]}]
 
 
 def _check_files(plpy, GD, relid, report):

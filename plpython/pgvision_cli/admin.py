@@ -1,4 +1,5 @@
-"""``pgvision models`` (list, register, drop), ``pgvision migrate`` and ``pgvision doctor``."""
+"""``pgvision models`` (list, register, compare, drop), ``pgvision migrate`` and
+``pgvision doctor``."""
 
 import os
 import sys
@@ -6,13 +7,16 @@ import sys
 import click
 from rich.text import Text
 
+from pgvision.images import PREPROCESSING
+from pgvision.pooling import POOLING
+
 from . import checks, connection
 from .common import Group, JSON_OPTION, fail, out_console, run_sql, show
 
 
 @click.group(cls=Group)
 def models():
-    """List, register and drop models."""
+    """List, register, compare and drop models."""
 
 
 @models.command(name="list")
@@ -30,10 +34,10 @@ def models_list(session, as_json):
 @click.argument("name")
 @click.argument("keras_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--preprocessing", default="inception", show_default=True,
-              type=click.Choice(["inception", "caffe", "torch", "raw"]))
+              type=click.Choice(PREPROCESSING))
 @click.option("--feature-layer", help="Layer whose output is the feature (default: the last).")
-@click.option("--pooling", default="avg", show_default=True,
-              type=click.Choice(["avg", "max", "none"]))
+@click.option("--pooling", default="avg", show_default=True, type=click.Choice(POOLING),
+              help="grid: average + 2x2 quadrants (5x the channels); gem: generalised mean.")
 @click.option("--provenance", default="", help="Where the model comes from.")
 @click.option("--replace", is_flag=True, help="Replace a model of that name.")
 @click.pass_obj
@@ -52,6 +56,36 @@ def models_register(session, name, keras_file, preprocessing, feature_layer, poo
                     provenance or f"pgvision models register {os.path.basename(keras_file)}",
                     replace))[0][0]
     session.say(f"registered {name}: {dims}-d features")
+
+
+@models.command(name="compare")
+@click.argument("labels")
+@click.argument("table")
+@click.option("--model", "model_names", multiple=True,
+              help="A model to measure (repeat; default: every registered model).")
+@click.option("--id-column", default="id", show_default=True)
+@click.option("--image-column", default="image", show_default=True)
+@click.option("--group-column", help="Column of LABELS naming each image's original: adds "
+              "near-duplicate recall@2.")
+@click.option("--max-images", default=2000, show_default=True, type=int)
+@JSON_OPTION
+@click.pass_obj
+def models_compare(session, labels, table, model_names, id_column, image_column, group_column,
+                   max_images, as_json):
+    """Measure models on your own labelled images (vision.evaluate_features): kNN
+    precision@10, mAP@10, linear-probe accuracy, near-duplicate recall, time per image."""
+    import json
+
+    options = {"group_column": group_column} if group_column else {}
+    columns = ("model", "dims", "images", "precision@10", "mAP@10", "accuracy",
+               "near-dup recall@2", "ms/image")
+    rows = run_sql(session, "SELECT model, dims, images, precision_at_10, map_at_10, accuracy, "
+                   "near_duplicate_recall_at_2, ms_per_image FROM vision.evaluate_features("
+                   "%s, %s, %s, %s, %s, %s, %s) ORDER BY precision_at_10 DESC, model",
+                   (labels, table, list(model_names) or None, id_column, image_column,
+                    json.dumps(options), max_images))
+    show([{c: (round(v, 3) if isinstance(v, float) else v) for c, v in zip(columns, row)}
+          for row in rows], as_json, right=columns[1:])
 
 
 @models.command(name="drop")
