@@ -24,7 +24,7 @@ export VENV PG_CONFIG
 
 .PHONY: install install-dev install-runtime uninstall start stop status dsn psql migrate downgrade demo test test-fast docs \
         bench map \
-        bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
+        bench-quality bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
         bench-chart bench-security bench-upkeep bench-serving bench-load bench-map \
         shards shards-stop shards-psql clean
 
@@ -82,13 +82,18 @@ test-fast: install-dev
 docs: install-dev
 	$(VENV)/bin/mkdocs build --strict --quiet
 
-bench: bench-load bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
+bench: bench-quality bench-load bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
        bench-security bench-upkeep bench-serving
 	@$(MAKE) --no-print-directory bench-chart
 
 # One PNG of all ratios and cold starts from the JSON the benchmarks wrote (out/bench.png).
 bench-chart: install-dev
 	@$(PYTHON) bench/chart.py --dir out --out out/bench.png
+
+# Which features see best: every candidate layer and pooling beside raw-pixel baselines, on
+# labelled images shipped by packages (no server needed; --quick: 300 images a set).
+bench-quality: install-dev
+	@$(PYTHON) bench/quality.py $(BENCH_ARGS)
 
 bench-extract: install-dev start migrate
 	@$(PYTHON) bench/extract.py --dsn '$(DSN)' $(BENCH_ARGS)

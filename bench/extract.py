@@ -20,7 +20,7 @@ runtime, with the backend's memory. Images are the scikit-image photos, augmente
 rotation, colour) and saved as 640x480 JPEGs.
 
     make bench-extract                       # 128 images per model
-    make bench-extract BENCH_ARGS=--quick    # 32 images, inception only
+    make bench-extract BENCH_ARGS=--quick    # 32 images: inception_v3 and the default model
 """
 
 import argparse
@@ -33,7 +33,9 @@ import tempfile
 import numpy as np
 import psycopg2
 
+from pgvision import DEFAULT_MODEL
 from pgvision.files import default_model_dir, read_manifest
+from pgvision.runtimes import runs_int8
 
 from common import parallel_workers, sample_images, timed  # noqa: E402
 
@@ -65,12 +67,14 @@ def cold_start(dsn, table, name, runtime):
     return seconds, rss
 
 
-def in_db(dsn, table, name, runtime):
-    """Warm in-DB timings on ``runtime``: extract_table, per-row SQL, one cached call."""
+def in_db(dsn, table, name, runtime, precision="auto"):
+    """Warm in-DB timings on ``runtime``: extract_table, per-row SQL, one cached call.
+    ``precision``: fp32 forces the float32 file a CPU without int8 dot products runs."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
     cur.execute("SET pgvision.runtime = %s", (runtime,))
+    cur.execute("SET pgvision.precision = %s", (precision,))
     clear = f"DELETE FROM vision.features WHERE source = '{table}'::regclass"
     timed(cur, "CALL vision.extract_table(%s, model => %s, batch_size => 32)", (table, name))
     cur.execute(clear)
@@ -78,7 +82,7 @@ def in_db(dsn, table, name, runtime):
                        (table, name))
     cur.execute(clear)
     out = {"table_s": table_s}
-    if runtime == IN_DB_RUNTIMES[0]:
+    if runtime == IN_DB_RUNTIMES[0] and precision == "auto":
         out["per_row_s"], _ = timed(cur, f"SELECT id, vision.extract_features(image, %s) "
                                          f"FROM {table}", (name,))
         calls = [timed(cur, f"SELECT vision.extract_features(image, %s) FROM {table} "
@@ -102,11 +106,14 @@ def bench_model(dsn, entry, images, workdir):
 
     cold = {rt: cold_start(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
     db = {rt: in_db(dsn, table, name, rt) for rt in IN_DB_RUNTIMES}
+    int8 = bool(entry.get("int8")) and runs_int8("auto")
+    fallback_s = in_db(dsn, table, name, "onnx", "fp32")["table_s"] if int8 else None
     parallel_s = parallel_workers(dsn, images, name, os.cpu_count(),
                                   counts=(PARALLEL_WORKERS,))[PARALLEL_WORKERS]["seconds"]
     model_args = ["--model", os.path.join(default_model_dir(), entry["file"]),
                   "--feature-layer", entry["feature_layer"], "--size", str(size),
-                  "--tflite", os.path.join(workdir, f"{name}.tflite")]
+                  "--pooling", entry["pooling"], "--tflite",
+                  os.path.join(workdir, f"{name}.tflite")]
     client = run_baseline(model_args + ["--dsn", dsn, "--table", table])
     cur.execute(f"DROP TABLE {table}")
     conn.close()
@@ -118,13 +125,15 @@ def bench_model(dsn, entry, images, workdir):
             fh.write(data)
     run_baseline(model_args + ["--convert-tflite"])
     standalone = {rt: run_baseline(model_args + ["--runtime", rt, "--images", files, "--out",
-                                                 os.path.join(workdir, f"{name}-{rt}.npy")])
+                                                 os.path.join(workdir, f"{name}-{rt}.npy")]
+                                   + (["--int8"] if int8 and rt == "onnx" else []))
                   for rt in STANDALONE_RUNTIMES}
     n = len(images)
     best = max(STANDALONE_RUNTIMES, key=lambda rt: n / standalone[rt]["seconds"])
     table_s = db["onnx"]["table_s"]
     return {
-        "model": name, "images": n,
+        "model": name, "images": n, "int8": int8,
+        "table_fp32_img_s": n / fallback_s if fallback_s else None,
         "standalone_img_s": {rt: n / r["seconds"] for rt, r in standalone.items()},
         "standalone_load_s": {rt: r["load_s"] for rt, r in standalone.items()},
         "standalone_rss_mb": {rt: r["rss_mb"] for rt, r in standalone.items()},
@@ -148,28 +157,39 @@ def bench_model(dsn, entry, images, workdir):
 def report(results):
     runtimes = " / ".join(STANDALONE_RUNTIMES)
     print("\nThroughput (images/s) and ratios; in-DB runs on ONNX Runtime unless marked TF.")
-    print(f"{'model':<14}{'standalone ' + runtimes:>34}{'client TF':>11}{'in-DB table':>13}"
+    print(f"{'model':<26}{'standalone ' + runtimes:>34}{'client TF':>11}{'in-DB table':>13}"
           f"{'table TF':>10}{'per-row':>9}{'parallel':>10}")
     for r in results:
         alone = " / ".join(f"{r['standalone_img_s'][rt]:.1f}" for rt in STANDALONE_RUNTIMES)
-        print(f"{r['model']:<14}{alone:>34}{r['client_tf_img_s']:>11.1f}"
+        print(f"{r['model']:<26}{alone:>34}{r['client_tf_img_s']:>11.1f}"
               f"{r['table_img_s']['onnx']:>13.1f}{r['table_img_s']['tensorflow']:>10.1f}"
               f"{r['per_row_img_s']:>9.1f}{r['parallel_img_s']:>10.1f}")
-    print(f"\n{'model':<14}{'table/standalone':>18}{'table/best':>12}{'table/client TF':>17}"
+    print(f"\n{'model':<26}{'table/standalone':>18}{'table/best':>12}{'table/client TF':>17}"
           f"{'per-row/table':>15}{'ONNX/TF in-DB':>15}{'parallel/standalone':>21}")
     for r in results:
-        print(f"{r['model']:<14}{r['table_vs_standalone']:>17.2f}x"
+        print(f"{r['model']:<26}{r['table_vs_standalone']:>17.2f}x"
               f"{r['table_vs_best_standalone']:>11.2f}x{r['table_vs_client_tf']:>16.2f}x"
               f"{r['per_row_vs_table']:>14.2f}x{r['onnx_vs_tensorflow_in_db']:>14.2f}x"
               f"{r['parallel_vs_standalone']:>20.2f}x")
-    print(f"\n{'model':<14}{'cold start ONNX':>17}{'cold start TF':>15}{'RSS ONNX':>10}"
+    print(f"\n{'model':<26}{'cold start ONNX':>17}{'cold start TF':>15}{'RSS ONNX':>10}"
           f"{'RSS TF':>8}{'cached call':>13}   {'load ' + runtimes + ' (standalone)'}")
     for r in results:
         loads = " / ".join(f"{r['standalone_load_s'][rt]:.2f}" for rt in STANDALONE_RUNTIMES)
-        print(f"{r['model']:<14}{r['cold_start_s']['onnx']:>16.2f}s"
+        print(f"{r['model']:<26}{r['cold_start_s']['onnx']:>16.2f}s"
               f"{r['cold_start_s']['tensorflow']:>14.2f}s{r['backend_rss_mb']['onnx']:>7.0f} MB"
               f"{r['backend_rss_mb']['tensorflow']:>5.0f} MB{r['cached_call_ms']:>10.1f} ms   "
               f"{loads} s")
+    by_name = {r["model"]: r for r in results}
+    if DEFAULT_MODEL in by_name and "inception_v3" in by_name:
+        new, old = by_name[DEFAULT_MODEL], by_name["inception_v3"]
+        speedup = new["table_img_s"]["onnx"] / old["table_img_s"]["onnx"]
+        line = (f"\nDefault model {DEFAULT_MODEL} ({'int8' if new['int8'] else 'fp32'}) vs "
+                f"0.10.0's inception_v3, in-DB table: {new['table_img_s']['onnx']:.1f} / "
+                f"{old['table_img_s']['onnx']:.1f} img/s = {speedup:.2f}x (goal >= 2.5x)")
+        if new["table_fp32_img_s"]:
+            line += (f"; forced fp32 (a CPU without int8 dot products): "
+                     f"{new['table_fp32_img_s'] / old['table_img_s']['onnx']:.2f}x")
+        print(line)
     print("\nGoals: table/standalone >= 0.90x, per-row/table >= 0.80x, cold start < 5 s. "
           f"Machine: {os.cpu_count()} CPUs.")
 
@@ -178,12 +198,13 @@ def main():
     parser = argparse.ArgumentParser(description="pgvision extraction benchmark")
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="32 images, inception_v3 only")
+    parser.add_argument("--quick", action="store_true",
+                        help="32 images, inception_v3 and the default model only")
     parser.add_argument("--json", default="out/bench_extract.json")
     args = parser.parse_args()
     n = 32 if args.quick else args.images
     entries = [m for m in read_manifest(default_model_dir())
-               if not args.quick or m["name"] == "inception_v3"]
+               if not args.quick or m["name"] in ("inception_v3", DEFAULT_MODEL)]
     images = sample_images(n)
     results = []
     with tempfile.TemporaryDirectory() as workdir:

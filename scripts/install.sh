@@ -91,7 +91,14 @@ extdir="$("$PG_CONFIG" --sharedir)/extension"
 # pgvision_cluster (the coordinator of a sharded pgvision) shares pgvision's version.
 # sql/<ext>.sql is the whole current API: it becomes <ext>--<version>.sql (as pgvector's
 # Makefile does); sql/<ext>--<from>--<to>.sql upgrade older installations.
+# A whole-API script an earlier install left for its own version (<ext>--<old>.sql, not in
+# sql/) would shadow the upgrade path to that version with what that checkout's head held:
+# remove it, so every older version is reached from the scripts this checkout ships.
 for ext in pgvision pgvision_cluster; do
+  for old in "$extdir/$ext"--*.sql; do
+    case "$old" in *--*--*) continue ;; esac
+    [ -e "$here/sql/$(basename "$old")" ] || rm -f "$old"
+  done
   sed "s/@VERSION@/$version/" "$here/sql/$ext.control.in" > "$extdir/$ext.control"
   install -m 644 "$here/sql/$ext.sql" "$extdir/$ext--$version.sql"
   install -m 644 "$here"/sql/"$ext"--*.sql "$extdir/"

@@ -44,7 +44,7 @@ CREATE TABLE vision.model_store (
   input_width   integer NOT NULL CHECK (input_width > 0),
   preprocessing text NOT NULL CHECK (preprocessing IN ('inception', 'caffe', 'torch', 'raw')),
   feature_layer text,
-  pooling       text NOT NULL DEFAULT 'avg' CHECK (pooling IN ('avg', 'max', 'none')),
+  pooling       text NOT NULL DEFAULT 'avg' CHECK (pooling IN ('avg', 'max', 'gem', 'grid', 'none')),
   dims          integer NOT NULL CHECK (dims > 0),
   provenance    text NOT NULL DEFAULT '',
   builtin       boolean NOT NULL DEFAULT false,
@@ -129,6 +129,26 @@ $$;
 COMMENT ON FUNCTION vision.drop_model IS
   'Unregister a model; with cascade => true also delete its features. Returns the number of feature rows deleted.';
 
+CREATE FUNCTION vision.evaluate_features(
+  labels       regclass,
+  source       regclass,
+  models       text[]   DEFAULT NULL,
+  id_column    text     DEFAULT 'id',
+  image_column text     DEFAULT 'image',
+  options      jsonb    DEFAULT '{}',
+  max_images   integer  DEFAULT 2000
+) RETURNS TABLE (model text, dims integer, images integer, precision_at_10 float8,
+                 map_at_10 float8, accuracy float8, near_duplicate_recall_at_2 float8,
+                 ms_per_image float8)
+LANGUAGE plpython3u VOLATILE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import evaluation, spi
+return spi.call(plpy, GD, evaluation.evaluate_features, labels, source, models, id_column,
+                image_column, options, max_images)
+$$;
+COMMENT ON FUNCTION vision.evaluate_features IS
+  'Compare models on your own labelled images: kNN precision@10, mAP@10, linear-probe accuracy, near-duplicate recall@2 (with a group column) and time per image; extracts afresh, stores nothing.';
+
 CREATE FUNCTION vision._register_builtin_models() RETURNS integer
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -159,7 +179,7 @@ $$;
 COMMENT ON FUNCTION vision.model_backends IS
   'Backends (and parallel workers) of this cluster holding a model: resident memory, and each model with its runtime.';
 
-CREATE FUNCTION vision.model_handle(model text DEFAULT 'inception_v3') RETURNS text
+CREATE FUNCTION vision.model_handle(model text DEFAULT 'inception_v3_mixed6_grid') RETURNS text
 LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import handles, spi
@@ -231,7 +251,7 @@ COMMENT ON VIEW vision.extract_progress IS 'Progress of vision.extract_table cal
 -- PARALLEL UNSAFE, like every function here that queries: PL/Python runs each query in a
 -- subtransaction, which Postgres forbids during a parallel operation, so a parallel plan
 -- would fail with "cannot start subtransactions during a parallel operation".
-CREATE FUNCTION vision.extract_features(image bytea, model text DEFAULT 'inception_v3')
+CREATE FUNCTION vision.extract_features(image bytea, model text DEFAULT 'inception_v3_mixed6_grid')
 RETURNS real[]
 LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -245,7 +265,7 @@ CREATE PROCEDURE vision.extract_table(
   source        regclass,
   id_column     name    DEFAULT 'id',
   image_column  name    DEFAULT 'image',
-  model         text    DEFAULT 'inception_v3',
+  model         text    DEFAULT 'inception_v3_mixed6_grid',
   batch_size    integer DEFAULT 32,
   retry_failed  boolean DEFAULT false,
   parts         integer DEFAULT 1,
@@ -266,7 +286,7 @@ CREATE FUNCTION vision.extract_rows(
   source       regclass,
   id_column    name    DEFAULT 'id',
   image_column name    DEFAULT 'image',
-  model        text    DEFAULT 'inception_v3',
+  model        text    DEFAULT 'inception_v3_mixed6_grid',
   batch_size   integer DEFAULT 32,
   max_rows     integer DEFAULT 1000
 ) RETURNS TABLE (job_id bigint, processed bigint, failed bigint, remaining bigint)
@@ -635,7 +655,7 @@ SELECT pg_catalog.pg_extension_config_dump('vision.neighbours', '');
 CREATE FUNCTION vision.similar(
   image_id    bigint,
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3',
+  model       text     DEFAULT 'inception_v3_mixed6_grid',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   candidates  bigint[] DEFAULT NULL,
@@ -653,7 +673,7 @@ COMMENT ON FUNCTION vision.similar IS
 CREATE FUNCTION vision.similar_many(
   image_ids   bigint[],
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3',
+  model       text     DEFAULT 'inception_v3_mixed6_grid',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   approximate boolean  DEFAULT NULL
@@ -670,7 +690,7 @@ COMMENT ON FUNCTION vision.similar_many IS
 CREATE FUNCTION vision.similar_to_image(
   image       bytea,
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3',
+  model       text     DEFAULT 'inception_v3_mixed6_grid',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   candidates  bigint[] DEFAULT NULL,
@@ -688,7 +708,7 @@ COMMENT ON FUNCTION vision.similar_to_image IS
 CREATE FUNCTION vision.similar_to_vector(
   feature     real[],
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3',
+  model       text     DEFAULT 'inception_v3_mixed6_grid',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   candidates  bigint[] DEFAULT NULL,
@@ -705,7 +725,7 @@ COMMENT ON FUNCTION vision.similar_to_vector IS
 
 CREATE FUNCTION vision.create_index(
   source          regclass,
-  model           text    DEFAULT 'inception_v3',
+  model           text    DEFAULT 'inception_v3_mixed6_grid',
   metric          text    DEFAULT 'cosine',
   m               integer DEFAULT 16,
   ef_construction integer DEFAULT 64,
@@ -722,7 +742,7 @@ $$;
 COMMENT ON FUNCTION vision.create_index IS
   'Build (or rebuild) the HNSW index over a table''s features; returns the number of vectors.';
 
-CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'inception_v3')
+CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'inception_v3_mixed6_grid')
 RETURNS text
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -732,7 +752,7 @@ $$;
 COMMENT ON FUNCTION vision.refresh_index IS
   'Fold the changes since an index was built into it (or rebuild it when a fifth is out of date).';
 
-CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3')
+CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3_mixed6_grid')
 RETURNS boolean
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -743,7 +763,7 @@ COMMENT ON FUNCTION vision.drop_index IS 'Drop a table''s index; true if there w
 
 CREATE FUNCTION vision.refresh_neighbours(
   source regclass,
-  model  text    DEFAULT 'inception_v3',
+  model  text    DEFAULT 'inception_v3_mixed6_grid',
   k      integer DEFAULT 10,
   metric text    DEFAULT 'cosine'
 ) RETURNS bigint
@@ -793,7 +813,7 @@ CREATE FUNCTION vision.train_classifier(
   name    text,
   labels  regclass,
   source  regclass DEFAULT NULL,
-  model   text     DEFAULT 'inception_v3',
+  model   text     DEFAULT 'inception_v3_mixed6_grid',
   method  text     DEFAULT 'softmax',
   options jsonb    DEFAULT '{}',
   folds   integer  DEFAULT 5,
@@ -846,7 +866,7 @@ COMMENT ON FUNCTION vision.classify_table IS
 CREATE FUNCTION vision.compare_classifiers(
   labels  regclass,
   source  regclass DEFAULT NULL,
-  model   text     DEFAULT 'inception_v3',
+  model   text     DEFAULT 'inception_v3_mixed6_grid',
   methods text[]   DEFAULT NULL,
   rank_by text     DEFAULT 'roc_auc',
   folds   integer  DEFAULT 5,
@@ -866,7 +886,7 @@ CREATE FUNCTION vision.fine_tune(
   name       text,
   labels     regclass,
   source     regclass,
-  base_model text     DEFAULT 'inception_v3',
+  base_model text     DEFAULT 'inception_v3_mixed6_grid',
   blocks     integer  DEFAULT 1,
   folds      integer  DEFAULT 3,
   options    jsonb    DEFAULT '{}',
@@ -939,7 +959,7 @@ CREATE FUNCTION vision.record_vote(
   user_id  text,
   image_id bigint,
   liked    boolean,
-  model    text     DEFAULT 'inception_v3',
+  model    text     DEFAULT 'inception_v3_mixed6_grid',
   source   regclass DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpython3u VOLATILE
@@ -954,7 +974,7 @@ CREATE FUNCTION vision.recommend(
   user_id      text,
   k            integer  DEFAULT 10,
   exclude_seen boolean  DEFAULT true,
-  model        text     DEFAULT 'inception_v3',
+  model        text     DEFAULT 'inception_v3_mixed6_grid',
   source       regclass DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, score real, strategy text)
 LANGUAGE plpython3u STABLE ROWS 10
@@ -967,7 +987,7 @@ COMMENT ON FUNCTION vision.recommend IS
 
 CREATE FUNCTION vision.bandit_next(
   user_id text,
-  model   text     DEFAULT 'inception_v3',
+  model   text     DEFAULT 'inception_v3_mixed6_grid',
   source  regclass DEFAULT NULL
 ) RETURNS TABLE (cluster integer, image_id bigint, draw real)
 LANGUAGE plpython3u VOLATILE ROWS 1
@@ -1049,7 +1069,7 @@ COMMENT ON VIEW vision.bandit_state IS 'Beta(alpha, beta) per user and cluster, 
 SELECT pg_catalog.pg_extension_config_dump('vision.map_2d', '');
 
 CREATE FUNCTION vision.cluster(
-  model  text     DEFAULT 'inception_v3',
+  model  text     DEFAULT 'inception_v3_mixed6_grid',
   k      integer  DEFAULT 8,
   method text     DEFAULT 'kmeans',
   source regclass DEFAULT NULL
@@ -1063,7 +1083,7 @@ COMMENT ON FUNCTION vision.cluster IS
   'K-means over a table''s features into vision.clusters and vision.cluster_centroids.';
 
 CREATE FUNCTION vision.embed_2d(
-  model  text     DEFAULT 'inception_v3',
+  model  text     DEFAULT 'inception_v3_mixed6_grid',
   method text     DEFAULT 'tsne',
   source regclass DEFAULT NULL
 ) RETURNS real
@@ -1076,7 +1096,7 @@ COMMENT ON FUNCTION vision.embed_2d IS
   'Project a table''s features to 2-D (t-SNE or PCA) into vision.map_2d; returns seconds taken.';
 
 CREATE FUNCTION vision.plot_map(
-  model        text     DEFAULT 'inception_v3',
+  model        text     DEFAULT 'inception_v3_mixed6_grid',
   color_by     text     DEFAULT 'cluster',
   source       regclass DEFAULT NULL,
   thumbnails   boolean  DEFAULT false,
@@ -1100,7 +1120,7 @@ CREATE FUNCTION vision.contact_sheet(
   image_ids    bigint[] DEFAULT NULL,
   k            integer  DEFAULT 8,
   source       regclass DEFAULT NULL,
-  model        text     DEFAULT 'inception_v3',
+  model        text     DEFAULT 'inception_v3_mixed6_grid',
   label_column name     DEFAULT NULL,
   image_column name     DEFAULT 'image',
   id_column    name     DEFAULT 'id',
@@ -1119,13 +1139,14 @@ COMMENT ON FUNCTION vision.contact_sheet IS
 -- upkeep: keeping a table current --------------------------------------------------------
 
 -- A procedure, like vision.extract_table, so that extraction commits batch by batch.
-CREATE PROCEDURE vision.maintain(source regclass, INOUT report jsonb DEFAULT NULL)
+CREATE PROCEDURE vision.maintain(source regclass, INOUT report jsonb DEFAULT NULL,
+                                 add_model text DEFAULT NULL)
 LANGUAGE plpython3u AS $$
 from pgvision import spi, upkeep
-return [spi.call(plpy, GD, upkeep.maintain, source)]
+return [spi.call(plpy, GD, upkeep.maintain, source, add_model)]
 $$;
 COMMENT ON PROCEDURE vision.maintain IS
-  'Bring a table fully up to date: features of new and changed rows, stale indexes, cached neighbours, labels of classifiers that labelled it; returns a report.';
+  'Bring a table fully up to date: features of new and changed rows, stale indexes, cached neighbours, labels of classifiers that labelled it; add_model extracts one more model (move a table to a new default); returns a report.';
 
 CREATE FUNCTION vision.keep_current(source regclass, every interval DEFAULT '1 minute')
 RETURNS bigint

@@ -77,7 +77,7 @@ CREATE FUNCTION vision_cluster.extract(
   source       text,
   id_column    text    DEFAULT 'id',
   image_column text    DEFAULT 'image',
-  model        text    DEFAULT 'inception_v3',
+  model        text    DEFAULT 'inception_v3_mixed6_grid',
   batch_size   integer DEFAULT 32,
   max_rows     integer DEFAULT 1000
 ) RETURNS TABLE (node text, processed bigint, failed bigint, remaining bigint)
@@ -121,7 +121,7 @@ CREATE FUNCTION vision_cluster.similar_to_vector(
   feature real[],
   source  text,
   k       integer DEFAULT 10,
-  model   text    DEFAULT 'inception_v3',
+  model   text    DEFAULT 'inception_v3_mixed6_grid',
   metric  text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
 LANGUAGE plpython3u STABLE
@@ -137,7 +137,7 @@ CREATE FUNCTION vision_cluster.similar(
   image_id bigint,
   source   text,
   k        integer DEFAULT 10,
-  model    text    DEFAULT 'inception_v3',
+  model    text    DEFAULT 'inception_v3_mixed6_grid',
   metric   text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
 LANGUAGE plpython3u STABLE
@@ -153,7 +153,7 @@ CREATE FUNCTION vision_cluster.similar_to_image(
   image  bytea,
   source text,
   k      integer DEFAULT 10,
-  model  text    DEFAULT 'inception_v3',
+  model  text    DEFAULT 'inception_v3_mixed6_grid',
   metric text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
 LANGUAGE plpython3u STABLE
@@ -206,7 +206,7 @@ $$;
 
 CREATE FUNCTION vision_cluster.create_index(
   source          text,
-  model           text    DEFAULT 'inception_v3',
+  model           text    DEFAULT 'inception_v3_mixed6_grid',
   metric          text    DEFAULT 'cosine',
   m               integer DEFAULT 16,
   ef_construction integer DEFAULT 64,
@@ -259,7 +259,7 @@ CREATE FUNCTION vision_cluster.train_classifier(
   name    text,
   labels  regclass,
   source  text,
-  model   text    DEFAULT 'inception_v3',
+  model   text    DEFAULT 'inception_v3_mixed6_grid',
   method  text    DEFAULT 'logistic',
   options jsonb   DEFAULT '{}',
   folds   integer DEFAULT 5,
@@ -304,7 +304,7 @@ CREATE FUNCTION vision_cluster.record_vote(
   image_id bigint,
   liked    boolean,
   source   text,
-  model    text DEFAULT 'inception_v3'
+  model    text DEFAULT 'inception_v3_mixed6_grid'
 ) RETURNS boolean
 LANGUAGE plpython3u VOLATILE AS $$
 from pgvision import shards, spi
@@ -343,7 +343,7 @@ CREATE FUNCTION vision_cluster.recommend(
   source       text,
   k            integer DEFAULT 10,
   exclude_seen boolean DEFAULT true,
-  model        text    DEFAULT 'inception_v3'
+  model        text    DEFAULT 'inception_v3_mixed6_grid'
 ) RETURNS TABLE (image_id bigint, score real, strategy text, node text)
 LANGUAGE plpython3u STABLE ROWS 10 AS $$
 from pgvision import shards, spi

@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end(db, db_name, tmp_path):
                   "DELETE FROM vision.classifiers WHERE name = 'demo_photo'")
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert "36 rows -> 2048-d features, 1 skipped" in text
+    assert "36 rows -> 3840-d features, 1 skipped" in text
     assert "image 37 is not a decodable image (truncated JPEG)" in text
     assert "12/12 photos find one of their own variants first" in text
     assert "held-out cropped q40 copies labelled correctly" in text

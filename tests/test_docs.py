@@ -9,6 +9,7 @@ import sys
 import tempfile
 
 from conftest import ROOT, SOCKET_DIR, documentation, image_bytes, query
+from pgvision import DEFAULT_MODEL
 
 
 def sql_blocks(text):
@@ -34,7 +35,7 @@ def test_every_sql_example_of_the_docs_runs_after_the_demo(db, db_name, make_tab
         query(db, "DROP TABLE IF EXISTS product_labels, demo_images, demo_labels; "
                   "DELETE FROM vision.classifiers")
     assert query(db, "SELECT count(*) FROM vision.features WHERE source = 'products'::regclass "
-                     "AND model = 'inception_v3'")[0][0] == 4
+                     "AND model = %s", (DEFAULT_MODEL,))[0][0] == 4
     assert not query(db, "SELECT 1 FROM vision.models WHERE name = 'inception_v3_mixed9'")
 
 

@@ -9,6 +9,7 @@ import pytest
 from psycopg2 import errors as pgerr
 
 from conftest import image_bytes, query
+from pgvision import DEFAULT_MODEL
 
 FAST = "mobilenet_v2"  # 3x cheaper than the default; used where the model doesn't matter
 
@@ -19,10 +20,18 @@ def features(db, data, model=None):
     return query(db, sql, params)[0][0]
 
 
-def test_default_model_gives_2048_d_inception_features(db):
+def test_default_model_gives_its_grid_pooled_inception_features(db):
     vector = features(db, image_bytes(1, size=(320, 240)))
-    assert len(vector) == 2048
+    assert len(vector) == 5 * 768  # mixed6's 768 channels: the average and four quadrants
     assert all(v >= 0 for v in vector) and max(vector) > 0  # pooled ReLU activations
+    assert vector == features(db, image_bytes(1, size=(320, 240)), DEFAULT_MODEL)
+
+
+def test_inception_v3_keeps_the_features_it_always_meant(db):
+    """A new default is a new name: inception_v3 is still mixed10, average-pooled."""
+    assert query(db, "SELECT feature_layer, pooling, dims FROM vision.models "
+                     "WHERE name = 'inception_v3'")[0] == ("mixed10", "avg", 2048)
+    assert len(features(db, image_bytes(1), "inception_v3")) == 2048
 
 
 def test_in_db_features_equal_standalone_keras_on_the_same_pipeline(db):
@@ -152,7 +161,7 @@ def test_extract_table_is_incremental_and_retries_only_on_request(db, make_table
 def test_extract_table_default_model_and_integer_id_types(db, make_table):
     make_table("small_ids", [(1, image_bytes(11)), (2, image_bytes(12))], id_type="smallint")
     assert query(db, "CALL vision.extract_table('small_ids')")[0][1:] == (2, 0)
-    assert {len(v) for v in stored(db, "small_ids", "inception_v3").values()} == {2048}
+    assert {len(v) for v in stored(db, "small_ids", DEFAULT_MODEL).values()} == {3840}
 
 
 def test_extract_table_commits_batch_by_batch(db, make_table, connect):
@@ -254,7 +263,7 @@ def test_extract_table_validates_arguments_before_work(db, make_table, call, err
     query(db, "ALTER TABLE argcheck ADD COLUMN label text")
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         query(db, call)
-    assert not stored(db, "argcheck", "inception_v3")
+    assert not stored(db, "argcheck", DEFAULT_MODEL)
 
 
 def test_a_plan_that_would_go_parallel_still_works(db, make_table):

@@ -71,7 +71,7 @@ CASES = [
     ("vision.register_model", lambda p, g: registry.register_model(p, g, "ok"),
      'give exactly one of "model_bytes" and "model_path"'),
     ("vision.register_model", lambda p, g: registry.register_model(p, g, "ok", b"x", pooling="mean"),
-     "argument \"pooling\" must be one of 'avg', 'max', 'none', got 'mean'"),
+     "argument \"pooling\" must be one of 'avg', 'max', 'gem', 'grid', 'none', got 'mean'"),
     ("vision.register_model",
      lambda p, g: registry.register_model(p, g, "ok", b"x", input_height=4),
      'argument "input_height" must be between 8 and 4096, got 4'),

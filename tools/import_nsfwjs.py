@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROVENANCE = ("npm package nsfwjs@4.4.0 (MIT), dist/models/{src}: Keras 2.2.4 {arch} as a TF.js "
               "layers model, uint8-quantised weights (dequantised q*scale+min); lower blocks "
               "ImageNet weights, top blocks fine-tuned by nsfwjs for 5 classes; converted by "
-              "pgvision.tfjs; features = global {pooling} pool of layer {layer}")
+              "pgvision.tfjs; features = {pooling} of layer {layer}")
 
 MODELS = [
     {"name": "inception_v3", "src": "inception_v3", "arch": "Inception-v3",
@@ -36,6 +36,13 @@ MODELS = [
     {"name": "mobilenet_v2", "src": "mobilenet_v2", "arch": "MobileNet-v2",
      "input_height": 224, "input_width": 224, "preprocessing": "inception",
      "feature_layer": "out_relu", "pooling": "avg", "dims": 1280},
+]
+# Other cuts of a built network: the same .keras file, another feature layer and pooling.
+# Chosen by measurement (make bench-quality, docs/extraction.md): a model's name keeps the
+# features it means, so a better default is a new name, never a changed one.
+VARIANTS = [
+    {"name": "inception_v3_mixed6_grid", "variant_of": "inception_v3",
+     "feature_layer": "mixed6", "pooling": "grid", "dims": 3840, "int8": True},
 ]
 
 
@@ -52,6 +59,42 @@ def fetch_package(cache):
         os.unlink(tarball)
         sys.exit(f"import_nsfwjs: {tarball} has SHA-256 {digest}, expected {TARBALL_SHA256}")
     return tarball
+
+
+POOLING_WORDS = {"avg": "global average pool", "max": "global max pool",
+                 "gem": "generalised-mean (p = 3) pool",
+                 "grid": "1x1 + 2x2 grid of average pools"}
+
+
+def provenance(source, cut):
+    """Where a model comes from (``source``: its MODELS spec) and how it is cut (``cut``)."""
+    return PROVENANCE.format(src=source["src"], arch=source["arch"], layer=cut["feature_layer"],
+                             pooling=POOLING_WORDS[cut["pooling"]])
+
+
+def with_variants(entries):
+    """``entries`` with every VARIANTS cut (re)derived from its base entry: the same file, so
+    the base's file and SHA-256 stay as they are and its registrations hold."""
+    variants = {variant["name"] for variant in VARIANTS}
+    out = [entry for entry in entries if entry["name"] not in variants]
+    for variant in VARIANTS:
+        base = next((e for e in out if e["name"] == variant["variant_of"]), None)
+        if base is None:
+            continue
+        source = next(spec for spec in MODELS if spec["name"] == variant["variant_of"])
+        entry = {**base, **{k: v for k, v in variant.items() if k != "variant_of"}}
+        entry["provenance"] = provenance(source, variant) + (
+            "; where the CPU has int8 dot products (pgvision.precision = auto) a statically "
+            "quantised int8 copy runs, calibrated on tools/calibration" if entry.get("int8")
+            else "")
+        out.append(entry)
+    return out
+
+
+def write_manifest(manifest, entries):
+    with open(manifest + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump({"converter": CONVERTER, "source": PACKAGE, "models": entries}, fh, indent=1)
+    os.replace(manifest + ".tmp", manifest)
 
 
 def convert(tarball, out_dir):
@@ -75,10 +118,7 @@ def convert(tarball, out_dir):
             model.save(os.path.join(out_dir, filename))
             entry = {k: v for k, v in spec.items() if k not in ("src", "arch")}
             entry.update(file=filename, sha256=sha256_file(os.path.join(out_dir, filename)),
-                         provenance=PROVENANCE.format(src=spec["src"], arch=spec["arch"],
-                                                      pooling="average" if spec["pooling"] == "avg"
-                                                      else spec["pooling"],
-                                                      layer=spec["feature_layer"]))
+                         provenance=provenance(spec, spec))
             entries.append(entry)
             print(f"==> built {filename} ({spec['dims']}-d features from {spec['feature_layer']})",
                   flush=True)
@@ -97,14 +137,16 @@ def main():
             current = json.load(fh)
         if current.get("converter") == CONVERTER and all(
                 os.path.isfile(os.path.join(out_dir, m["file"])) for m in current["models"]):
+            entries = with_variants(current["models"])
+            if entries != current["models"]:
+                write_manifest(manifest, entries)
+                print("==> models.json: the installed networks' other cuts brought up to date",
+                      flush=True)
             return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.makedirs(out_dir, exist_ok=True)
     tarball = fetch_package(os.path.join(os.path.dirname(args.venv), "cache"))
-    entries = convert(tarball, out_dir)
-    with open(manifest + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump({"converter": CONVERTER, "source": PACKAGE, "models": entries}, fh, indent=1)
-    os.replace(manifest + ".tmp", manifest)
+    write_manifest(manifest, with_variants(convert(tarball, out_dir)))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 from . import (DEFAULT_MODEL, classify, extract, extractors, images, learners, offload,
                privileges, registry, settings)
 from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_int_range, require_not_null
+from .pooling import keras_pooling
 
 FN = "vision.fine_tune"
 DEFAULTS = {"epochs": 20, "learning_rate": 1e-3, "batch_size": 16, "patience": 3,
@@ -96,10 +97,8 @@ def cut_layer_name(names, feature_layer, blocks):
 def _split(keras, model, feature_layer, pooling, cut):
     """(bottom: input → cut, top: cut → pooled features), sharing the model's layers."""
     features = model.get_layer(feature_layer).output
-    if len(features.shape) == 4:
-        pool = keras.layers.GlobalMaxPooling2D() if pooling == "max" else \
-            keras.layers.GlobalAveragePooling2D()
-        features = pool(features)
+    if len(features.shape) == 4:  # as extraction pools it ("none" trains on the average)
+        features = keras_pooling(features, "avg" if pooling == "none" else pooling)
     middle = model.get_layer(cut).output
     return keras.Model(model.inputs, middle), keras.Model(middle, features)
 

@@ -255,20 +255,32 @@ def revoke_handles(plpy, GD, name):
 
 
 def register_builtin_models(plpy, GD, model_dir=None):
-    """Register the installed models by path (run by CREATE EXTENSION; cheap: no TF)."""
+    """Register the installed models by path (run by CREATE EXTENSION; cheap: no TF). A model
+    the schema being installed cannot hold (a pooling an older version's CHECK does not know,
+    on the way up an upgrade path) is left for the upgrade that can: it registers them too."""
     model_dir = model_dir or default_model_dir()
     entries = read_manifest(model_dir)
     if not entries:
         plpy.notice(f"pgvision: no installed models in {model_dir}; run `make install` on the "
                     f"database server for the default model {DEFAULT_MODEL!r}")
+    registered = 0
     for entry in entries:
-        plpy.execute(spi.plan(plpy, GD, """
-            INSERT INTO vision.model_store (name, model_path, sha256, input_height, input_width,
-                preprocessing, feature_layer, pooling, dims, provenance, builtin)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true)
-            ON CONFLICT (name) DO NOTHING""",
-            ["text", "text", "text", "int4", "int4", "text", "text", "text", "int4", "text"]),
-            [entry["name"], os.path.join(model_dir, entry["file"]), entry["sha256"],
-             entry["input_height"], entry["input_width"], entry["preprocessing"],
-             entry.get("feature_layer"), entry["pooling"], entry["dims"], entry["provenance"]])
-    return len(entries)
+        try:
+            with plpy.subtransaction():
+                _insert_builtin(plpy, GD, model_dir, entry)
+        except plpy.spiexceptions.CheckViolation:
+            continue
+        registered += 1
+    return registered
+
+
+def _insert_builtin(plpy, GD, model_dir, entry):
+    plpy.execute(spi.plan(plpy, GD, """
+        INSERT INTO vision.model_store (name, model_path, sha256, input_height, input_width,
+            preprocessing, feature_layer, pooling, dims, provenance, builtin)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, true)
+        ON CONFLICT (name) DO NOTHING""",
+        ["text", "text", "text", "int4", "int4", "text", "text", "text", "int4", "text"]),
+        [entry["name"], os.path.join(model_dir, entry["file"]), entry["sha256"],
+         entry["input_height"], entry["input_width"], entry["preprocessing"],
+         entry.get("feature_layer"), entry["pooling"], entry["dims"], entry["provenance"]])
