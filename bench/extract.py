@@ -197,12 +197,13 @@ def report(results):
 def main():
     parser = argparse.ArgumentParser(description="pgvision extraction benchmark")
     parser.add_argument("--dsn", required=True)
-    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--images", type=int, default=None,
+                        help="images per model (default 128, 32 with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help="32 images, inception_v3 and the default model only")
+                        help="inception_v3 and the default model only, 32 images unless --images")
     parser.add_argument("--json", default="out/bench_extract.json")
     args = parser.parse_args()
-    n = 32 if args.quick else args.images
+    n = args.images or (32 if args.quick else 128)
     entries = [m for m in read_manifest(default_model_dir())
                if not args.quick or m["name"] in ("inception_v3", DEFAULT_MODEL)]
     images = sample_images(n)

@@ -156,18 +156,21 @@ def extract(session, table, model, workers, batch_size, retry_failed, id_column,
             task = bar.add_task("extract", total=None, rate="")
             for t in threads:
                 t.start()
+            def show(done, total, failed):
+                rate = done / max(time.monotonic() - started, 1e-9)
+                bar.update(task, total=total, completed=done,
+                           rate=f"{rate:.1f} img/s" + (f", {failed} failed" if failed else ""))
+
             while any(t.is_alive() for t in threads):
                 jobs, done, total, failed = progress()
                 if jobs == workers:
-                    rate = done / max(time.monotonic() - started, 1e-9)
-                    bar.update(task, total=total, completed=done,
-                               rate=f"{rate:.1f} img/s" + (f", {failed} failed" if failed else ""))
+                    show(done, total, failed)
                 time.sleep(0.3)
             jobs, done, total, failed = progress()
             if total == 0:  # nothing was left to extract
                 bar.update(task, total=1, completed=1, rate="nothing to do")
-            else:
-                bar.update(task, total=total, completed=done)
+            else:  # the last batch lands after the last poll: the rate is the whole run's
+                show(done, total, failed)
     except KeyboardInterrupt:
         for conn in conns:
             conn.cancel()
