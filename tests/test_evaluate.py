@@ -4,6 +4,10 @@ vision.extract_features' vectors), vision.maintain moving a table to another mod
 inputs as named errors."""
 
 import io
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import psycopg2
@@ -12,7 +16,7 @@ from PIL import Image, ImageOps
 from psycopg2 import errors as pgerr
 from skimage import data as photos
 
-from conftest import image_bytes, keras_bytes, query, register
+from conftest import dsn, image_bytes, keras_bytes, query, register
 from pgvision import evaluation, pooling
 
 FAST = "mobilenet_v2"
@@ -112,6 +116,32 @@ def test_evaluate_features_measures_what_the_same_protocol_measures_on_extracted
     assert network[6] > 0.9 and network[5] > 0.5, network
     assert query(db, "SELECT count(*) FROM vision.features WHERE source = %s::regclass",
                  (table,))[0][0] == 0  # nothing stored
+
+
+def test_the_command_compares_models_with_the_same_figures(db, db_name, labelled):
+    """`pgvision models compare` prints vision.evaluate_features' rows, best precision first."""
+    table, _, _ = labelled
+    done = subprocess.run(
+        [os.path.join(sys.prefix, "bin", "pgvision"), "models", "compare", "eval_labels",
+         table, "--model", FAST, "--model", "inception_v3", "--group-column", "copy_of",
+         "--json"], capture_output=True, text=True, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+             "DATABASE_URL": dsn(db_name)})
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    want = query(db, """
+        SELECT model, precision_at_10, accuracy, near_duplicate_recall_at_2
+        FROM vision.evaluate_features('eval_labels', %s, ARRAY[%s, 'inception_v3'],
+                                      options => '{"group_column": "copy_of"}')""",
+                 (table, FAST))
+    assert sorted(r["model"] for r in printed) == sorted(r[0] for r in want)
+    assert [r["precision@10"] for r in printed] == sorted(
+        (r["precision@10"] for r in printed), reverse=True)
+    for row in printed:
+        _, precision, accuracy, recall = next(w for w in want if w[0] == row["model"])
+        assert row["precision@10"] == pytest.approx(precision, abs=5e-4)
+        assert row["accuracy"] == pytest.approx(accuracy, abs=5e-4)
+        assert row["near-dup recall@2"] == pytest.approx(recall, abs=5e-4)
 
 
 def test_without_a_group_column_there_is_no_near_duplicate_figure(db, labelled):
