@@ -45,14 +45,19 @@ PRECISION_SETTING = "pgvision.precision"
 INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
 
 
+def _parse_setting(setting, value, choices, default):
+    """``value`` of a text setting (NULL or empty: ``default``), refused unless a choice."""
+    if value in (None, ""):
+        return default
+    if value not in choices:
+        raise PgvisionError("pgvision", f'setting "{setting}" must be one of '
+                            f"{', '.join(choices)}, got {value!r}")
+    return value
+
+
 def parse_precision(value):
     """The precision named by the ``pgvision.precision`` setting (text or NULL)."""
-    if value in (None, ""):
-        return DEFAULT_PRECISION
-    if value not in PRECISIONS:
-        raise PgvisionError("pgvision", f'setting "{PRECISION_SETTING}" must be one of '
-                            f"{', '.join(PRECISIONS)}, got {value!r}")
-    return value
+    return _parse_setting(PRECISION_SETTING, value, PRECISIONS, DEFAULT_PRECISION)
 
 
 _CPU_FLAGS = []
@@ -120,12 +125,7 @@ def quantise(source, target, batches):
 
 def parse_runtime(value):
     """The runtime named by the ``pgvision.runtime`` setting (text or NULL)."""
-    if value in (None, ""):
-        return DEFAULT_RUNTIME
-    if value not in RUNTIMES:
-        raise PgvisionError("pgvision", f'setting "{SETTING}" must be one of '
-                            f"{', '.join(RUNTIMES)}, got {value!r}")
-    return value
+    return _parse_setting(SETTING, value, RUNTIMES, DEFAULT_RUNTIME)
 
 
 def onnx_installed():
