@@ -17,6 +17,7 @@ from psycopg2 import errors as pgerr
 from skimage import data as photos
 
 from conftest import dsn, image_bytes, keras_bytes, query, register
+import pgvision
 from pgvision import evaluation, pooling
 
 FAST = "mobilenet_v2"
@@ -225,6 +226,18 @@ def test_maintain_moves_a_table_to_another_model_and_keeps_it_current(db, labell
     query(db, f"INSERT INTO {table} VALUES (100, %s)", (psycopg2.Binary(image_bytes(990)),))
     report = query(db, "CALL vision.maintain(%s)", (table,))[0][0]
     assert report["extracted"] == {FAST: 1, "tiny_grid": 1}
+
+
+def test_a_table_with_another_model_only_is_told_how_to_move(db, labelled):
+    """After the upgrade, the default model's search on a table extracted with another model
+    names the image and the model, and the hint says how to move the table."""
+    table = labelled[0]
+    query(db, f"CALL vision.extract_table('{table}', model => '{FAST}')")
+    with pytest.raises(pgerr.UndefinedObject) as info:
+        query(db, "SELECT * FROM vision.similar(1, source => %s)", (table,))
+    assert (f"vision.similar: argument \"image_id\": image 1 of public.{table} has no "
+            f"features for model '{pgvision.DEFAULT_MODEL}'") in str(info.value)
+    assert "vision.maintain(source, add_model => ...)" in info.value.diag.message_hint
 
 
 def test_maintain_names_a_bad_added_model(db, labelled):

@@ -190,7 +190,9 @@ def _missing(plpy, GD, fn, argument, model, source, ids):
     example = "" if len(ids) == 1 else f" (e.g. {ids[:5]})"
     return PgvisionError(fn, f'argument "{argument}": {what} no features for model '
                          f"{model!r}{example}", UNDEFINED_OBJECT,
-                         hint="CALL vision.extract_table(...) extracts missing features.")
+                         hint="CALL vision.extract_table(...) extracts missing features; "
+                         "CALL vision.maintain(source, add_model => ...) moves a table to "
+                         "another model and keeps it current.")
 
 
 def similar(plpy, GD, image_id, k=10, model=None, metric="cosine", source=None,
