@@ -45,7 +45,7 @@ def maintain(plpy, GD, source, add_model=None):
     with spi.pinned_search_path(plpy) as pin:
         privileges.require_select(plpy, GD, fn, relid, "keeping its features current")
         jobs = list(plpy.execute(spi.plan(plpy, GD, """
-                SELECT DISTINCT ON (model) model, id_column, image_column
+                SELECT DISTINCT ON (model) model, id_column, image_column, job_id
                 FROM vision.extract_jobs WHERE source = $1 ORDER BY model, job_id DESC""",
                 ["oid"]), [relid]))
         if add_model is not None:
@@ -82,15 +82,13 @@ def _with_model(plpy, GD, fn, relid, jobs, model):
     registry.lookup(plpy, GD, fn, model, argument="add_model")
     if any(job["model"] == model for job in jobs):
         return jobs
-    latest = plpy.execute(spi.plan(plpy, GD, """
-        SELECT id_column, image_column FROM vision.extract_jobs WHERE source = $1
-        ORDER BY job_id DESC LIMIT 1""", ["oid"]), [relid])
-    if not latest:
+    if not jobs:
         raise PgvisionError(fn, f'argument "add_model": {privileges.table_name(plpy, GD, relid)} '
                             "was never extracted, so its id and image columns are unknown",
                             UNDEFINED_OBJECT, hint="CALL vision.extract_table(source, model => "
                             "...) names them once.")
-    return jobs + [{"model": model, **latest[0]}]
+    latest = max(jobs, key=lambda job: job["job_id"])  # each model's latest job is in jobs
+    return jobs + [{**latest, "model": model}]
 
 
 def _check_files(plpy, GD, relid, report):
