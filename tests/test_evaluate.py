@@ -174,6 +174,25 @@ def test_bad_arguments_are_named(db, labelled, call, error, message):
         query(db, f"SELECT * FROM {call}")
 
 
+def test_features_that_would_not_fit_the_memory_limit_are_refused_before_work(db, labelled,
+                                                                              tmp_path):
+    """16 images of a 270,000-d model (pooling "none") hold 17 MB: over a 1 MB limit, refused
+    before any image is read."""
+    table = labelled[0]
+    register(db, "tiny_wide", keras_bytes(tmp_path, filters=300), feature_layer="conv",
+             pooling="none")
+    try:
+        query(db, "SET pgvision.max_batch_memory_mb = 1")
+        with pytest.raises(pgerr.ProgramLimitExceeded,
+                           match=r"vision.evaluate_features: features in memory, MB \(16 images "
+                           r"x 270000 dims x 4 bytes\) = 17 is over pgvision.max_batch_memory_mb"):
+            query(db, "SELECT * FROM vision.evaluate_features('eval_labels', %s, "
+                      "ARRAY['tiny_wide'])", (table,))
+    finally:
+        query(db, "RESET pgvision.max_batch_memory_mb")
+        query(db, "DELETE FROM vision.model_store WHERE name = 'tiny_wide'")
+
+
 def test_one_class_nulls_and_unknown_images_are_refused(db, labelled):
     table = labelled[0]
     query(db, "UPDATE eval_labels SET label = 'even'")

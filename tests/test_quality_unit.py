@@ -84,3 +84,17 @@ def test_a_separable_set_is_learnt_by_the_linear_probe():
     result = evaluation.evaluate(X, y)
     assert result["accuracy"] == 1.0 and result["precision_at_10"] > 0.9
     assert result["train_images"] + result["test_images"] == 60
+
+
+def test_neighbours_found_block_by_block_are_those_of_the_whole_matrix(monkeypatch):
+    """Similarities are computed a block of queries at a time (memory); the answer is the
+    brute-force one of the whole matrix, the image itself left out."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 16)).astype(np.float32)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    want = np.argsort(-similarity, axis=1, kind="stable")[:, :4]
+    monkeypatch.setattr(evaluation, "QUERY_BLOCK", 64)
+    np.testing.assert_array_equal(evaluation._nearest(X, X, 4, exclude_self=True), want)
+    np.testing.assert_array_equal(evaluation._nearest(X, X[:70], 4)[:, 0], np.arange(70))

@@ -43,16 +43,24 @@ def split(labels, test_share=1 / 3, seed=0):
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(test, dtype=np.int64))
 
 
+QUERY_BLOCK = 1024  # queries a similarity block holds: 20,000 images need 80 MB, not 1.6 GB
+
+
 def _nearest(gallery, queries, k, exclude_self=False):
-    """Positions (n_queries, k) of each query's k most cosine-similar gallery rows."""
+    """Positions (n_queries, k) of each query's k most cosine-similar gallery rows
+    (``exclude_self``: queries are the gallery, and a row is not its own neighbour)."""
     G, Q = learners.unit(gallery), learners.unit(queries)
-    similarity = Q @ G.T
-    if exclude_self:
-        np.fill_diagonal(similarity, -np.inf)
-    k = min(k, similarity.shape[1] - (1 if exclude_self else 0))
-    top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(similarity, top, axis=1)
-    return np.take_along_axis(top, np.argsort(-order, axis=1, kind="stable"), axis=1)
+    k = min(k, len(G) - (1 if exclude_self else 0))
+    blocks = []
+    for start in range(0, len(Q), QUERY_BLOCK):
+        similarity = Q[start:start + QUERY_BLOCK] @ G.T
+        if exclude_self:
+            rows = np.arange(len(similarity))
+            similarity[rows, start + rows] = -np.inf
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(similarity, top, axis=1)
+        blocks.append(np.take_along_axis(top, np.argsort(-order, axis=1, kind="stable"), axis=1))
+    return np.concatenate(blocks) if blocks else np.empty((0, k), dtype=np.int64)
 
 
 def retrieval(train_X, train_y, test_X, test_y, k=K):
@@ -136,6 +144,11 @@ def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
                                                id_column, image_column)
     privileges.require_select(plpy, GD, fn, relid, "evaluating features of its images")
     ids, y, groups = _labelled_images(plpy, fn, labels, opts, max_images)
+    # one model's features are held at a time; a wide model (pooling "none") could hold GBs
+    widest = max(int(row["dims"]) for row in rows)
+    settings.require_within_limit(
+        plpy, GD, fn, f"features in memory, MB ({len(ids)} images x {widest} dims x 4 bytes)",
+        -(-len(ids) * widest * 4 // (1 << 20)), "pgvision.max_batch_memory_mb")
     out = []
     for row in rows:
         X, kept, seconds = _extract_all(plpy, GD, fn, qualified, row, id_column, image_column,
