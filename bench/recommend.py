@@ -13,7 +13,7 @@ inception_v3 features of table bench_rec). A simulated user likes exactly one gr
   harder       the same on a harder synthetic catalog (20 overlapping groups, noisy; a
                user likes 2), N = 5, 20, 40
   photos       the same on real photographs: the scikit-image photos in augmented copies
-               (Inception-v3 features extracted in the database), 20 shoppers who each
+               (the default model's features extracted in the database), 20 shoppers who each
                like 4 of the 12 photos, N = 5, 20, 40
   bandit       200 rounds of vision.bandit_next + vote: regret (dislikes) vs picking
                uniformly at random and greedily (each cluster once, then the best like
@@ -32,7 +32,9 @@ import time
 import numpy as np
 import psycopg2
 
-from search import augmented_photos, clustered, copy_features
+from search import MODEL, augmented_photos, clustered, copy_features
+
+from pgvision import DEFAULT_MODEL
 
 GROUPS = 10
 
@@ -120,12 +122,13 @@ CANDIDATES = {"cosine": cosine_to_likes, "rocchio": rocchio, "taste 0.12": taste
               "nearest": nearest, "blend": blend}
 
 
-def vote(cur, user, image_id, liked, source="bench_rec"):
-    cur.execute("SELECT vision.record_vote(%s, %s, %s, source => %s)",
-                (user, int(image_id), bool(liked), source))
+def vote(cur, user, image_id, liked, source="bench_rec", model=MODEL):
+    cur.execute("SELECT vision.record_vote(%s, %s, %s, model => %s, source => %s)",
+                (user, int(image_id), bool(liked), model, source))
 
 
-def recommender(cur, source, group, unit, rng, liked_groups, counts=(5, 20, 40, 80), users=5):
+def recommender(cur, source, group, unit, rng, liked_groups, counts=(5, 20, 40, 80), users=5,
+                model=MODEL):
     """precision@10 of vision.recommend and of every candidate scorer by hand on the same
     votes, for simulated users who like the groups ``liked_groups(user)`` and vote on
     ``N`` random images (at least one a like). ``unit``: row i is image i + 1."""
@@ -141,9 +144,9 @@ def recommender(cur, source, group, unit, rng, liked_groups, counts=(5, 20, 40, 
             # at least one like, so both sides rank (a cold start is another matter)
             voted[0] = rng.choice([i for i in ids if group[int(i)] in target and i not in voted])
             for image_id in voted:
-                vote(cur, name, image_id, group[int(image_id)] in target, source)
-            cur.execute("SELECT image_id, strategy FROM vision.recommend(%s, 10, source => %s)",
-                        (name, source))
+                vote(cur, name, image_id, group[int(image_id)] in target, source, model)
+            cur.execute("SELECT image_id, strategy FROM vision.recommend(%s, 10, model => %s, "
+                        "source => %s)", (name, model, source))
             rows = cur.fetchall()
             strategies.update(r[1] for r in rows)
             hits["pgvision"].append(np.mean([group[r[0]] in target for r in rows]))
@@ -167,9 +170,9 @@ def vote_latency(cur, source, ids, rng, votes=40, rounds=20):
     times = []
     for image_id in voted[:rounds]:
         started = time.perf_counter()
-        cur.execute("SELECT vision.record_vote('latency', %s, NOT liked, source => %s) "
-                    "FROM vision.votes WHERE user_id = 'latency' AND image_id = %s",
-                    (int(image_id), source, int(image_id)))
+        cur.execute("SELECT vision.record_vote('latency', %s, NOT liked, model => %s, "
+                    "source => %s) FROM vision.votes WHERE user_id = 'latency' AND "
+                    "image_id = %s", (int(image_id), MODEL, source, int(image_id)))
         times.append((time.perf_counter() - started) * 1000)
     return {"votes": votes, "median_ms": float(np.median(times)), "max_ms": float(max(times))}
 
@@ -207,21 +210,22 @@ def photo_catalog(cur, per_photo):
     cur.execute("CALL vision.extract_table('bench_rec_photos')")
     cur.execute("SELECT f.image_id, p.photo, f.feature FROM vision.features f JOIN "
                 "bench_rec_photos p ON p.id = f.image_id WHERE f.source = "
-                "'bench_rec_photos'::regclass AND f.model = 'inception_v3' ORDER BY 1")
+                "'bench_rec_photos'::regclass AND f.model = %s ORDER BY 1", (DEFAULT_MODEL,))
     found = cur.fetchall()
     vectors = np.array([r[2] for r in found], dtype=np.float32)
     return {r[0]: r[1] for r in found}, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def bandit(cur, group, rounds):
-    cur.execute("SELECT vision.cluster(k => %s, source => 'bench_rec')", (GROUPS,))
+    cur.execute("SELECT vision.cluster(k => %s, model => %s, source => 'bench_rec')",
+                (GROUPS, MODEL))
     cur.execute("SELECT image_id, cluster FROM vision.clusters WHERE source = 'bench_rec'::regclass")
     cluster = dict(cur.fetchall())
     liked_cluster = cluster[next(i for i, g in group.items() if g == 3)]
     regret = 0
     for _ in range(rounds):
         cur.execute("SELECT cluster, image_id FROM vision.bandit_next('thompson', "
-                    "source => 'bench_rec')")
+                    "model => %s, source => 'bench_rec')", (MODEL,))
         c, image_id = cur.fetchone()
         liked = c == liked_cluster
         regret += not liked
@@ -294,16 +298,17 @@ def main():
         "images": len(photo), "photos": n_photos,
         "recommender": recommender(cur, "bench_rec_photos", photo, photo_unit, rng,
                                    lambda user: set(shoppers[user].tolist()), (5, 20, 40),
-                                   users=20),
+                                   users=20, model=DEFAULT_MODEL),
         "random_precision_at_10": 4 / n_photos}
     cur.execute("DELETE FROM vision.features WHERE source = 'bench_rec_photos'::regclass")
     cur.execute("DELETE FROM vision.votes WHERE source = 'bench_rec_photos'::regclass")
     cur.execute("DROP TABLE bench_rec_photos")
     started = time.monotonic()
-    cur.execute("SELECT vision.embed_2d(method => 'tsne', source => 'bench_rec')")
+    cur.execute("SELECT vision.embed_2d(model => %s, method => 'tsne', source => 'bench_rec')",
+                (MODEL,))
     results["tsne_seconds_reported"] = cur.fetchone()[0]
     results["tsne_seconds_call"] = time.monotonic() - started
-    cur.execute("SELECT vision.plot_map(source => 'bench_rec')")
+    cur.execute("SELECT vision.plot_map(model => %s, source => 'bench_rec')", (MODEL,))
     os.makedirs("out", exist_ok=True)
     with open("out/bench_map.png", "wb") as fh:
         fh.write(bytes(cur.fetchone()[0]))

@@ -117,12 +117,12 @@ def bench_dataset(cur, label, vectors, queries, efs, pca_dims):
     out = {"vectors": n, "load_s": load_s}
 
     # exact: in-DB (warm cache) vs numpy and faiss flat, same queries
-    cur.execute(f"SELECT count(*) FROM vision.similar(1, 10, source => '{table}', "
-                "approximate => false)")
+    cur.execute(f"SELECT count(*) FROM vision.similar(1, 10, '{MODEL}', "
+                f"source => '{table}', approximate => false)")
     started, agree = time.monotonic(), 0
     for q in queries:
-        cur.execute(f"SELECT image_id FROM vision.similar(%s, 10, source => '{table}', "
-                    "approximate => false)", (q,))
+        cur.execute(f"SELECT image_id FROM vision.similar(%s, 10, '{MODEL}', "
+                    f"source => '{table}', approximate => false)", (q,))
         agree += len(set(r[0] for r in cur.fetchall()) & set(truth[q]))
     out["exact_in_db_ms"] = 1000 * (time.monotonic() - started) / len(queries)
     out["exact_agreement"] = agree / (10 * len(queries))  # 1.0 unless float ties differ
@@ -140,7 +140,8 @@ def bench_dataset(cur, label, vectors, queries, efs, pca_dims):
     for pca in (None, pca_dims):
         tag = f"pca{pca}" if pca else "full"
         started = time.monotonic()
-        cur.execute(f"SELECT vision.create_index('{table}', ef_search => 40, pca_dims => %s)",
+        cur.execute(f"SELECT vision.create_index('{table}', '{MODEL}', ef_search => 40, "
+                    "pca_dims => %s)",
                     (pca,))
         build_in_db = time.monotonic() - started
         cur.execute("SELECT size_bytes FROM vision.index_status WHERE source = %s::regclass",
@@ -155,13 +156,13 @@ def bench_dataset(cur, label, vectors, queries, efs, pca_dims):
             cur.execute("SET pgvision.ef_search = %s", (ef,))
             hits, started = 0, time.monotonic()
             for q in queries:
-                cur.execute(f"SELECT image_id FROM vision.similar(%s, 10, source => '{table}', "
-                            "approximate => true)", (q,))
+                cur.execute(f"SELECT image_id FROM vision.similar(%s, 10, '{MODEL}', "
+                            f"source => '{table}', approximate => true)", (q,))
                 hits += len(set(r[0] for r in cur.fetchall()) & set(truth[q]))
             in_db_qps = len(queries) / (time.monotonic() - started)
             started = time.monotonic()
             cur.execute(f"SELECT query_id, image_id FROM vision.similar_many(%s::bigint[], 10, "
-                        f"source => '{table}', approximate => true)", (queries,))
+                        f"'{MODEL}', source => '{table}', approximate => true)", (queries,))
             cur.fetchall()
             batch_qps = len(queries) / (time.monotonic() - started)
             hits_alone, started = 0, time.monotonic()

@@ -32,7 +32,6 @@ import threading
 import time
 
 import numpy as np
-import psycopg2
 
 from common import clustered_blocks, connect, copy_features, feature_table
 

@@ -204,6 +204,53 @@ def test_extract_then_similar_writes_a_page_a_browser_shows(db, db_name, photo_d
     assert neighbours.std() > 20  # pictures, not an empty page
 
 
+def test_duplicates_hashes_the_table_and_groups_each_photo_with_its_mirror(
+        db, db_name, photo_dir, table, tmp_path):
+    pgvision("load", str(photo_dir), "--table", table, "--create", db_name=db_name)
+    pgvision("extract", "--table", table, db_name=db_name)
+    page = tmp_path / "duplicates.html"
+    done = pgvision("duplicates", "--table", table, "--html", str(page), db_name=db_name)
+    assert "hashing" in done.stderr and f"{len(PHOTOS)} groups of near-duplicates" in done.stdout
+    names = dict(query(db, f"SELECT id, name FROM {table}"))
+    as_json = json.loads(pgvision("duplicates", "--table", table, "--json",
+                                  db_name=db_name).stdout)
+    groups = {}
+    for row in as_json:
+        groups.setdefault(row["group"], set()).add(names[row["id"]])
+    assert sorted(groups.values(), key=sorted) == sorted(
+        ({f"{name}.jpg", f"{name}.png"} for name in PHOTOS), key=sorted)
+    assert all(row["hash distance"] <= 7 for row in as_json)  # a mirror's hash is matched
+    html = page.read_text()
+    assert "http" not in html.replace("http-equiv", "")
+    assert html.count("<figure") == 2 * len(PHOTOS) and html.count('class="group"') == len(PHOTOS)
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make install-dev installs it)")
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
+                          "--virtual-time-budget=5000", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert re.search(rf'<body data-loaded="{2 * len(PHOTOS)}"', dom), dom[:500]
+
+
+def test_load_skips_near_duplicates_of_the_run_and_of_the_table(db, db_name, photo_dir, table,
+                                                                 tmp_path):
+    done = pgvision("load", str(photo_dir), "--table", table, "--create",
+                    "--skip-near-duplicates", db_name=db_name)
+    assert query(db, f"SELECT count(*) FROM {table}") == [(len(PHOTOS),)]  # mirrors skipped
+    assert done.stderr.count("near-duplicate of") == len(PHOTOS), done.stderr
+    query(db, f"CALL vision.extract_table('{table}', model => 'perceptual_hash')")
+    ids = dict(query(db, f"SELECT name, id FROM {table}"))
+    from skimage import data
+    small = Image.open(photo_dir / "chelsea.jpg")
+    small.resize((small.width // 2, small.height // 2)).save(tmp_path / "small.jpg", quality=60)
+    Image.fromarray(data.horse()).convert("RGB").save(tmp_path / "horse.png")
+    done = pgvision("load", str(tmp_path / "small.jpg"), str(tmp_path / "horse.png"), "--table",
+                    table, "--skip-near-duplicates", "-v", db_name=db_name)
+    key = "chelsea.jpg" if "chelsea.jpg" in ids else "chelsea.png"
+    assert f"small.jpg: near-duplicate of image {ids[key]}" in done.stderr, done.stderr
+    assert {name for (name,) in query(db, f"SELECT name FROM {table}")} == {*ids, "horse.png"}
+
+
 def test_ctrl_c_cancels_extraction_and_a_rerun_resumes(db, db_name, table):
     from conftest import image_bytes
 

@@ -8,7 +8,6 @@ import threading
 import time
 
 import numpy as np
-import psycopg2
 import pytest
 from psycopg2 import errors as pgerr
 

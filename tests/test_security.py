@@ -67,6 +67,7 @@ def shared(db, db_name):
                  f"END FROM {TABLE} WHERE id < 100")
     query(owner, f"GRANT SELECT ON sec_labels TO {ROLES['reader']}")
     query(owner, f"CALL vision.extract_table('{TABLE}', model => '{FAST}')")
+    query(owner, f"CALL vision.extract_table('{TABLE}', model => 'perceptual_hash')")
     query(owner, f"SELECT vision.create_index('{TABLE}', '{FAST}')")
     query(owner, f"SELECT vision.refresh_neighbours('{TABLE}', '{FAST}', 3)")
     query(owner, f"SELECT vision.train_classifier('sec_kind', 'sec_labels', '{TABLE}', "
@@ -149,6 +150,8 @@ CALLS = [
     f"SELECT * FROM vision.similar_to_vector(%(vector)s::real[], 3, '{FAST}', source => '{TABLE}')",
     f"SELECT vision.refresh_index('{TABLE}', '{FAST}')",
     f"SELECT vision.refresh_neighbours('{TABLE}', '{FAST}', 3)",
+    f"SELECT * FROM vision.duplicates('{TABLE}', '{FAST}')",
+    f"SELECT * FROM vision.duplicates_of(%(image)s, '{TABLE}', '{FAST}')",
     f"SELECT vision.train_classifier('sec_evil', 'sec_labels', '{TABLE}', '{FAST}', 'logistic',"
     " folds => 2, replace => true)",
     "SELECT * FROM vision.classify(1, 'sec_evil')",
@@ -238,6 +241,8 @@ DENIED = r"permission denied for table public.sec_products: .* needs SELECT on i
     f"SELECT vision.refresh_index('{TABLE}', '{FAST}')",
     f"SELECT vision.refresh_neighbours('{TABLE}', '{FAST}')",
     f"SELECT vision.drop_index('{TABLE}', '{FAST}')",
+    f"SELECT * FROM vision.duplicates('{TABLE}', '{FAST}')",
+    f"SELECT * FROM vision.duplicates_of(%(image)s, '{TABLE}', '{FAST}')",
     f"CALL vision.extract_table('{TABLE}', model => '{FAST}')",
     f"SELECT * FROM vision.extract_rows('{TABLE}', model => '{FAST}')",
     f"CALL vision.maintain('{TABLE}')",
@@ -491,6 +496,7 @@ def tenants(db, shared):
                  f"'b' END FROM {RLS_TABLE} WHERE id < 100")
     query(owner, f"GRANT SELECT ON sec_tenant_labels TO {ROLES['reader']}")
     query(owner, f"CALL vision.extract_table('{RLS_TABLE}', model => '{FAST}')")
+    query(owner, f"CALL vision.extract_table('{RLS_TABLE}', model => 'perceptual_hash')")
     query(owner, f"SELECT vision.create_index('{RLS_TABLE}', '{FAST}')")
     query(owner, f"SELECT vision.refresh_neighbours('{RLS_TABLE}', '{FAST}', 3)")
     query(owner, f"SELECT vision.train_classifier('sec_tenant_kind', 'sec_tenant_labels', "
@@ -553,6 +559,22 @@ def test_searches_answer_only_images_the_caller_can_see(db, tenants, approximate
                      (argument,)) == [(hidden,)]
         answered = query(reader, f"SELECT image_id FROM vision.{call}, 20, {mode})", (argument,))
         assert ids_of(answered) == set(SEEN)
+
+
+def test_near_duplicates_are_of_images_the_caller_can_see(db, tenants):
+    """A hidden image is never a group member nor a duplicate of new bytes, even its own."""
+    reader, owner = tenants("reader", options=""), tenants("owner")
+    hidden = HIDDEN[1]
+    image = psycopg2.Binary(image_bytes(200 + hidden))
+    call = f"SELECT image_id FROM vision.duplicates_of(%s, '{RLS_TABLE}', '{FAST}')"
+    assert hidden in ids_of(query(owner, call, (image,)))
+    assert ids_of(query(reader, call, (image,))) <= set(SEEN)
+    everyone = query(owner, f"SELECT image_id FROM vision.duplicates('{RLS_TABLE}', '{FAST}', "
+                            "min_similarity => 0.3)")
+    assert ids_of(everyone) & set(HIDDEN), "the owner's loose groups hold hidden images"
+    seen = query(reader, f"SELECT image_id FROM vision.duplicates('{RLS_TABLE}', '{FAST}', "
+                         "min_similarity => 0.3)")
+    assert ids_of(seen) <= set(SEEN)
 
 
 def test_a_hidden_image_is_as_unknown_as_a_missing_one(db, tenants):

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 
-from . import offload, runtimes, serverlog, settings, slots, spi
+from . import hashing, offload, runtimes, serverlog, settings, slots, spi
 from .pooling import keras_pooling
 from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
 from .files import default_model_dir, runtime_dir, sha256_file
@@ -315,7 +315,9 @@ def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None, p
             if temporary:
                 os.unlink(path)
 
-    if not runtimes.runs_on_onnx(runtime):
+    if hashing.is_hash_row(row):  # the perceptual hash: no network to run
+        extractor = hashing.HashExtractor(hashing.default_spec())
+    elif not runtimes.runs_on_onnx(runtime):
         extractor = build_tensorflow()
     else:
         extractor = onnx_extractor(function, row, threads, onnx_dirs(), runtime_dir("models"),

@@ -14,7 +14,7 @@ import re
 import tempfile
 import zipfile
 
-from . import DEFAULT_MODEL, extractors, runtimes, settings, spi
+from . import DEFAULT_MODEL, extractors, hashing, runtimes, settings, spi
 from .errors import (DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT,
                      EXTERNAL_ERROR, PgvisionError, require, require_choice, require_int_range,
                      require_not_null)
@@ -264,7 +264,7 @@ def register_builtin_models(plpy, GD, model_dir=None):
         plpy.notice(f"pgvision: no installed models in {model_dir}; run `make install` on the "
                     f"database server for the default model {DEFAULT_MODEL!r}")
     registered = 0
-    for entry in entries:
+    for entry in entries + [hashing.builtin_entry()]:
         try:
             with plpy.subtransaction():
                 _insert_builtin(plpy, GD, model_dir, entry)

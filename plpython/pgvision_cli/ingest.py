@@ -28,8 +28,12 @@ from .connection import INTERRUPTED
               help="Also read files that links point to outside the folders given.")
 @click.option("--max-file-mb", default=loading.MAX_FILE_MB, show_default=True,
               type=click.IntRange(1, 1023), help="Skip files larger than this, unread.")
+@click.option("--skip-near-duplicates", is_flag=True,
+              help="Also skip re-encoded, resized or mirrored copies of an image in the table "
+              "or loaded earlier in the run (perceptual hash within 7 bits).")
 @click.pass_obj
-def load(session, paths, table, create, batch_mb, follow_links, max_file_mb):
+def load(session, paths, table, create, batch_mb, follow_links, max_file_mb,
+         skip_near_duplicates):
     """Load image files (folders, files or globs) into TABLE with binary COPY.
 
     Stores each file's bytes with its name, size, format and SHA-256; skips files whose bytes
@@ -56,6 +60,15 @@ def load(session, paths, table, create, batch_mb, follow_links, max_file_mb):
         fail(f"table {qualified} needs a column image bytea (it has: {', '.join(columns)})")
     if "sha256" not in columns:
         session.say(f"{qualified} has no sha256 column: duplicates are not detected", "yellow")
+    near = None
+    if skip_near_duplicates:
+        stored = run_sql(session, "SELECT image_id, feature FROM vision.features WHERE model = "
+                         "'perceptual_hash' AND source = %s::regclass", (qualified,))
+        if not stored and run_sql(session, f"SELECT EXISTS (SELECT FROM {qualified})")[0][0]:
+            session.say(f"{qualified} has no perceptual hashes: files are compared with each "
+                        "other only (CALL vision.maintain(table, add_model => "
+                        "'perceptual_hash') hashes it)", "yellow")
+        near = loading.NearCopies(stored)
     roots = loading.roots_of(paths)
     total = sum(os.path.getsize(f) for f in files
                 if loading.refusal(f, roots, follow_links, max_file_mb << 20) is None)
@@ -77,7 +90,7 @@ def load(session, paths, table, create, batch_mb, follow_links, max_file_mb):
         import psycopg2
         try:
             loader = loading.Loader(conn, qualified, columns, batch_mb << 20, on_file, roots,
-                                    follow_links, max_file_mb << 20)
+                                    follow_links, max_file_mb << 20, near)
             previous = signal.signal(signal.SIGINT, loader.request_stop)
             try:
                 loader.load(files)

@@ -9,6 +9,11 @@ A table made by ``--create`` has the columns the loader fills::
 An existing table needs ``image bytea`` and an id the table fills itself (identity, serial
 or a default); ``name``, ``size_bytes``, ``format`` and ``sha256`` are filled where it has
 them (without ``sha256`` duplicates are not detected).
+
+With ``--skip-near-duplicates`` a file is also skipped when its perceptual hash (computed
+here exactly as the server's ``perceptual_hash`` model computes it) is within a few bits of
+an image's in the table or of a file loaded earlier in the run: re-encoded, resized and
+mirrored copies. Cropped copies move the hash too far; ``vision.duplicates`` finds those.
 """
 
 import glob
@@ -19,6 +24,7 @@ import stat
 import struct
 import warnings
 
+import numpy as np
 from PIL import Image
 
 META_COLUMNS = ("name", "size_bytes", "format", "sha256")
@@ -179,9 +185,12 @@ class CopyStream:
 class Loader:
     """Loads files into ``table`` (already quoted) over ``conn`` (not autocommit)."""
 
+    near = None  # a NearCopies when near-copies are skipped too
+
     def __init__(self, conn, table, columns, batch_bytes=64 << 20, on_file=None, roots=None,
-                 follow_links=False, max_bytes=MAX_FILE_MB << 20):
+                 follow_links=False, max_bytes=MAX_FILE_MB << 20, near=None):
         self.conn, self.table, self.batch_bytes = conn, table, batch_bytes
+        self.near = near
         self.roots, self.follow_links, self.max_bytes = roots, follow_links, max_bytes
         self.columns = [c for c in META_COLUMNS if c in columns] + ["image"]
         self.on_file = on_file or (lambda path, size, outcome: None)
@@ -225,6 +234,10 @@ class Loader:
             if digest in self.seen:
                 self._skip(path, f"duplicate (same bytes as {self.seen[digest]})", len(data))
                 continue
+            reason = self.near.check(data, path) if self.near is not None else None
+            if reason:
+                self._skip(path, reason, len(data))
+                continue
             self.seen[digest] = path
             values = {"name": os.path.basename(path), "size_bytes": len(data), "format": fmt,
                       "sha256": digest, "image": data}
@@ -261,3 +274,47 @@ class Loader:
                 raise KeyboardInterrupt
             pending = self.loaded + len(self.skipped) > before
         return self
+
+
+class NearCopies:
+    """Perceptual hashes of what a table holds and of the files accepted so far in a run;
+    :meth:`check` says why a file is a near-copy of one of them, or None (and remembers it)."""
+
+    def __init__(self, stored, max_distance=7):
+        """``stored``: (image id, perceptual_hash feature) rows of the table."""
+        from pgvision import hashing
+
+        self.max_distance = max_distance
+        self.names = [f"image {image_id}" for image_id, _ in stored]
+        vectors = np.array([feature for _, feature in stored], dtype=np.float32).reshape(
+            len(stored), -1) if stored else np.empty((0, hashing.layout(hashing.default_spec())[2]),
+                                                     np.float32)
+        parts = hashing.split(vectors) if len(vectors) else (np.empty((0, 8), np.uint8),) * 2
+        self.hashes, self.mirrored = list(parts[0]), list(parts[1])
+        self.extractor = hashing.HashExtractor(hashing.default_spec())
+
+    def vector(self, data):
+        from pgvision.images import decode, to_array
+
+        size = self.extractor.input_size
+        return self.extractor(to_array(decode(data, MAX_PIXELS, size[::-1]), size)[np.newaxis])
+
+    def check(self, data, path):
+        from pgvision import duplicates, hashing
+        from pgvision.errors import ImageError
+
+        try:
+            own, own_mirrored, _ = hashing.split(self.vector(data))
+        except ImageError:
+            return None  # the server will say what is wrong with it
+        if self.hashes:
+            distance = np.minimum(duplicates.hamming(np.array(self.hashes), own),
+                                  duplicates.hamming(np.array(self.mirrored), own))
+            nearest = int(np.argmin(distance))
+            if distance[nearest] <= self.max_distance:
+                return (f"near-duplicate of {self.names[nearest]} (perceptual hash "
+                        f"{int(distance[nearest])} bits apart)")
+        self.hashes.append(own[0])
+        self.mirrored.append(own_mirrored[0])
+        self.names.append(os.path.basename(path))
+        return None

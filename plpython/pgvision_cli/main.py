@@ -33,7 +33,8 @@ def cli(ctx, dsn, verbose, quiet):
     ctx.obj = Session(dsn, verbose, quiet)
 
 
-for command in (ingest.load, ingest.extract, queries.similar, queries.classify, drawing.map_,
+for command in (ingest.load, ingest.extract, queries.similar, queries.duplicates, queries.classify,
+                drawing.map_,
                 drawing.contact_sheet, admin.models, admin.migrate, admin.doctor):
     cli.add_command(command)
 

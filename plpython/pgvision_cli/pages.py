@@ -1,5 +1,6 @@
-"""``pgvision similar --html``: one self-contained HTML page (thumbnails inlined as data:
-URIs, no network, no files beside it) with the query first and its neighbours after.
+"""``pgvision similar --html`` and ``pgvision duplicates --html``: one self-contained HTML page
+(thumbnails inlined as data: URIs, no network, no files beside it): the query first and its
+neighbours after, or a row per group of near-duplicates, its representative first.
 
 When the page has loaded it sets ``data-loaded`` on ``<body>`` to the number of pictures
 the browser decoded, so a headless browser can check it (tests/test_cli.py does).
@@ -18,6 +19,8 @@ h1 { font-size: 18px; font-weight: 600; }
 figure { margin: 0; width: %(tile)dpx; background: #fff; border: 1px solid #ddd;
          border-radius: 6px; padding: 6px; }
 figure.query { border: 3px solid #e67e22; }
+.group { margin-bottom: 18px; }
+h2 { font-size: 15px; font-weight: 600; margin: 8px 0; }
 figure img, figure .missing { width: %(tile)dpx; height: %(tile)dpx; object-fit: contain;
          display: block; background: #eee; }
 figure .missing { display: flex; align-items: center; justify-content: center; color: #888; }
@@ -54,8 +57,9 @@ def tile_html(item, tile, query=False):
     uri = thumbnail_uri(item["image"], tile) if item.get("image") is not None else None
     picture = (f'<img src="{uri}" alt="image {item["id"]}">' if uri
                else '<div class="missing">no picture</div>')
-    lines = [f"<b>{'query' if query else '#' + str(item['rank'])}</b> id {item['id']}"
-             if item.get("id") is not None else "<b>query</b>"]
+    lines = [item["caption"]] if item.get("caption") else [
+        f"<b>{'query' if query else '#' + str(item['rank'])}</b> id {item['id']}"
+        if item.get("id") is not None else "<b>query</b>"]
     if item.get("name"):
         lines.append(html.escape(str(item["name"])))
     if item.get("distance") is not None:
@@ -72,3 +76,25 @@ def similar_page(title, query, neighbours, tile=200):
             f"<script>{SCRIPT}</script></head><body>"
             f"<h1>{html.escape(title)}</h1><div class=\"grid\">{''.join(tiles)}</div>"
             "</body></html>\n")
+
+
+def duplicates_page(title, members, tile=160):
+    """A row per group of near-duplicates (``members``: dicts with group, id, name, image,
+    representative, hash_distance, similarity), the representative first and outlined."""
+    groups = {}
+    for m in members:
+        evidence = "" if m["representative"] else (
+            f'<br><span class="distance">hash distance {m["hash_distance"]}' +
+            (f', similarity {m["similarity"]:.3f}' if m["similarity"] is not None else "") +
+            "</span>")
+        caption = (f"<b>{'representative' if m['representative'] else 'copy'}</b> id {m['id']}"
+                   + (f"<br>{html.escape(str(m['name']))}" if m.get("name") else ""))
+        groups.setdefault(m["group"], []).append(
+            tile_html(dict(m, caption=caption + evidence, name=None, distance=None), tile,
+                      query=m["representative"]))
+    rows = [f'<div class="group"><h2>group {g}: {len(tiles)} images</h2>'
+            f'<div class="grid">{"".join(tiles)}</div></div>' for g, tiles in groups.items()]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{STYLE % {'tile': tile}}</style>"
+            f"<script>{SCRIPT}</script></head><body><h1>{html.escape(title)}</h1>"
+            + ("".join(rows) or "<p>No near-duplicates.</p>") + "</body></html>\n")

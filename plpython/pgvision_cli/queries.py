@@ -105,3 +105,56 @@ def classify(session, files, classifier, table, image_id, top, as_json):
                                 "%s, %s, top_k => %s)", (psycopg2.Binary(data), classifier, top)):
             add(os.path.basename(path), label, p)
     show(records, as_json, right=("probability",))
+
+
+@click.command()
+@click.option("--table", "-t", required=True, help="Table the images are in.")
+@MODEL_OPTION
+@click.option("--hashes-only", is_flag=True, help="Judge by perceptual hashes alone.")
+@click.option("--max-hash-distance", default=7, show_default=True, type=click.IntRange(0, 32))
+@click.option("--min-similarity", default=0.82, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True))
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
+              help="Also write one self-contained HTML page, a row per group.")
+@JSON_OPTION
+@click.pass_obj
+def duplicates(session, table, model, hashes_only, max_hash_distance, min_similarity, html_out,
+               as_json):
+    """Groups of near-duplicate images of TABLE (vision.duplicates): re-encoded, resized,
+    cropped or mirrored copies. A table with no perceptual hashes yet is hashed first
+    (vision.maintain with add_model => 'perceptual_hash').
+
+    \b
+      pgvision duplicates --table products --html duplicates.html
+    """
+    qualified = quoted_table(session, table)
+    hashed = run_sql(session, "SELECT count(*) FROM vision.features WHERE model = "
+                     "'perceptual_hash' AND source = %s::regclass", (qualified,))[0][0]
+    if not hashed:
+        session.say(f"hashing {qualified} first (perceptual_hash)")
+        run_sql(session, "CALL vision.maintain(%s::regclass, add_model => 'perceptual_hash')",
+                (qualified,))
+    rows = run_sql(session, "SELECT group_id, image_id, representative, hash_distance, cosine, "
+                   "similarity FROM vision.duplicates(%s::regclass, model => %s, "
+                   "max_hash_distance => %s, min_similarity => %s)",
+                   (qualified, None if hashes_only else model, max_hash_distance,
+                    min_similarity))
+    stored = image_rows(session, qualified, [r[1] for r in rows])
+    members = [dict(stored.get(i, {"id": i, "image": None, "name": None}), group=g,
+                    representative=rep, hash_distance=h, cosine=c, similarity=s)
+               for g, i, rep, h, c, s in rows]
+    if not as_json:
+        out_console.print(f"{len({m['group'] for m in members})} groups of near-duplicates in "
+                          f"{qualified}" + ("" if rows else " (none found)"), markup=False)
+
+    def number(value):
+        return value if as_json or value is None else f"{value:.3f}"
+
+    show([{"group": m["group"], "id": m["id"], "name": m["name"],
+           "hash distance": m["hash_distance"], "cosine": number(m["cosine"]),
+           "similarity": number(m["similarity"])} for m in members], as_json,
+         right=("group", "id", "hash distance", "cosine", "similarity"))
+    if html_out:
+        with open(html_out, "w", encoding="utf-8") as fh:
+            fh.write(pages.duplicates_page(f"pgvision: near-duplicates in {qualified}", members))
+        session.say(f"wrote {html_out}")

@@ -1,0 +1,4 @@
+-- pgvision_cluster 0.14.0 → 0.15.0: no change of its own (it follows pgvision's version);
+-- vision.duplicates runs on each shard's own tables.
+
+\echo Use "ALTER EXTENSION pgvision_cluster UPDATE TO '0.15.0'" to load this file. \quit
