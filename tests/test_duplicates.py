@@ -134,6 +134,31 @@ def test_hashes_are_kept_current_like_features(db, catalog):
         query(db, f"CALL vision.maintain('{TABLE}')")
 
 
+def test_a_deleted_copy_leaves_its_group_at_once(db, catalog):
+    """Deleting rows removes their hashes and features in the same statement (the change
+    triggers), so the next call answers without them, no maintain needed."""
+    query(db, f"DELETE FROM {TABLE} WHERE id IN (21, 22, 23)")
+    try:
+        assert groups(query(db, f"SELECT * FROM vision.duplicates('{TABLE}')")) == \
+            [{1, 11, 12, 13, 14}, {2, 24}]
+    finally:
+        for image_id in (21, 22, 23):
+            query(db, f"INSERT INTO {TABLE} VALUES (%s, %s)",
+                  (image_id, psycopg2.Binary(catalog[image_id])))
+        query(db, f"CALL vision.maintain('{TABLE}')")
+
+
+def test_an_image_over_the_pixel_limit_is_refused_by_name(db, catalog):
+    query(db, "SET pgvision.max_image_pixels = 10000")
+    try:
+        with pytest.raises(pgerr.InvalidBinaryRepresentation, match=r"vision.duplicates_of: "
+                           r"argument \"image\" is .*too large, over 10000 pixels"):
+            query(db, f"SELECT * FROM vision.duplicates_of(%s, '{TABLE}')",
+                  (psycopg2.Binary(catalog[1]),))
+    finally:
+        query(db, "RESET pgvision.max_image_pixels")
+
+
 def test_a_table_without_hashes_is_a_named_error_with_the_fix(db, make_table):
     make_table("dup_unhashed", [(1, jpeg(photo("coins")))])
     query(db, "CALL vision.extract_table('dup_unhashed', model => 'mobilenet_v2')")
@@ -147,6 +172,24 @@ def test_a_table_without_hashes_is_a_named_error_with_the_fix(db, make_table):
         query(db, "SELECT * FROM vision.duplicates('dup_unhashed')")
     assert query(db, "SELECT count(*) FROM vision.duplicates('dup_unhashed', "
                      "model => 'mobilenet_v2')") == [(0,)]
+
+
+def test_one_call_stays_within_the_limits_that_protect_the_server(db, catalog):
+    """The working memory is bounded before any work (PCA sample + per image), the rows
+    after grouping; hashes alone need far less."""
+    try:
+        query(db, "SET pgvision.max_batch_memory_mb = 100")
+        with pytest.raises(pgerr.ProgramLimitExceeded, match=r"vision.duplicates: working "
+                           r"memory of 14 images \(MB\) = 129 is over "
+                           r"pgvision.max_batch_memory_mb \(100\)"):
+            query(db, f"SELECT * FROM vision.duplicates('{TABLE}')")
+        assert len(query(db, f"SELECT * FROM vision.duplicates('{TABLE}', model => NULL)")) > 0
+        query(db, "RESET pgvision.max_batch_memory_mb; SET pgvision.max_result_rows = 5")
+        with pytest.raises(pgerr.ProgramLimitExceeded, match=r"rows \(images in groups\) = 10 "
+                           r"is over pgvision.max_result_rows \(5\)"):
+            query(db, f"SELECT * FROM vision.duplicates('{TABLE}')")
+    finally:
+        query(db, "RESET pgvision.max_batch_memory_mb; RESET pgvision.max_result_rows")
 
 
 @pytest.mark.parametrize("call, error, message", [

@@ -31,8 +31,8 @@ The defaults come from ``make bench-duplicates`` (docs/duplicates.md).
 
 import numpy as np
 
-from . import (DEFAULT_MODEL, extract, featurestore, hashing, privileges, registry, snapshots,
-               spi)
+from . import (DEFAULT_MODEL, extract, featurestore, hashing, privileges, registry, settings,
+               snapshots, spi)
 from .errors import (UNDEFINED_OBJECT, PgvisionError, require, require_int_range,
                      require_not_null)
 
@@ -48,6 +48,13 @@ PCA_DIMS = 64  # the candidate search's projection: 100k images in seconds
 PCA_SAMPLE = 5_000
 EXACT_CANDIDATES = 20_000  # up to this many images the projection is searched exhaustively
 BLOCK = 4096
+PAIR_BLOCK = 1024  # pairs whose vectors are compared at once: 3,840-d rows, ~16 MB a side
+# What grouping holds beyond the mapped snapshots: the PCA sample, then per image the
+# projections, the HNSW graph and the split hashes, and per candidate pair its ids (sorted,
+# de-duplicated) and evidence. Measured peak growth, 3,840-d features and 10 neighbours (22
+# candidates an image): 260 MB at 50,000 images, 406 MB at 100,000, i.e. ~110 MB + 3.1 KB
+# an image; this bound says 128 MB + 3.2 KB.
+FIXED_MB, BYTES_PER_IMAGE, BYTES_PER_CANDIDATE = 128, 1000, 100
 GRID_MIRROR = [0, 2, 1, 4, 3]  # global, top-left, top-right, bottom-left, bottom-right
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
@@ -206,11 +213,13 @@ def evidence(pairs, parts, vectors, permutation, norms=None, needed=None):
     if norms is None:
         norms = np.zeros(len(vectors), np.float32)
         used = np.unique(pairs)
-        norms[used] = np.linalg.norm(vectors[used], axis=1)
+        for start in range(0, len(used), PAIR_BLOCK):
+            rows = used[start:start + PAIR_BLOCK]
+            norms[rows] = np.linalg.norm(vectors[rows], axis=1)
     todo = np.arange(len(pairs)) if needed is None else np.flatnonzero(needed(distance, colour))
     cosine[:] = -1.0
-    for start in range(0, len(todo), BLOCK):
-        k = todo[start:start + BLOCK]
+    for start in range(0, len(todo), PAIR_BLOCK):
+        k = todo[start:start + PAIR_BLOCK]
         plain, flipped = _dots(vectors[i[k]], vectors[j[k]], permutation)
         if flipped is not None:
             plain = np.maximum(plain, flipped)
@@ -229,7 +238,7 @@ def evidence_of(query_hash, hash_vectors, query_vector, vectors, permutation):
     cosine = np.full(len(hashes), np.nan, np.float32)
     if vectors is not None:
         q = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
-        norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        norms = np.maximum(_norms(vectors), 1e-12)  # by blocks: no n x d temporary
         cosine = vectors @ q / norms
         if permutation is not None:
             cosine = np.maximum(cosine, vectors @ q[np.argsort(permutation)] / norms)
@@ -349,8 +358,13 @@ def duplicates(plpy, GD, source, model=DEFAULT_MODEL, max_hash_distance=MAX_HASH
     _check(fn, max_hash_distance, min_similarity, neighbours)
     with spi.pinned_search_path(plpy):
         source, ids, hash_vectors, vectors, permutation = _inputs(plpy, GD, fn, source, model)
+        settings.require_within_limit(plpy, GD, fn, f"working memory of {len(ids)} images (MB)",
+                                      working_mb(len(ids), vectors is not None, neighbours),
+                                      "pgvision.max_batch_memory_mb")
         found, compared = groups_of(ids, hash_vectors, vectors, permutation,
                                     max_hash_distance, min_similarity, neighbours)
+        settings.require_within_limit(plpy, GD, fn, "rows (images in groups)",
+                                      sum(len(g) for g in found), "pgvision.max_result_rows")
     plpy.notice(f"{fn}: {len(ids)} images, {compared} candidate pairs compared, "
                 f"{len(found)} groups of near-duplicates")
     # each member against its group's representative, all groups in one pass
@@ -363,6 +377,13 @@ def duplicates(plpy, GD, source, model=DEFAULT_MODEL, max_hash_distance=MAX_HASH
     heads = ids[pairs[:, 0]]
     return [(int(heads[k]), int(ids[j]), bool(i == j), int(distance[k]), _real(cosine[k]),
              _real(sim[k])) for k, (i, j) in enumerate(pairs)]
+
+
+def working_mb(images, with_features, neighbours):
+    """The memory bound of grouping ``images`` (MB, rounded up)."""
+    candidates = 2 * (neighbours + 1) if with_features else 0
+    per_image = BYTES_PER_IMAGE + candidates * BYTES_PER_CANDIDATE
+    return (FIXED_MB if with_features else 0) + -(-images * per_image // (1 << 20))
 
 
 def _real(value):
