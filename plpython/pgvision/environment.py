@@ -18,6 +18,7 @@ from .files import default_model_dir
 # extracts, scikit-learn trains the heads), needed to register or fine-tune models.
 PACKAGES = {"numpy": "required", "pillow": "required", "onnxruntime": "required",
             "faiss-cpu": "required", "scikit-learn": "required",
+            "imagehash": "perceptual hashes (vision.duplicates)",
             "tensorflow-cpu": "registering and fine-tuning models",
             "keras": "registering and fine-tuning models",
             "tf2onnx": "converting registered models to ONNX"}
