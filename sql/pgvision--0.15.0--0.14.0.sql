@@ -1,4 +1,4 @@
--- pgvision 0.15.0 → 0.14.0: without near-duplicates and the perceptual_hash model.
+-- pgvision 0.15.0 → 0.14.0: without near-duplicates, content classes and their models.
 
 \echo Use "ALTER EXTENSION pgvision UPDATE TO '0.14.0'" to load this file. \quit
 
@@ -28,11 +28,29 @@ BEGIN
   END IF;
 END
 $$;
-DELETE FROM vision.extract_errors WHERE model = 'perceptual_hash'
-  AND model IN (SELECT name FROM vision.model_store WHERE builtin);
-DELETE FROM vision.extract_jobs WHERE model = 'perceptual_hash'
-  AND model IN (SELECT name FROM vision.model_store WHERE builtin);
-DELETE FROM vision.model_store WHERE name = 'perceptual_hash' AND builtin;
+-- nor feed a model as TF.js does: refuse while such a model holds features or is a user's.
+DO $$
+BEGIN
+  IF EXISTS (SELECT FROM vision.model_store m WHERE m.preprocessing = 'tfjs'
+             AND (NOT m.builtin OR EXISTS (SELECT FROM vision.features f WHERE f.model = m.name))) THEN
+    RAISE EXCEPTION 'pgvision: refusing to downgrade to 0.14.0: models with preprocessing tfjs hold features or were registered by users'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Drop them first (vision.drop_model(name, cascade => true)).';
+  END IF;
+END
+$$;
+DELETE FROM vision.extract_errors WHERE model IN (SELECT name FROM vision.model_store
+  WHERE builtin AND (name = 'perceptual_hash' OR preprocessing = 'tfjs'));
+DELETE FROM vision.extract_jobs WHERE model IN (SELECT name FROM vision.model_store
+  WHERE builtin AND (name = 'perceptual_hash' OR preprocessing = 'tfjs'));
+DELETE FROM vision.model_store WHERE builtin AND (name = 'perceptual_hash' OR preprocessing = 'tfjs');
+ALTER TABLE vision.model_store DROP CONSTRAINT model_store_preprocessing_check,
+  ADD CONSTRAINT model_store_preprocessing_check
+    CHECK (preprocessing IN ('inception', 'caffe', 'torch', 'raw'));
+
+DROP VIEW vision.flagged_images;
+DROP VIEW vision.content_scores;
+DROP FUNCTION vision.moderate(bytea, text);
 
 DROP FUNCTION vision.duplicates(regclass, text, integer, real, integer);
 DROP FUNCTION vision.duplicates_of(bytea, regclass, text, integer, real);

@@ -89,7 +89,7 @@ def test_lambda_layers_are_refused_by_safe_mode(db, tmp_path, cleanup_models):
     ({"name": "x", "data": b"\x00pickle"}, pgerr.InvalidParameterValue,
      '"model_bytes" is not a .keras model archive'),
     ({"name": "x", "data": b"x", "preprocessing": "yolo"}, pgerr.InvalidParameterValue,
-     "\"preprocessing\" must be one of 'inception', 'caffe', 'torch', 'raw', got 'yolo'"),
+     "\"preprocessing\" must be one of 'inception', 'caffe', 'torch', 'raw', 'tfjs', got 'yolo'"),
     ({"name": "x", "data": b"x", "pooling": "sum"}, pgerr.InvalidParameterValue, '"pooling"'),
     ({"name": "x", "data": b"x", "input_height": 0}, pgerr.InvalidParameterValue,
      '"input_height" must be between 8 and 4096, got 0'),

@@ -152,6 +152,8 @@ CALLS = [
     f"SELECT vision.refresh_neighbours('{TABLE}', '{FAST}', 3)",
     f"SELECT * FROM vision.duplicates('{TABLE}', '{FAST}')",
     f"SELECT * FROM vision.duplicates_of(%(image)s, '{TABLE}', '{FAST}')",
+    "SELECT * FROM vision.moderate(%(image)s)",
+    "SELECT count(*) FROM vision.content_scores, vision.flagged_images",
     f"SELECT vision.train_classifier('sec_evil', 'sec_labels', '{TABLE}', '{FAST}', 'logistic',"
     " folds => 2, replace => true)",
     "SELECT * FROM vision.classify(1, 'sec_evil')",

@@ -43,6 +43,10 @@ MODELS = [
 VARIANTS = [
     {"name": "inception_v3_mixed6_grid", "variant_of": "inception_v3",
      "feature_layer": "mixed6", "pooling": "grid", "dims": 3840, "int8": True},
+    # The network's own output, its 5-class softmax, fed as nsfwjs feeds it (preprocessing
+    # "tfjs"): the content classes of vision.moderate, equal to nsfwjs's within 1e-3.
+    {"name": "nsfwjs_mobilenet_v2", "variant_of": "mobilenet_v2", "feature_layer": "dense_3",
+     "pooling": "none", "dims": 5, "preprocessing": "tfjs"},
 ]
 
 
@@ -66,8 +70,17 @@ POOLING_WORDS = {"avg": "global average pool", "max": "global max pool",
                  "grid": "1x1 + 2x2 grid of average pools"}
 
 
+CLASSES_PROVENANCE = ("npm package nsfwjs@4.4.0 (MIT), dist/models/{src}: Keras 2.2.4 {arch} as a "
+                      "TF.js layers model, uint8-quantised weights (dequantised q*scale+min), "
+                      "converted by pgvision.tfjs; output = the network's own softmax over "
+                      "nsfwjs's 5 classes (drawing, hentai, neutral, porn, sexy), input scaled "
+                      "to [0, 1] after a bilinear resize with aligned corners, as nsfwjs does")
+
+
 def provenance(source, cut):
     """Where a model comes from (``source``: its MODELS spec) and how it is cut (``cut``)."""
+    if cut["pooling"] == "none":
+        return CLASSES_PROVENANCE.format(src=source["src"], arch=source["arch"])
     return PROVENANCE.format(src=source["src"], arch=source["arch"], layer=cut["feature_layer"],
                              pooling=POOLING_WORDS[cut["pooling"]])
 

@@ -11,7 +11,7 @@ from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE,
                      ImageError, PgvisionError, require_choice, require_int_range,
                      require_not_null)
-from .images import decode, load_batch, preprocess, to_array
+from .images import load_batch, model_array, preprocess
 
 FN_EXTRACT = "vision.extract_features"
 FN_TABLE = "vision.extract_table"
@@ -37,10 +37,10 @@ def _features(fn, image, row, pixels, get_extractor):
         raise PgvisionError(fn, 'argument "image" must not be NULL', NULL_VALUE)
     size = (row["input_height"], row["input_width"])
     try:
-        img = decode(image, pixels, size[::-1])
+        array = model_array(image, size, row["preprocessing"], pixels)
     except ImageError as err:
         raise PgvisionError(fn, f'argument "image" is {err}', INVALID_BINARY) from None
-    batch = preprocess(to_array(img, size)[np.newaxis], row["preprocessing"])
+    batch = preprocess(array[np.newaxis], row["preprocessing"])
     return get_extractor()(batch)[0].tolist()
 
 

@@ -18,8 +18,9 @@ from .errors import ImageError
 # Pillow's own default (about 89.5 Mpx): larger inputs are refused as decompression bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
 
-# Pixel scaling expected by each family of Keras application models.
-PREPROCESSING = ("inception", "caffe", "torch", "raw")
+# Pixel scaling expected by each family of Keras application models; "tfjs": [0, 1] after
+# TF.js's bilinear resize with aligned corners of the full image, as nsfwjs feeds its networks.
+PREPROCESSING = ("inception", "caffe", "torch", "raw", "tfjs")
 _CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -99,13 +100,53 @@ def to_array(img, size):
     return np.asarray(img, dtype=np.float32)
 
 
+def resize_aligned(pixels, size):
+    """TF.js's ``tf.image.resizeBilinear(x, size, alignCorners=true)`` of an ``(h, w, 3)``
+    array → float32 ``size`` + (3,): corners map to corners, each output pixel interpolates
+    its four source pixels (no antialiasing, unlike Pillow). Unchanged when the sizes match,
+    as nsfwjs skips the resize then. Only the sampled pixels are converted to floats.
+
+    >>> resize_aligned(np.array([[[0] * 3, [90] * 3]], np.uint8), (1, 4))[0, :, 0].tolist()
+    [0.0, 30.0, 60.0, 90.0]
+    """
+    height, width = pixels.shape[:2]
+    if (height, width) == tuple(size):
+        return np.asarray(pixels, dtype=np.float32)
+
+    def axis(old, new):
+        place = np.arange(new) * ((old - 1) / (new - 1) if new > 1 else 0.0)
+        low = np.floor(place).astype(np.int64)
+        return low, np.minimum(low + 1, old - 1), (place - low).astype(np.float32)
+
+    y0, y1, dy = axis(height, size[0])
+    x0, x1, dx = axis(width, size[1])
+    dx, dy = dx[None, :, None], dy[:, None, None]
+    top, bottom = pixels[y0], pixels[y1]
+    top = top[:, x0].astype(np.float32) + (top[:, x1].astype(np.float32)
+                                           - top[:, x0].astype(np.float32)) * dx
+    bottom = bottom[:, x0].astype(np.float32) + (bottom[:, x1].astype(np.float32)
+                                                 - bottom[:, x0].astype(np.float32)) * dx
+    return top + (bottom - top) * dy
+
+
+def model_array(data, size, mode, max_pixels=DEFAULT_MAX_PIXELS):
+    """Image bytes as a model of preprocessing ``mode`` sees them before scaling: ``size``
+    (height, width) x 3 float32 in [0, 255]. Raises :class:`ImageError` for bad bytes."""
+    if mode == "tfjs":  # the whole image, as a browser or node hands it to TF.js
+        return resize_aligned(np.asarray(decode(data, max_pixels)), size)
+    return to_array(decode(data, max_pixels, size[::-1]), size)
+
+
 def preprocess(batch, mode):
     """Scale a float32 ``(n, h, w, 3)`` RGB batch in [0, 255] the way ``mode`` models expect.
 
     ``inception``: [-1, 1]; ``caffe``: BGR minus ImageNet mean; ``torch``: [0, 1] then
-    ImageNet mean/std; ``raw``: unchanged. Works in place and returns the batch.
+    ImageNet mean/std; ``tfjs``: [0, 1]; ``raw``: unchanged. Works in place and returns the
+    batch.
     """
-    if mode == "inception":
+    if mode == "tfjs":
+        batch /= 255.0
+    elif mode == "inception":
         batch /= 127.5
         batch -= 1.0
     elif mode == "caffe":
@@ -130,7 +171,7 @@ def load_batch(images, size, mode, max_pixels=DEFAULT_MAX_PIXELS):
     ok, errors = [], {}
     for position, data in enumerate(images):
         try:
-            batch[len(ok)] = to_array(decode(data, max_pixels, (width, height)), size)
+            batch[len(ok)] = model_array(data, size, mode, max_pixels)
         except ImageError as err:
             errors[position] = str(err)
             continue
