@@ -204,6 +204,9 @@ def test_one_call_stays_within_the_limits_that_protect_the_server(db, catalog):
      r'argument "min_similarity" must not be NULL'),
     (f"vision.duplicates('{TABLE}', neighbours => 0)", pgerr.InvalidParameterValue,
      r'argument "neighbours" must be between 1 and 100, got 0'),
+    (f"vision.duplicates('{TABLE}', model => 'perceptual_hash')", pgerr.InvalidParameterValue,
+     r'argument "model" must be a network whose features confirm the hashes \(NULL: the '
+     r"hashes alone\), got 'perceptual_hash'"),
     (f"vision.duplicates('{TABLE}', model => 'nope')", pgerr.UndefinedObject,
      r"argument \"model\" names no registered model: 'nope'"),
     (f"vision.duplicates_of(NULL, '{TABLE}')", pgerr.NullValueNotAllowed,

@@ -322,9 +322,11 @@ def _hint(plpy, GD, source, model):
 
 
 def _inputs(plpy, GD, fn, source, model):
-    """(ids, hash vectors, CNN vectors or None, permutation) of the images both kinds of
-    evidence cover, as the caller may read them."""
+    """(source OID, ids, hash vectors, CNN vectors or None, mirror permutation or None) of
+    the images both kinds of evidence cover, as the caller may read them."""
     require_not_null(fn, "source", source)
+    require(fn, "model", model, model != hashing.MODEL,
+            "a network whose features confirm the hashes (NULL: the hashes alone)")
     hash_row = registry.lookup(plpy, GD, fn, hashing.MODEL)
     source = featurestore.resolve_source(plpy, GD, fn, hashing.MODEL, source)
     hashes = _stored(plpy, GD, fn, hash_row, source, "source",
