@@ -72,12 +72,16 @@ def test_the_binary_index_finds_every_pair_brute_force_finds(radius):
     assert (10, 20) in {tuple(p) for p in found.tolist()}
 
 
-def test_the_mirror_permutation_is_grid_pooling_of_the_mirrored_map():
+def test_a_mirrored_grid_vector_is_grid_pooling_of_the_mirrored_map():
     maps = np.random.default_rng(0).uniform(0, 1, (3, 7, 8, 6)).astype(np.float32)
     pooled = pooling.pool(maps, "grid")
-    permutation = duplicates.mirror_permutation(pooled.shape[1], "grid")
-    assert np.allclose(pooling.pool(maps[:, :, ::-1], "grid"), pooled[:, permutation])
-    assert duplicates.mirror_permutation(1280, "avg") is None
+    assert duplicates.mirrors(pooled.shape[1], "grid")
+    assert np.allclose(pooling.pool(maps[:, :, ::-1], "grid"), duplicates.mirrored(pooled))
+    # its own inverse, so a query can be mirrored in place of every stored vector
+    assert np.array_equal(duplicates.mirrored(duplicates.mirrored(pooled)), pooled)
+    assert np.allclose(duplicates.mirrored(pooled) @ pooled[0],
+                       pooled @ duplicates.mirrored(pooled[:1])[0])
+    assert not duplicates.mirrors(1280, "avg")
 
 
 def test_feature_candidates_hold_every_near_copy():
@@ -87,7 +91,7 @@ def test_feature_candidates_hold_every_near_copy():
     centres = rng.gamma(0.5, 1.0, (30, 300))
     vectors = np.maximum(centres[np.arange(300) % 30] + rng.normal(0, 0.3, (300, 300)), 0)
     vectors[150:] = vectors[:150] * rng.uniform(0.9, 1.1, (150, 300))
-    pairs = {tuple(p) for p in duplicates.feature_pairs(vectors.astype(np.float32), None,
+    pairs = {tuple(p) for p in duplicates.feature_pairs(vectors.astype(np.float32), False,
                                                         5).tolist()}
     assert all((k, k + 150) in pairs for k in range(150))
 
@@ -111,6 +115,6 @@ def test_groups_are_connected_pairs_and_lone_images_are_left_out():
     bits[:, 128:] = 1 / 49
     bits[2:, :128] = 1  # images 3, 4, 5 share a hash, unlike 1 and 2 ...
     bits[4, :20] = bits[4, 64:84] = 0  # ... and image 5 is 20 bits from them
-    found, compared = duplicates.groups_of(np.array([1, 2, 3, 4, 5]), bits, None, None, 8, 0.82)
+    found, compared = duplicates.groups_of(np.array([1, 2, 3, 4, 5]), bits, None, False, 8, 0.82)
     assert [g.tolist() for g in found] == [[1, 2], [3, 4]]  # largest first, then by id
     assert compared == 2

@@ -25,14 +25,14 @@ The defaults come from ``make bench-duplicates`` (docs/duplicates.md).
     >>> bits = np.zeros((3, 177), np.float32)
     >>> bits[2, :128] = 1  # image 3's hashes differ from the others' in every bit
     >>> bits[:, 128:] = 1 / 49
-    >>> [g.tolist() for g in groups_of(np.array([1, 2, 3]), bits, None, None, 8, 0.82)[0]]
+    >>> [g.tolist() for g in groups_of(np.array([1, 2, 3]), bits, None, False, 8, 0.82)[0]]
     [[1, 2]]
 """
 
 import numpy as np
 
-from . import (DEFAULT_MODEL, extract, featurestore, hashing, privileges, registry, settings,
-               snapshots, spi)
+from . import (DEFAULT_MODEL, extract, featurestore, hashing, learners, privileges, registry,
+               settings, snapshots, spi)
 from .errors import (UNDEFINED_OBJECT, PgvisionError, require, require_int_range,
                      require_not_null)
 
@@ -66,17 +66,20 @@ def hamming(a, b):
     return _POPCOUNT[np.bitwise_xor(a, b)].sum(axis=1, dtype=np.int32)
 
 
-def mirror_permutation(dims, pooling):
-    """Where each value of a mirrored image's vector comes from, for grid pooling (the global
-    cell stays, the 2x2 cells swap left and right); None for global poolings, which a mirror
-    changes little."""
-    if pooling != "grid" or dims % 5:
-        return None
-    c = dims // 5
-    return np.concatenate([np.arange(k * c, (k + 1) * c) for k in GRID_MIRROR])
+def mirrors(dims, pooling):
+    """Whether a model's vectors can be mirrored (:func:`mirrored`): grid pooling's can (the
+    global cell stays, the 2x2 cells swap left and right); global poolings' need not, a
+    mirror changes them little."""
+    return pooling == "grid" and dims % 5 == 0
 
 
-def hash_pairs(hashes, mirrored, radius):
+def mirrored(rows):
+    """Grid vectors of the mirrored images: left and right cells swapped, whole cells moved.
+    Its own inverse, so ``mirrored(a) @ b == a @ mirrored(b)``."""
+    return rows.reshape(len(rows), 5, -1)[:, GRID_MIRROR].reshape(len(rows), -1)
+
+
+def hash_pairs(hashes, mirror_hashes, radius):
     """Pairs ``(i, j)``, ``i < j``, whose hashes (or one's hash and the other's mirrored hash)
     differ in at most ``radius`` bits, all of them. Up to ``MULTI_HASH_RADIUS`` bits through
     multi-index hashing (faiss IndexBinaryMultiHash: four 16-bit tables probed with one bit
@@ -96,7 +99,7 @@ def hash_pairs(hashes, mirrored, radius):
         index = faiss.IndexBinaryFlat(bits)
     index.add(np.ascontiguousarray(hashes))
     found = []
-    for queries in (hashes, mirrored):
+    for queries in (hashes, mirror_hashes):
         lims, _, ids = index.range_search(np.ascontiguousarray(queries), radius + 1)  # < radius+1
         rows = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
         found.append(np.stack([rows, ids.astype(np.int64)], axis=1))
@@ -108,11 +111,7 @@ def _ordered(pairs):
     return np.unique(np.sort(pairs, axis=1), axis=0)
 
 
-def _unit(rows):
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
-
-
-def feature_pairs(vectors, permutation, k):
+def feature_pairs(vectors, mirror, k):
     """Pairs ``(i, j)``, ``i < j``, where j is among i's ``k`` nearest neighbours (or its
     mirror's) in a 64-d PCA projection of the unit vectors (searched exhaustively up to
     ``EXACT_CANDIDATES`` images, by HNSW beyond): candidates only, confirmed on the full
@@ -125,17 +124,17 @@ def feature_pairs(vectors, permutation, k):
     k = min(k + 1, n)
     dims = min(PCA_DIMS, n, vectors.shape[1])
     sample = np.random.default_rng(0).choice(n, min(n, PCA_SAMPLE), replace=False)
-    mean, components = _pca(_unit(vectors[np.sort(sample)]), dims)
+    mean, components = _pca(learners.unit(vectors[np.sort(sample)]), dims)
 
-    def projected(perm):
+    def projected(flip):
         out = np.empty((n, dims), np.float32)
         for start in range(0, n, BLOCK):
             block = vectors[start:start + BLOCK]
-            block = _unit(block if perm is None else _mirrored(block))
-            out[start:start + BLOCK] = _unit((block - mean) @ components.T)
+            block = learners.unit(mirrored(block) if flip else block)
+            out[start:start + BLOCK] = learners.unit((block - mean) @ components.T)
         return out
 
-    base = projected(None)
+    base = projected(False)
     if n <= EXACT_CANDIDATES:
         index = faiss.IndexFlatIP(dims)
     else:  # HNSW: 100k images in seconds, ~98% of the exhaustive top-k in this projection
@@ -144,7 +143,7 @@ def feature_pairs(vectors, permutation, k):
         index.hnsw.efSearch = 64
     index.add(base)
     found = []
-    for queries in (base,) if permutation is None else (base, projected(permutation)):
+    for queries in (base, projected(True)) if mirror else (base,):
         _, ids = index.search(queries, k)
         rows = np.repeat(np.arange(n), k)
         pairs = np.stack([rows, ids.ravel().astype(np.int64)], axis=1)
@@ -152,10 +151,14 @@ def feature_pairs(vectors, permutation, k):
     return _ordered(np.concatenate(found))
 
 
-def _norms(vectors):
-    out = np.empty(len(vectors), np.float32)
-    for start in range(0, len(vectors), BLOCK):
-        out[start:start + BLOCK] = np.linalg.norm(vectors[start:start + BLOCK], axis=1)
+def _norms(vectors, rows=None):
+    """Lengths of ``vectors`` (of ``rows`` only, the others 0), a block at a time: no
+    temporary as large as the (mapped) matrix."""
+    out = np.zeros(len(vectors), np.float32)
+    rows = np.arange(len(vectors)) if rows is None else rows
+    for start in range(0, len(rows), PAIR_BLOCK):
+        block = rows[start:start + PAIR_BLOCK]
+        out[block] = np.linalg.norm(vectors[block], axis=1)
     return out
 
 
@@ -169,19 +172,11 @@ def _pca(rows, dims):
     return mean.astype(np.float32), vt.astype(np.float32)
 
 
-def _mirrored(rows):
-    """Grid vectors of the mirrored images: left and right cells swapped, whole cells moved."""
-    return rows.reshape(len(rows), 5, -1)[:, GRID_MIRROR].reshape(len(rows), -1)
-
-
-def _dots(a, b, permutation):
-    """Row-wise dot products of ``a`` and ``b``, and of ``a`` and ``b`` mirrored (None
-    without a permutation). A grid vector is mirrored by swapping its left and right cells:
-    whole cells are moved, not single values."""
+def _dots(a, b, mirror):
+    """Row-wise dot products of ``a`` and ``b``, the larger of it and that with ``b``
+    mirrored when ``mirror``."""
     plain = np.einsum("ij,ij->i", a, b)
-    if permutation is None:
-        return plain, None
-    return plain, np.einsum("ij,ij->i", a, _mirrored(b))
+    return np.maximum(plain, np.einsum("ij,ij->i", a, mirrored(b))) if mirror else plain
 
 
 def reachable(distance, colour, max_hash_distance, min_similarity):
@@ -191,57 +186,52 @@ def reachable(distance, colour, max_hash_distance, min_similarity):
     return best >= min_similarity - np.where(distance <= max_hash_distance, HASH_MARGIN, 0.0)
 
 
-def evidence(pairs, parts, vectors, permutation, norms=None, needed=None):
+def evidence(pairs, parts, vectors, mirror, norms=None, needed=None):
     """Per pair: hash distance (the smaller of plain and mirrored), cosine (the larger of
     plain and mirrored; NaN without features, -1 where ``needed`` says it cannot matter) and
     colour overlap (histogram intersection). ``parts``: :func:`pgvision.hashing.split` of the
-    hash vectors; ``needed(distance, colour)``: which pairs to compare features of (all when
-    None); ``norms``: the vectors' lengths, when known. A block of pairs at a time, so
+    hash vectors; ``mirror``: whether the vectors mirror (:func:`mirrors`); ``needed(distance,
+    colour)``: which pairs to compare features of (all when None); ``norms``: the vectors'
+    lengths, when known. A block of pairs at a time, so
     millions of pairs hold little memory."""
-    hashes, mirrored, colours = parts
+    hashes, mirror_hashes, colours = parts
     i, j = pairs[:, 0], pairs[:, 1]
     distance = np.empty(len(pairs), np.int32)
     colour = np.empty(len(pairs), np.float32)
     for start in range(0, len(pairs), BLOCK):
         a, b = i[start:start + BLOCK], j[start:start + BLOCK]
         distance[start:start + BLOCK] = np.minimum(hamming(hashes[a], hashes[b]),
-                                                   hamming(hashes[a], mirrored[b]))
+                                                   hamming(hashes[a], mirror_hashes[b]))
         colour[start:start + BLOCK] = np.minimum(colours[a], colours[b]).sum(axis=1)
     cosine = np.full(len(pairs), np.nan, np.float32)
     if vectors is None:
         return distance, cosine, colour
     if norms is None:
-        norms = np.zeros(len(vectors), np.float32)
-        used = np.unique(pairs)
-        for start in range(0, len(used), PAIR_BLOCK):
-            rows = used[start:start + PAIR_BLOCK]
-            norms[rows] = np.linalg.norm(vectors[rows], axis=1)
+        norms = _norms(vectors, np.unique(pairs))
     todo = np.arange(len(pairs)) if needed is None else np.flatnonzero(needed(distance, colour))
     cosine[:] = -1.0
     for start in range(0, len(todo), PAIR_BLOCK):
         k = todo[start:start + PAIR_BLOCK]
-        plain, flipped = _dots(vectors[i[k]], vectors[j[k]], permutation)
-        if flipped is not None:
-            plain = np.maximum(plain, flipped)
+        plain = _dots(vectors[i[k]], vectors[j[k]], mirror)
         scale = np.maximum(norms[i[k]] * norms[j[k]], 1e-12)
         cosine[k] = np.minimum(plain / scale, 1.0)
     return distance, cosine, colour
 
 
-def evidence_of(query_hash, hash_vectors, query_vector, vectors, permutation):
+def evidence_of(query_hash, hash_vectors, query_vector, vectors, mirror):
     """:func:`evidence` of one new image against every stored one (no copy of ``vectors``:
-    a mirrored vector's dot product is the query's, permuted back)."""
-    hashes, mirrored, colours = hashing.split(hash_vectors)
+    a mirrored vector's dot product is that with the mirrored query)."""
+    hashes, mirror_hashes, colours = hashing.split(hash_vectors)
     q_hash, _, q_colour = hashing.split(query_hash[np.newaxis])
-    distance = np.minimum(hamming(hashes, q_hash), hamming(mirrored, q_hash))
+    distance = np.minimum(hamming(hashes, q_hash), hamming(mirror_hashes, q_hash))
     colour = np.minimum(colours, q_colour).sum(axis=1)
     cosine = np.full(len(hashes), np.nan, np.float32)
     if vectors is not None:
         q = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
-        norms = np.maximum(_norms(vectors), 1e-12)  # by blocks: no n x d temporary
+        norms = np.maximum(_norms(vectors), 1e-12)
         cosine = vectors @ q / norms
-        if permutation is not None:
-            cosine = np.maximum(cosine, vectors @ q[np.argsort(permutation)] / norms)
+        if mirror:
+            cosine = np.maximum(cosine, vectors @ mirrored(q[np.newaxis])[0] / norms)
         cosine = np.minimum(cosine, 1.0)
     return distance, cosine, colour
 
@@ -264,10 +254,10 @@ def is_duplicate(distance, sim, max_hash_distance, min_similarity):
     return by_hash | (np.nan_to_num(sim, nan=-1) >= min_similarity)
 
 
-def groups_of(ids, hash_vectors, vectors, permutation, max_hash_distance, min_similarity,
+def groups_of(ids, hash_vectors, vectors, mirror, max_hash_distance, min_similarity,
               neighbours=NEIGHBOURS):
     """Near-duplicate groups among images ``ids`` (ascending) with their ``hash_vectors`` and
-    CNN ``vectors`` (same rows; None: hashes alone). Returns ``(groups, pairs)``: the groups
+    CNN ``vectors`` (same rows; None: hashes alone; ``mirror``: see :func:`mirrors`). Returns ``(groups, pairs)``: the groups
     as arrays of ids (each ascending, largest group first) and the number of candidate pairs
     compared."""
     from scipy.sparse import coo_matrix
@@ -276,11 +266,10 @@ def groups_of(ids, hash_vectors, vectors, permutation, max_hash_distance, min_si
     parts = hashing.split(hash_vectors)
     pairs = hash_pairs(parts[0], parts[1], max_hash_distance)
     if vectors is not None:
-        pairs = _ordered(np.concatenate([pairs, feature_pairs(vectors, permutation,
-                                                              neighbours)]))
+        pairs = _ordered(np.concatenate([pairs, feature_pairs(vectors, mirror, neighbours)]))
     norms = None if vectors is None else _norms(vectors)
     distance, cosine, colour = evidence(
-        pairs, parts, vectors, permutation, norms,
+        pairs, parts, vectors, mirror, norms,
         lambda d, c: reachable(d, c, max_hash_distance, min_similarity))
     keep = is_duplicate(distance, similarity(distance, cosine, colour), max_hash_distance,
                         min_similarity)
@@ -322,8 +311,8 @@ def _hint(plpy, GD, source, model):
 
 
 def _inputs(plpy, GD, fn, source, model):
-    """(source OID, ids, hash vectors, CNN vectors or None, mirror permutation or None) of
-    the images both kinds of evidence cover, as the caller may read them."""
+    """(source OID, ids, hash vectors, CNN vectors or None, whether they mirror) of the
+    images both kinds of evidence cover, as the caller may read them."""
     require_not_null(fn, "source", source)
     require(fn, "model", model, model != hashing.MODEL,
             "a network whose features confirm the hashes (NULL: the hashes alone)")
@@ -332,7 +321,7 @@ def _inputs(plpy, GD, fn, source, model):
     hashes = _stored(plpy, GD, fn, hash_row, source, "source",
                      _hint(plpy, GD, source, hashing.MODEL))
     if model is None:
-        return source, hashes.ids, hashes.vectors, None, None
+        return source, hashes.ids, hashes.vectors, None, False
     row = registry.lookup(plpy, GD, fn, model)
     features = _stored(plpy, GD, fn, row, source, "model", _hint(plpy, GD, source, model))
     ids = np.intersect1d(hashes.ids, features.ids)
@@ -341,7 +330,7 @@ def _inputs(plpy, GD, fn, source, model):
         plpy.notice(f"{fn}: {left_out} images have only one of {hashing.MODEL} and {model} "
                     "features and are left out; CALL vision.maintain(source) fills them in")
     return (source, ids, _rows(hashes, ids), _rows(features, ids),
-            mirror_permutation(row["dims"], row["pooling"]))
+            mirrors(row["dims"], row["pooling"]))
 
 
 def _rows(matrix, ids):
@@ -359,11 +348,11 @@ def duplicates(plpy, GD, source, model=DEFAULT_MODEL, max_hash_distance=MAX_HASH
     fn = FN
     _check(fn, max_hash_distance, min_similarity, neighbours)
     with spi.pinned_search_path(plpy):
-        source, ids, hash_vectors, vectors, permutation = _inputs(plpy, GD, fn, source, model)
+        source, ids, hash_vectors, vectors, mirror = _inputs(plpy, GD, fn, source, model)
         settings.require_within_limit(plpy, GD, fn, f"working memory of {len(ids)} images (MB)",
                                       working_mb(len(ids), vectors is not None, neighbours),
                                       "pgvision.max_batch_memory_mb")
-        found, compared = groups_of(ids, hash_vectors, vectors, permutation,
+        found, compared = groups_of(ids, hash_vectors, vectors, mirror,
                                     max_hash_distance, min_similarity, neighbours)
         settings.require_within_limit(plpy, GD, fn, "rows (images in groups)",
                                       sum(len(g) for g in found), "pgvision.max_result_rows")
@@ -373,8 +362,7 @@ def duplicates(plpy, GD, source, model=DEFAULT_MODEL, max_hash_distance=MAX_HASH
     where = [np.searchsorted(ids, members) for members in found]
     pairs = np.stack([np.concatenate([np.full(len(w), w[0]) for w in where]),
                       np.concatenate(where)], axis=1) if found else np.empty((0, 2), np.int64)
-    distance, cosine, colour = evidence(pairs, hashing.split(hash_vectors), vectors,
-                                        permutation)
+    distance, cosine, colour = evidence(pairs, hashing.split(hash_vectors), vectors, mirror)
     sim = similarity(distance, cosine, colour)
     heads = ids[pairs[:, 0]]
     return [(int(heads[k]), int(ids[j]), bool(i == j), int(distance[k]), _real(cosine[k]),
@@ -401,16 +389,13 @@ def duplicates_of(plpy, GD, image, source, model=DEFAULT_MODEL,
     require_not_null(fn, "source", source)
     _check(fn, max_hash_distance, min_similarity)
     with spi.pinned_search_path(plpy):
-        query = [extract.features_of(plpy, GD, fn, image,
-                                     registry.lookup(plpy, GD, fn, hashing.MODEL))]
-        source, ids, hash_vectors, vectors, permutation = _inputs(plpy, GD, fn, source, model)
-        if vectors is not None:
-            query_vector = extract.features_of(plpy, GD, fn, image,
-                                               registry.lookup(plpy, GD, fn, model))
-    distance, cosine, colour = evidence_of(np.asarray(query, np.float32)[0], hash_vectors,
-                                           None if vectors is None else
-                                           np.asarray(query_vector, np.float32),
-                                           vectors, permutation)
+        query_hash = np.asarray(extract.features_of(
+            plpy, GD, fn, image, registry.lookup(plpy, GD, fn, hashing.MODEL)), np.float32)
+        source, ids, hash_vectors, vectors, mirror = _inputs(plpy, GD, fn, source, model)
+        query_vector = None if vectors is None else np.asarray(extract.features_of(
+            plpy, GD, fn, image, registry.lookup(plpy, GD, fn, model)), np.float32)
+    distance, cosine, colour = evidence_of(query_hash, hash_vectors, query_vector, vectors,
+                                           mirror)
     sim = similarity(distance, cosine, colour)
     keep = np.flatnonzero(is_duplicate(distance, sim, max_hash_distance, min_similarity))
     keep = keep[np.lexsort((ids[keep], distance[keep], -np.nan_to_num(sim[keep], nan=-1)))]
