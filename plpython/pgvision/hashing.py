@@ -49,11 +49,14 @@ def read_spec(path):
     return spec
 
 
+_SPEC, _SHA256 = [], []  # read once per process: split() runs for every check of a load
+
+
 def default_spec():
-    return read_spec(spec_path())
-
-
-_SHA256 = []
+    """The specification shipped with this package (do not modify the dict)."""
+    if not _SPEC:
+        _SPEC.append(read_spec(spec_path()))
+    return _SPEC[0]
 
 
 def spec_sha256():

@@ -286,35 +286,41 @@ class NearCopies:
 
         self.max_distance = max_distance
         self.names = [f"image {image_id}" for image_id, _ in stored]
-        vectors = np.array([feature for _, feature in stored], dtype=np.float32).reshape(
-            len(stored), -1) if stored else np.empty((0, hashing.layout(hashing.default_spec())[2]),
-                                                     np.float32)
-        parts = hashing.split(vectors) if len(vectors) else (np.empty((0, 8), np.uint8),) * 2
-        self.hashes, self.mirrored = list(parts[0]), list(parts[1])
         self.extractor = hashing.HashExtractor(hashing.default_spec())
+        vectors = np.array([feature for _, feature in stored], dtype=np.float32).reshape(
+            len(stored), self.extractor.dims)
+        # the table's and the run's hashes in arrays that grow by doubling: a check compares
+        # against a view, never a copy of everything seen so far
+        self.hashes, self.mirror_hashes, _ = hashing.split(vectors)
+        self.count = len(stored)
 
     def vector(self, data):
-        from pgvision.images import decode, to_array
+        from pgvision.images import model_array
 
         size = self.extractor.input_size
-        return self.extractor(to_array(decode(data, MAX_PIXELS, size[::-1]), size)[np.newaxis])
+        return self.extractor(model_array(data, size, self.extractor.preprocessing,
+                                          MAX_PIXELS)[np.newaxis])
 
     def check(self, data, path):
         from pgvision import duplicates, hashing
         from pgvision.errors import ImageError
 
         try:
-            own, own_mirrored, _ = hashing.split(self.vector(data))
+            own, own_mirror, _ = hashing.split(self.vector(data))
         except ImageError:
             return None  # the server will say what is wrong with it
-        if self.hashes:
-            distance = np.minimum(duplicates.hamming(np.array(self.hashes), own),
-                                  duplicates.hamming(np.array(self.mirrored), own))
+        if self.count:
+            distance = np.minimum(duplicates.hamming(self.hashes[:self.count], own),
+                                  duplicates.hamming(self.mirror_hashes[:self.count], own))
             nearest = int(np.argmin(distance))
             if distance[nearest] <= self.max_distance:
                 return (f"near-duplicate of {self.names[nearest]} (perceptual hash "
                         f"{int(distance[nearest])} bits apart)")
-        self.hashes.append(own[0])
-        self.mirrored.append(own_mirrored[0])
+        if self.count == len(self.hashes):
+            grown = max(16, 2 * self.count)
+            self.hashes = np.resize(self.hashes, (grown, own.shape[1]))
+            self.mirror_hashes = np.resize(self.mirror_hashes, (grown, own.shape[1]))
+        self.hashes[self.count], self.mirror_hashes[self.count] = own[0], own_mirror[0]
+        self.count += 1
         self.names.append(os.path.basename(path))
         return None
