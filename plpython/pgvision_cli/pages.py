@@ -68,14 +68,18 @@ def tile_html(item, tile, query=False):
             f'<figcaption>{"<br>".join(lines)}</figcaption></figure>')
 
 
-def similar_page(title, query, neighbours, tile=200):
-    """The whole page as a string."""
-    tiles = [tile_html(query, tile, query=True)] + [tile_html(n, tile) for n in neighbours]
+def page(title, body, tile):
+    """A whole self-contained page: ``title`` as its heading, then ``body`` (HTML)."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{STYLE % {'tile': tile}}</style>"
             f"<script>{SCRIPT}</script></head><body>"
-            f"<h1>{html.escape(title)}</h1><div class=\"grid\">{''.join(tiles)}</div>"
-            "</body></html>\n")
+            f"<h1>{html.escape(title)}</h1>{body}</body></html>\n")
+
+
+def similar_page(title, query, neighbours, tile=200):
+    """The whole page as a string."""
+    tiles = [tile_html(query, tile, query=True)] + [tile_html(n, tile) for n in neighbours]
+    return page(title, f"<div class=\"grid\">{''.join(tiles)}</div>", tile)
 
 
 def duplicates_page(title, members, tile=160):
@@ -94,7 +98,4 @@ def duplicates_page(title, members, tile=160):
                       query=m["representative"]))
     rows = [f'<div class="group"><h2>group {g}: {len(tiles)} images</h2>'
             f'<div class="grid">{"".join(tiles)}</div></div>' for g, tiles in groups.items()]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{STYLE % {'tile': tile}}</style>"
-            f"<script>{SCRIPT}</script></head><body><h1>{html.escape(title)}</h1>"
-            + ("".join(rows) or "<p>No near-duplicates.</p>") + "</body></html>\n")
+    return page(title, "".join(rows) or "<p>No near-duplicates.</p>", tile)
