@@ -106,11 +106,12 @@ def guarded(op, what, change):
     before = stored_rows(connection)
     connection.exec_driver_sql("SELECT pg_catalog.set_config('pgvision.allow_downgrade', "
                                "'on', true)")
-    try:
-        change()
-    finally:
-        connection.exec_driver_sql("SELECT pg_catalog.set_config('pgvision.allow_downgrade', "
-                                   "'off', true)")
+    # No finally: a refusal inside change() aborts the transaction, whose rollback takes this
+    # transaction-local setting with it; a statement there would only replace the refusal
+    # with "current transaction is aborted".
+    change()
+    connection.exec_driver_sql("SELECT pg_catalog.set_config('pgvision.allow_downgrade', "
+                               "'off', true)")
     lost = losses(before, stored_rows(connection))
     if lost and not data_loss_allowed():
         raise RuntimeError(

@@ -11,7 +11,7 @@ import pytest
 
 import pgvision
 import stored_rows
-from conftest import ROOT, SOCKET_DIR, extension_dir, query
+from conftest import ROOT, SOCKET_DIR, extension_dir, image_bytes, query
 ALEMBIC = [sys.executable, "-m", "alembic", "-c", os.path.join(ROOT, "migrations", "alembic.ini")]
 
 
@@ -324,3 +324,20 @@ def test_a_downgrade_that_deletes_nothing_needs_no_flag(fresh_db, filled_at_head
     assert stored_rows.checksums(conn) == before  # the last release added no table
     pgvision_migrate(fresh_db)
     assert stored_rows.checksums(conn) == before
+
+
+def test_a_downgrade_below_0_15_is_refused_while_tables_hold_hashes_or_content_scores(
+        fresh_db, filled_at_head):
+    """0.14.0 can neither compute perceptual hashes nor feed a model as TF.js does: their
+    features would be orphaned, so the downgrade stops, even when asked, and moves nothing."""
+    conn, _ = filled_at_head
+    query(conn, "CREATE TABLE hashed (id bigint PRIMARY KEY, image bytea)")
+    query(conn, "INSERT INTO hashed VALUES (1, %s)", (psycopg2.Binary(image_bytes(3)),))
+    for model in ("perceptual_hash", "nsfwjs_mobilenet_v2"):
+        query(conn, f"CALL vision.extract_table('hashed', model => '{model}')")
+        before = stored_rows.checksums(conn)
+        done = pgvision_migrate(fresh_db, "--to", "-1", "--allow-data-loss", returncode=1)
+        assert "refusing to downgrade to 0.14.0" in done.stderr, done.stderr
+        assert extversion(conn) == pgvision.__version__
+        assert stored_rows.checksums(conn) == before
+        query(conn, "DELETE FROM vision.features WHERE source = 'hashed'::regclass")
