@@ -480,6 +480,7 @@ BEGIN
   DELETE FROM vision.features f WHERE f.source = $1 AND ($2 IS NULL OR f.image_id = ANY ($2));
   DELETE FROM vision.extract_errors e
     WHERE e.source = $1 AND ($2 IS NULL OR e.image_id = ANY ($2));
+  DELETE FROM vision.image_text t WHERE t.source = $1 AND ($2 IS NULL OR t.image_id = ANY ($2));
   DELETE FROM vision.predictions p WHERE p.source = $1 AND ($2 IS NULL OR p.image_id = ANY ($2));
   DELETE FROM vision.map_2d m WHERE m.source = $1 AND ($2 IS NULL OR m.image_id = ANY ($2));
   DELETE FROM vision.clusters c WHERE c.source = $1 AND ($2 IS NULL OR c.image_id = ANY ($2));
@@ -846,6 +847,52 @@ CREATE VIEW vision.flagged_images WITH (security_invoker = true) AS
 COMMENT ON VIEW vision.flagged_images IS
   'Images whose porn + hentai + sexy probability is at least pgvision.flag_threshold (0.8), for human review.';
 GRANT SELECT ON vision.content_scores, vision.flagged_images TO PUBLIC;
+
+-- ocr: words in images ------------------------------------------------------------------
+
+-- The text of a table's images, read by the OCR model (CALL vision.extract_table(t, model =>
+-- 'pp_ocr_v6')), kept current like features (the change triggers delete a changed image's
+-- row, vision.maintain reads it again). `document` uses the 'simple' configuration: no
+-- stemming and no stop words, so brands, sizes and codes stay searchable in any language.
+CREATE TABLE vision.image_text (
+  model    text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE,
+  source   regclass NOT NULL,
+  image_id bigint NOT NULL,
+  lines    jsonb NOT NULL,
+  body     text NOT NULL,
+  document tsvector GENERATED ALWAYS AS (pg_catalog.to_tsvector('pg_catalog.simple'::regconfig, body)) STORED,
+  read_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model, source, image_id)
+);
+CREATE INDEX image_text_document ON vision.image_text USING gin (document);
+COMMENT ON TABLE vision.image_text IS
+  'The text read in each image (lines with boxes and confidence, the text, its tsvector), written by vision.extract_table with the OCR model.';
+SELECT pg_catalog.pg_extension_config_dump('vision.image_text', '');
+
+CREATE FUNCTION vision.read_text(image bytea, model text DEFAULT 'pp_ocr_v6')
+RETURNS TABLE (line integer, text text, confidence real, box integer[])
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import spi, words
+return spi.call(plpy, GD, words.read_text, image, model)
+$$;
+COMMENT ON FUNCTION vision.read_text IS
+  'The lines of text in image bytes, in reading order: text, recogniser confidence and box (four corners x1,y1..x4,y4, clockwise from top left).';
+
+CREATE FUNCTION vision.search_text(
+  query  text,
+  source regclass,
+  k      integer DEFAULT 10,
+  model  text    DEFAULT 'pp_ocr_v6'
+) RETURNS TABLE (image_id bigint, rank real, text text)
+LANGUAGE plpython3u STABLE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import spi, words
+return spi.call(plpy, GD, words.search_text, query, source, k, model)
+$$;
+COMMENT ON FUNCTION vision.search_text IS
+  'The k images of a table whose text matches a web-search style query (words, "phrases", or, -word), best ts_rank first; feed the ids to vision.similar(candidates => ...) to rank them by looks.';
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.image_text TO PUBLIC;
 
 -- classify: classifiers on stored features ---------------------------------------------
 
@@ -1401,7 +1448,8 @@ BEGIN
       ('feature_versions', 'shared', NULL), ('neighbours', 'shared', 'image_id || neighbour_ids'),
       ('predictions', 'shared', 'ARRAY[image_id]'), ('clusters', 'shared', 'ARRAY[image_id]'),
       ('cluster_centroids', 'shared', 'ARRAY[medoid_image_id]'),
-      ('map_2d', 'shared', 'ARRAY[image_id]'), ('feature_snapshots', 'shared', NULL),
+      ('map_2d', 'shared', 'ARRAY[image_id]'), ('image_text', 'shared', 'ARRAY[image_id]'),
+      ('feature_snapshots', 'shared', NULL),
       ('feature_changes', 'shared', 'ARRAY[image_id]'), ('index_chunks', 'shared', NULL),
       ('indexes', 'owned', NULL), ('classifiers', 'owned', 'train_ids'),
       ('votes', 'private', NULL), ('taste_models', 'private', NULL)
@@ -1445,6 +1493,7 @@ BEGIN
   END IF;
   SELECT string_agg(format('%s %s', n, what), ', ') INTO held FROM (
     SELECT count(*) AS n, 'feature rows' AS what FROM vision.features
+    UNION ALL SELECT count(*), 'text rows' FROM vision.image_text
     UNION ALL SELECT count(*), 'classifiers' FROM vision.classifiers
     UNION ALL SELECT count(*), 'votes' FROM vision.votes
     UNION ALL SELECT count(*), 'indexes' FROM vision.indexes) AS stored

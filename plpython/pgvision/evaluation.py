@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from . import classify, extract, extractors, learners, privileges, registry, settings
+from . import classify, extract, extractors, learners, ocr, privileges, registry, settings
 from .errors import PgvisionError, require_int_range, require_not_null
 from .images import load_batch
 from .progress import Progress
@@ -122,8 +122,8 @@ def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
                       image_column="image", options=None, max_images=2000):
     """One row per model: :func:`evaluate` of the labelled images of ``source``, extracted
     afresh (nothing is stored) so each model's time per image is measured too. ``models``
-    NULL: every registered model. ``options`` names the labels table's columns
-    (``id_column``, ``label_column``, and ``group_column`` for near-duplicate recall)."""
+    NULL: every registered feature model (not the OCR model). ``options`` names the labels
+    table's columns (``id_column``, ``label_column``, and ``group_column`` for near-duplicate recall)."""
     fn = FN_EVALUATE
     for argument, value in (("labels", labels), ("source", source), ("id_column", id_column),
                             ("image_column", image_column), ("max_images", max_images)):
@@ -135,8 +135,8 @@ def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
         raise PgvisionError(fn, f'argument "options": unknown key(s) {unknown}; expected '
                             "id_column, label_column, group_column")
     if models is None:
-        models = [r["name"] for r in plpy.execute(
-            "SELECT name FROM vision.model_store ORDER BY name")]
+        models = [r["name"] for r in plpy.execute(  # the feature models: OCR reads text
+            "SELECT name, sha256 FROM vision.model_store ORDER BY name") if not ocr.is_ocr_row(r)]
     if not models or any(m is None for m in models):
         raise PgvisionError(fn, 'argument "models" must name at least one model, and no NULL')
     rows = [registry.lookup(plpy, GD, fn, m, argument="models") for m in models]

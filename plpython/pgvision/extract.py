@@ -1,12 +1,14 @@
 """Feature extraction: one image (``vision.extract_features``) or a whole table
-(``vision.extract_table``), writing ``vision.features`` incrementally, batch by batch.
+(``vision.extract_table``), writing ``vision.features`` incrementally, batch by batch; for
+the OCR model (:mod:`pgvision.ocr`) the same batches write ``vision.image_text``.
 """
 
+import json
 import time
 
 import numpy as np
 
-from . import extractors, handles, privileges, registry, settings, spi
+from . import extractors, handles, ocr, privileges, registry, settings, spi
 from .progress import Progress
 from .errors import (DATATYPE_MISMATCH, INVALID_BINARY, NULL_VALUE,
                      ImageError, PgvisionError, require_choice, require_int_range,
@@ -163,7 +165,7 @@ def extract_pending(plpy, GD, fn, pin, relid, id_column, image_column, model, ba
     """
     relid, qualified = validate_table(plpy, GD, fn, relid, id_column, image_column)
     privileges.require_select(plpy, GD, fn, relid, "extracting features of its images")
-    row = registry.lookup(plpy, GD, fn, model)
+    row = registry.lookup(plpy, GD, fn, model, makes=None)
     return _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column,
                          batch_size, retry_failed, parts, part, max_rows)
 
@@ -180,7 +182,10 @@ def batch_limit(row, memory):
 def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column, batch_size,
                   retry_failed, parts, part, max_rows):
     model = row["name"]
-    limit = batch_limit(row, settings.max_batch_memory(plpy, GD))
+    # The OCR model reads one image at a time (its input is at most 960 pixels a side), so a
+    # batch holds only bytes: the memory limit does not cut it.
+    reads_text = ocr.is_ocr_row(row)
+    limit = MAX_BATCH if reads_text else batch_limit(row, settings.max_batch_memory(plpy, GD))
     if batch_size > limit:
         plpy.notice(f'{fn}: argument "batch_size" {batch_size} is lowered to {limit} images, '
                     "what pgvision.max_batch_memory_mb allows for this model")
@@ -188,8 +193,9 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
     size = (row["input_height"], row["input_width"])
     ident, image = plpy.quote_ident(id_column), plpy.quote_ident(image_column)
     share = "" if parts == 1 else f"s.{ident} % {int(parts)} = {int(part)} AND "
+    results = "vision.image_text" if reads_text else "vision.features"
     pending = (f"FROM {qualified} s WHERE {share}s.{ident} IS NOT NULL AND NOT EXISTS ("
-               f"SELECT 1 FROM vision.features f WHERE f.model = $1 AND f.source = $2 "
+               f"SELECT 1 FROM {results} f WHERE f.model = $1 AND f.source = $2 "
                f"AND f.image_id = s.{ident})" +
                ("" if retry_failed else
                 f" AND NOT EXISTS (SELECT 1 FROM vision.extract_errors e WHERE e.model = $1 "
@@ -217,7 +223,12 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
         f"AND s.{ident} OPERATOR(pg_catalog.=) ANY($3) ORDER BY s.{ident}",
         ["text", "oid", "int8[]"])
     lock_prefix = f"pgvision/{model}/{relid}/"
-    save_feature = plpy.prepare(
+    save_result = plpy.prepare(
+        "INSERT INTO vision.image_text (source, image_id, model, lines, body) "
+        "VALUES ($1, $2, $3, $4::jsonb, $5) "
+        "ON CONFLICT (model, source, image_id) DO UPDATE SET lines = EXCLUDED.lines, "
+        "body = EXCLUDED.body, read_at = pg_catalog.now()",
+        ["oid", "int8", "text", "text", "text"]) if reads_text else plpy.prepare(
         "INSERT INTO vision.features (source, image_id, model, feature) "
         "VALUES ($1, $2, $3, $4::float4[]) "
         "ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature, "
@@ -263,11 +274,15 @@ def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_col
         if not rows:  # another session holds (or just finished) all of them
             continue
         ids = [r["id"] for r in rows]
-        batch, ok, errors = load_batch([r["image"] for r in rows], size, row["preprocessing"],
-                                       pixels)
-        features = extractor(batch)
-        for position, vector in zip(ok, features):
-            spi.write(plpy, GD, save_feature, [relid, ids[position], model, array_text(vector)])
+        if reads_text:
+            lines, ok, errors = ocr.read_many(extractor, [r["image"] for r in rows], pixels)
+            values = [[json.dumps(each), ocr.body(each)] for each in lines]
+        else:
+            batch, ok, errors = load_batch([r["image"] for r in rows], size,
+                                           row["preprocessing"], pixels)
+            values = [[array_text(vector)] for vector in extractor(batch)]
+        for position, value in zip(ok, values):
+            spi.write(plpy, GD, save_result, [relid, ids[position], model] + value)
         if ok:
             spi.write(plpy, GD, clear_errors, [model, relid, [ids[p] for p in ok]])
         for position, reason in errors.items():

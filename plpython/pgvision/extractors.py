@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 
-from . import hashing, offload, runtimes, serverlog, settings, slots, spi
+from . import hashing, ocr, offload, runtimes, serverlog, settings, slots, spi
 from .pooling import keras_pooling
 from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
 from .files import default_model_dir, runtime_dir, sha256_file
@@ -317,6 +317,8 @@ def load_extractor(GD, function, row, keras_file, threads, runtime, plpy=None, p
 
     if hashing.is_hash_row(row):  # the perceptual hash: no network to run
         extractor = hashing.HashExtractor(hashing.default_spec())
+    elif ocr.is_ocr_row(row):  # RapidOCR runs its own ONNX files
+        extractor = ocr.TextReader(function, ocr.default_spec(), threads)
     elif not runtimes.runs_on_onnx(runtime):
         extractor = build_tensorflow()
     else:

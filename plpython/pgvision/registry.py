@@ -14,9 +14,9 @@ import re
 import tempfile
 import zipfile
 
-from . import DEFAULT_MODEL, extractors, hashing, runtimes, settings, spi
+from . import DEFAULT_MODEL, extractors, hashing, ocr, runtimes, settings, spi
 from .errors import (DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT,
-                     EXTERNAL_ERROR, PgvisionError, require, require_choice, require_int_range,
+                     EXTERNAL_ERROR, INVALID_PARAMETER, PgvisionError, require, require_choice, require_int_range,
                      require_not_null)
 from .files import default_model_dir, read_manifest, runtime_dir, sha256_file
 from .images import PREPROCESSING
@@ -25,8 +25,10 @@ from .pooling import POOLING
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
-def lookup(plpy, GD, function, name, argument="model"):
-    """The registry row of ``name`` (without the model bytes), or a clear error."""
+def lookup(plpy, GD, function, name, argument="model", makes="features"):
+    """The registry row of ``name`` (without the model bytes), or a clear error. ``makes``:
+    what the caller needs of the model, ``"features"`` (vectors) or ``"text"`` (the OCR
+    model's lines); None takes either (extraction, dropping)."""
     require_not_null(function, argument, name)
     rows = plpy.execute(spi.plan(plpy, GD, """
         SELECT name, sha256, model_path, input_height, input_width, preprocessing,
@@ -36,7 +38,14 @@ def lookup(plpy, GD, function, name, argument="model"):
         raise PgvisionError(function, f'argument "{argument}" names no registered model: {name!r}',
                             UNDEFINED_OBJECT,
                             hint="SELECT name FROM vision.models lists the registered models.")
-    return dict(rows[0])
+    row = dict(rows[0])
+    if makes is not None and ocr.is_ocr_row(row) != (makes == "text"):
+        raise PgvisionError(function, f'argument "{argument}": model {name!r} ' + (
+            "reads text; it makes no feature vectors" if makes == "features" else
+            "makes feature vectors; it reads no text"), INVALID_PARAMETER,
+            hint="vision.read_text and vision.search_text use the OCR model pp_ocr_v6; every "
+            "other function takes a feature model.")
+    return row
 
 
 def check_keras_archive(function, argument, path_or_bytes):
@@ -198,17 +207,20 @@ def register_keras_application(plpy, GD, name, application, weights="imagenet", 
 def drop_model(plpy, GD, name, cascade=False):
     """Remove a model; its stored features go too only with ``cascade``."""
     fn = FN_DROP
-    lookup(plpy, GD, fn, name, argument="name")
+    lookup(plpy, GD, fn, name, argument="name", makes=None)
     require_not_null(fn, "cascade", cascade)
-    count = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n "
-                                  "FROM vision.features WHERE model = $1", ["text"]),
+    count = plpy.execute(spi.plan(plpy, GD, "SELECT (SELECT pg_catalog.count(*) FROM "
+                                  "vision.features WHERE model = $1) + (SELECT pg_catalog.count(*) "
+                                  "FROM vision.image_text WHERE model = $1) AS n", ["text"]),
                          [name])[0]["n"]
     if count and not cascade:
-        raise PgvisionError(fn, f"model {name!r} has {count} stored feature rows", OBJECT_IN_USE,
+        raise PgvisionError(fn, f"model {name!r} has {count} stored feature (or text) rows",
+                            OBJECT_IN_USE,
                             hint="Pass cascade => true to delete them with the model.")
     revoke_handles(plpy, GD, name)
-    spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.features WHERE model = $1",
-                                 ["text"]), [name])
+    for table in ("vision.features", "vision.image_text"):
+        spi.write(plpy, GD, spi.plan(plpy, GD, f"DELETE FROM {table} WHERE model = $1",
+                                     ["text"]), [name])
     spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.extract_errors WHERE model = $1",
                                  ["text"]), [name])
     plpy.execute(spi.plan(plpy, GD, "DELETE FROM vision.model_store WHERE name = $1",
@@ -264,7 +276,7 @@ def register_builtin_models(plpy, GD, model_dir=None):
         plpy.notice(f"pgvision: no installed models in {model_dir}; run `make install` on the "
                     f"database server for the default model {DEFAULT_MODEL!r}")
     registered = 0
-    for entry in entries + [hashing.builtin_entry()]:
+    for entry in entries + [hashing.builtin_entry(), ocr.builtin_entry()]:
         try:
             with plpy.subtransaction():
                 _insert_builtin(plpy, GD, model_dir, entry)

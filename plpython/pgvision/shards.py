@@ -127,7 +127,7 @@ def distribute_table(plpy, GD, name, id_column="id"):
 
 
 def _version_and_sha(plpy, GD, fn, model):
-    return __version__, registry.lookup(plpy, GD, fn, model)["sha256"]
+    return __version__, registry.lookup(plpy, GD, fn, model, makes=None)["sha256"]
 
 
 def extract(plpy, GD, source, id_column="id", image_column="image", model=None, batch_size=32,
@@ -213,7 +213,7 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
 def push_model(plpy, GD, name):
     """Copy a model of the coordinator's registry to every shard whose copy differs."""
     fn = FN_PUSH
-    registry.lookup(plpy, GD, fn, name, argument="name")
+    registry.lookup(plpy, GD, fn, name, argument="name", makes=None)
     rows = fan_out(plpy, fn, """
         SELECT r.node, r.status FROM vision.model_store m,
           LATERAL vision_cluster._register_model(
@@ -380,7 +380,7 @@ def check_node(plpy, GD, version, model, sha256):
         if sha256 is None:
             raise PgvisionError(FN_CHECK_NODE, f"the coordinator has no model named {model!r}",
                                 UNDEFINED_OBJECT)
-        row = registry.lookup(plpy, GD, FN_CHECK_NODE, model)
+        row = registry.lookup(plpy, GD, FN_CHECK_NODE, model, makes=None)
         if row["sha256"] != sha256:
             raise PgvisionError(FN_CHECK_NODE, f"node {node} has another model {model!r} "
                                 f"(sha256 {row['sha256'][:12]}…, coordinator {str(sha256)[:12]}…)",

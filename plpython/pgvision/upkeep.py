@@ -79,7 +79,7 @@ def maintain(plpy, GD, source, add_model=None):
 
 def _with_model(plpy, GD, fn, relid, jobs, model):
     """``jobs`` plus one for ``model`` on the columns of the table's latest extraction."""
-    registry.lookup(plpy, GD, fn, model, argument="add_model")
+    registry.lookup(plpy, GD, fn, model, argument="add_model", makes=None)
     if any(job["model"] == model for job in jobs):
         return jobs
     if not jobs:
