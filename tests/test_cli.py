@@ -232,6 +232,46 @@ def test_duplicates_hashes_the_table_and_groups_each_photo_with_its_mirror(
     assert re.search(rf'<body data-loaded="{2 * len(PHOTOS)}"', dom), dom[:500]
 
 
+def labels(directory):
+    """Three product labels drawn with Pillow's own font, as files in ``directory``."""
+    from PIL import ImageDraw, ImageFont
+
+    texts = {"coffee.jpg": "ORGANIC COFFEE", "tea.jpg": "GREEN TEA", "filters.jpg": "COFFEE FILTERS"}
+    for name, text in texts.items():
+        img = Image.new("RGB", (420, 120), "white")
+        ImageDraw.Draw(img).text((20, 36), text, fill="black", font=ImageFont.load_default(size=36))
+        img.save(directory / name, quality=92)
+    return texts
+
+
+def test_search_text_reads_the_table_first_and_finds_the_words(db, db_name, table, tmp_path):
+    (tmp_path / "labels").mkdir()
+    texts = labels(tmp_path / "labels")
+    pgvision("load", str(tmp_path / "labels"), "--table", table, "--create", db_name=db_name)
+    page = tmp_path / "coffee.html"
+    done = pgvision("search-text", "coffee", "--table", table, "--html", str(page),
+                    db_name=db_name)
+    assert "reading the text" in done.stderr and "2 images" in done.stdout, done
+    found = json.loads(pgvision("search-text", "coffee -filters", "--table", table, "--json",
+                                db_name=db_name).stdout)
+    assert [row["name"] for row in found] == ["coffee.jpg"]
+    assert "".join(found[0]["text"].split()).lower() == "organiccoffee"
+    lines = json.loads(pgvision("read-text", str(tmp_path / "labels" / "tea.jpg"), "--json",
+                                db_name=db_name).stdout)
+    assert "".join(" ".join(r["text"] for r in lines).split()).lower() == \
+        "".join(texts["tea.jpg"].split()).lower()
+    assert len(lines[0]["box"]) == 8
+    html = page.read_text()
+    assert html.count("<figure") == 2 and "COFFEE" in html.upper()
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make install-dev installs it)")
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
+                          "--virtual-time-budget=5000", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r'<body data-loaded="2"', dom), dom[:500]
+
+
 def test_load_skips_near_duplicates_of_the_run_and_of_the_table(db, db_name, photo_dir, table,
                                                                  tmp_path):
     done = pgvision("load", str(photo_dir), "--table", table, "--create",

@@ -1,6 +1,7 @@
-"""``pgvision similar --html`` and ``pgvision duplicates --html``: one self-contained HTML page
-(thumbnails inlined as data: URIs, no network, no files beside it): the query first and its
-neighbours after, or a row per group of near-duplicates, its representative first.
+"""``pgvision similar --html``, ``duplicates --html`` and ``search-text --html``: one
+self-contained HTML page (thumbnails inlined as data: URIs, no network, no files beside it):
+the query first and its neighbours after, a row per group of near-duplicates (its
+representative first), or the images whose text matched with the words read in them.
 
 When the page has loaded it sets ``data-loaded`` on ``<body>`` to the number of pictures
 the browser decoded, so a headless browser can check it (tests/test_cli.py does).
@@ -26,6 +27,7 @@ figure img, figure .missing { width: %(tile)dpx; height: %(tile)dpx; object-fit:
 figure .missing { display: flex; align-items: center; justify-content: center; color: #888; }
 figcaption { margin-top: 4px; line-height: 1.3; overflow-wrap: anywhere; }
 .distance { color: #666; font-variant-numeric: tabular-nums; }
+.words { font-family: ui-monospace, monospace; font-size: 12px; }
 """
 
 SCRIPT = """
@@ -99,3 +101,18 @@ def duplicates_page(title, members, tile=160):
     rows = [f'<div class="group"><h2>group {g}: {len(tiles)} images</h2>'
             f'<div class="grid">{"".join(tiles)}</div></div>' for g, tiles in groups.items()]
     return page(title, "".join(rows) or "<p>No near-duplicates.</p>", tile)
+
+
+def text_page(title, hits, tile=200):
+    """A tile per image whose text matched (``hits``: dicts with rank, id, name, image, score
+    and text), best first, each with the words read in it."""
+    tiles = []
+    for h in hits:
+        words = "<br>".join(html.escape(line) for line in h["text"].splitlines()[:6])
+        caption = (f"<b>#{h['rank']}</b> id {h['id']}" +
+                   (f"<br>{html.escape(str(h['name']))}" if h.get("name") else "") +
+                   f'<br><span class="distance">rank {h["score"]:.4f}</span>'
+                   f'<br><span class="words">{words}</span>')
+        tiles.append(tile_html(dict(h, caption=caption, name=None, distance=None), tile))
+    return page(title, f"<div class=\"grid\">{''.join(tiles)}</div>" if tiles
+                else "<p>No image's text matches.</p>", tile)

@@ -1,5 +1,5 @@
-"""``pgvision similar`` and ``pgvision classify``: questions about images, answered as
-tables, JSON or an HTML page."""
+"""``pgvision similar``, ``classify``, ``duplicates``, ``search-text`` and ``read-text``:
+questions about images, answered as tables, JSON or an HTML page."""
 
 import os
 
@@ -158,3 +158,67 @@ def duplicates(session, table, model, hashes_only, max_hash_distance, min_simila
         with open(html_out, "w", encoding="utf-8") as fh:
             fh.write(pages.duplicates_page(f"pgvision: near-duplicates in {qualified}", members))
         session.say(f"wrote {html_out}")
+
+
+@click.command("search-text")
+@click.argument("words")
+@click.option("--table", "-t", required=True, help="Table the images are in.")
+@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True),
+              help="Also write one self-contained HTML page of the results.")
+@JSON_OPTION
+@click.pass_obj
+def search_text(session, words, table, k, html_out, as_json):
+    """The K images of TABLE whose text matches WORDS (vision.search_text: web-search syntax,
+    "a phrase", or, -word), best first. A table whose text was never read is read first
+    (vision.extract_table with model => 'pp_ocr_v6', on its id and image columns; the change
+    triggers and vision.maintain keep it current from then on).
+
+    \b
+      pgvision search-text "organic coffee" --table products --html coffee.html
+    """
+    qualified = quoted_table(session, table)
+    read = run_sql(session, "SELECT EXISTS (SELECT 1 FROM vision.extract_jobs WHERE model = "
+                   "'pp_ocr_v6' AND source = %s::regclass)", (qualified,))[0][0]
+    if not read:
+        session.say(f"reading the text of {qualified} first (pp_ocr_v6)")
+        run_sql(session, "CALL vision.extract_table(%s::regclass, model => 'pp_ocr_v6')",
+                (qualified,))
+    rows = run_sql(session, "SELECT image_id, rank, text FROM vision.search_text(%s, "
+                   "%s::regclass, k => %s)", (words, qualified, k))
+    stored = image_rows(session, qualified, [r[0] for r in rows])
+    hits = [dict(stored.get(i, {"id": i, "image": None, "name": None}), rank=n, score=s, text=t)
+            for n, (i, s, t) in enumerate(rows, start=1)]
+    if not as_json:
+        out_console.print(f"{len(hits)} images of {qualified} whose text matches {words!r}",
+                          markup=False)
+    show([{"rank": h["rank"], "id": h["id"], "name": h["name"],
+           "score": h["score"] if as_json else f"{h['score']:.4f}",
+           "text": h["text"] if as_json else " / ".join(h["text"].splitlines())}
+          for h in hits], as_json, right=("rank", "id", "score"))
+    if html_out:
+        with open(html_out, "w", encoding="utf-8") as fh:
+            fh.write(pages.text_page(f"pgvision: images of {qualified} whose text matches "
+                                     f"“{words}”", hits))
+        session.say(f"wrote {html_out}")
+
+
+@click.command("read-text")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@JSON_OPTION
+@click.pass_obj
+def read_text(session, file, as_json):
+    """The lines of text in an image FILE (vision.read_text), in reading order.
+
+    \b
+      pgvision read-text label.jpg
+    """
+    import psycopg2
+
+    with open(file, "rb") as fh:
+        data = fh.read()
+    rows = run_sql(session, "SELECT line, text, confidence, box FROM vision.read_text(%s)",
+                   (psycopg2.Binary(data),))
+    show([{"line": n, "text": t, "confidence": c if as_json else f"{c:.3f}",
+           "box": b if as_json else " ".join(map(str, b))} for n, t, c, b in rows], as_json,
+         right=("line", "confidence"))
