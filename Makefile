@@ -25,7 +25,7 @@ export VENV PG_CONFIG
 .PHONY: install install-dev install-runtime uninstall start stop status dsn psql migrate downgrade demo test test-fast docs \
         bench map \
         bench-quality bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-        bench-chart bench-security bench-upkeep bench-serving bench-load bench-map bench-duplicates \
+        bench-chart bench-security bench-upkeep bench-serving bench-load bench-map bench-duplicates bench-text \
         shards shards-stop shards-psql clean
 
 install:
@@ -82,7 +82,7 @@ test-fast: install-dev
 docs: install-dev
 	$(VENV)/bin/mkdocs build --strict --quiet
 
-bench: bench-quality bench-load bench-extract bench-search bench-classify bench-recommend bench-duplicates \
+bench: bench-quality bench-load bench-extract bench-search bench-classify bench-recommend bench-duplicates bench-text \
        bench-sessions bench-scale \
        bench-security bench-upkeep bench-serving
 	@$(MAKE) --no-print-directory bench-chart
@@ -110,6 +110,9 @@ bench-recommend: install-dev start migrate
 
 bench-duplicates: install-dev start migrate
 	@$(PYTHON) bench/duplicates.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-text: install-dev start migrate
+	@$(PYTHON) bench/text.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 bench-sessions: install-dev start migrate
 	@$(PYTHON) bench/sessions.py --dsn '$(DSN)' $(BENCH_ARGS)

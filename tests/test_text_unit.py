@@ -102,3 +102,22 @@ def test_the_reader_makes_no_feature_vectors(reader):
 def test_a_registry_row_is_the_ocr_model_by_content_not_by_name():
     assert ocr.is_ocr_row({"name": "anything", "sha256": ocr.spec_sha256()})
     assert not ocr.is_ocr_row({"name": "pp_ocr_v6", "sha256": "0" * 64})
+
+
+def test_a_large_image_is_read_at_most_2000_pixels_a_side_and_decoded_shrunk():
+    spec = ocr.default_spec()
+    img, _ = drawn(["BIG"], size=(4200, 1400), font_size=300)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    img.save(jpeg, "JPEG")
+    img.save(png, "PNG")
+    for data in (jpeg.getvalue(), png.getvalue()):
+        assert ocr.pixels(data, 100_000_000, spec).shape == (667, 2000, 3)
+    small, _ = drawn(["SMALL"], size=(300, 100))
+    buf = io.BytesIO()
+    small.save(buf, "PNG")
+    assert ocr.pixels(buf.getvalue(), 100_000_000, spec).shape == (100, 300, 3)
+    # the JPEG decoder shrinks by a power of two on the way (not the whole 4200 x 1400)
+    from pgvision.images import decode
+    assert decode(jpeg.getvalue(), longest=2000).size == (2100, 700)
+    with pytest.raises(errors.ImageError, match="too large, over 1000000 pixels"):
+        ocr.pixels(png.getvalue(), 1_000_000, spec)

@@ -8,6 +8,7 @@
 """
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -32,12 +33,13 @@ def _format_guess(data):
     return _FORMAT_NAMES.get(bytes(data[:2]), "")
 
 
-def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
+def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None, longest=None):
     """Decode image bytes to an RGB ``PIL.Image``, applying EXIF orientation.
 
     Grey, palette, CMYK, 16-bit and alpha images become RGB (alpha is composited on white).
     ``draft_size`` lets JPEG decoding shrink by a power of two while staying at least that
-    large, which is far cheaper than decoding full size and resizing.
+    large, which is far cheaper than decoding full size and resizing; ``longest`` does the
+    same for a longer side of at least that many pixels, whatever the aspect.
     Raises :class:`ImageError` with the reason when the bytes are no usable image.
     """
     if data is None:
@@ -52,6 +54,9 @@ def decode(data, max_pixels=DEFAULT_MAX_PIXELS, draft_size=None):
         Image.MAX_IMAGE_PIXELS = max_pixels or None  # 0: no limit, as for every pgvision limit
         try:
             img = Image.open(io.BytesIO(data))
+            if longest and img.format == "JPEG" and max(img.size) > longest:
+                scale = longest / max(img.size)
+                draft_size = (math.ceil(img.size[0] * scale), math.ceil(img.size[1] * scale))
             if draft_size and img.format == "JPEG":
                 img.draft("RGB", draft_size)
             img.load()

@@ -26,6 +26,7 @@ import json
 import os
 
 import numpy as np
+from PIL import Image
 
 from .errors import EXTERNAL_ERROR, ImageError, PgvisionError
 from .files import sha256_file
@@ -142,6 +143,7 @@ class TextReader:
             "Det.model_path": paths["det"], "Cls.model_path": paths["cls"],
             "Rec.model_path": paths["rec"], "Det.limit_type": spec["det_limit_type"],
             "Det.limit_side_len": spec["det_limit_side_len"],
+            "Global.max_side_len": spec["max_side"],
             "EngineConfig.onnxruntime.intra_op_num_threads": intra,
             "EngineConfig.onnxruntime.inter_op_num_threads": inter})
 
@@ -158,17 +160,29 @@ class TextReader:
         return lines[:self.spec["max_lines"]]
 
 
+def pixels(data, max_pixels, spec=None):
+    """Image bytes as the reader takes them: an ``(h, w, 3)`` uint8 RGB array whose longer
+    side is at most ``max_side`` (2000) pixels, as RapidOCR would shrink it anyway; a large
+    JPEG is decoded shrunk, so the memory of a read stays bounded whatever the image's size.
+    Raises :class:`ImageError` for bytes that are no image."""
+    side = (spec or default_spec())["max_side"]
+    img = decode(data, max_pixels, longest=side)
+    if max(img.size) > side:
+        img.thumbnail((side, side), Image.BILINEAR)
+    return np.asarray(img)
+
+
 def read_many(reader, images, max_pixels):
     """Read a batch of image bytes: ``(lines per readable image, their positions, {position:
     reason})``, the shape :func:`pgvision.images.load_batch` gives for networks."""
     outputs, ok, errors = [], [], {}
     for position, data in enumerate(images):
         try:
-            pixels = np.asarray(decode(data, max_pixels))
+            array = pixels(data, max_pixels, reader.spec)
         except ImageError as err:
             errors[position] = str(err)
             continue
-        outputs.append(reader.read(pixels))
+        outputs.append(reader.read(array))
         ok.append(position)
     return outputs, ok, errors
 

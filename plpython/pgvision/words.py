@@ -7,12 +7,9 @@ Combined with looks: the ids ``vision.search_text`` returns are the ``candidates
 ``vision.similar``, which ranks them by their features.
 """
 
-import numpy as np
-
-from . import extract, extractors, privileges, registry, settings, spi
+from . import extract, extractors, ocr, privileges, registry, settings, spi
 from .errors import (INVALID_BINARY, NULL_VALUE, UNDEFINED_OBJECT, ImageError, PgvisionError,
                      require, require_int_range, require_not_null)
-from .images import decode
 from .ocr import MODEL, TEXT_SEARCH_CONFIG
 
 FN_READ = "vision.read_text"
@@ -26,12 +23,12 @@ def read_text(plpy, GD, image, model=MODEL):
     if image is None:
         raise PgvisionError(FN_READ, 'argument "image" must not be NULL', NULL_VALUE)
     try:  # the bytes are checked before the (first, slow) model load
-        pixels = np.asarray(decode(image, settings.max_pixels(plpy, GD)))
+        array = ocr.pixels(image, settings.max_pixels(plpy, GD))
     except ImageError as err:
         raise PgvisionError(FN_READ, f'argument "image" is {err}', INVALID_BINARY) from None
     reader = extractors.get_extractor(plpy, GD, FN_READ, row)
     return [(number, line["text"], line["confidence"], line["box"])
-            for number, line in enumerate(reader.read(pixels), start=1)]
+            for number, line in enumerate(reader.read(array), start=1)]
 
 
 def search_text(plpy, GD, query, source, k=10, model=MODEL):
