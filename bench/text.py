@@ -16,8 +16,8 @@ the other colour, JPEG quality 90. Each line lies wholly inside its photo.
               RapidOCR called directly in this process with pgvision's settings on the same
               bytes (decode included on both sides); ratio in-DB / direct
 
-    make bench-text                     # 240 images
-    make bench-text BENCH_ARGS=--quick  # 60 images
+    make bench-text                     # 300 images
+    make bench-text BENCH_ARGS=--quick  # 75 images
 """
 
 import argparse

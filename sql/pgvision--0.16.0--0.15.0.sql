@@ -16,27 +16,19 @@ BEGIN
 END
 $$;
 
--- 0.15.0 cannot hold text: refuse while any table's text is stored.
-DO $$
-BEGIN
-  IF EXISTS (SELECT FROM vision.image_text) THEN
-    RAISE EXCEPTION 'pgvision: refusing to downgrade to 0.15.0: vision.image_text holds the text of images'
-      USING ERRCODE = 'object_not_in_prerequisite_state',
-            HINT = 'Drop it first (vision.drop_model(''pp_ocr_v6'', cascade => true)).';
-  END IF;
-END
-$$;
-DELETE FROM vision.extract_errors WHERE model = 'pp_ocr_v6'
-  AND model IN (SELECT name FROM vision.model_store WHERE builtin);
-DELETE FROM vision.extract_jobs WHERE model = 'pp_ocr_v6'
-  AND model IN (SELECT name FROM vision.model_store WHERE builtin);
-DELETE FROM vision.model_store WHERE builtin AND name = 'pp_ocr_v6';
-
+-- What 0.16.0 stored about text goes with it (pgvision migrate counts those rows first and
+-- refuses unless --allow-data-loss).
 DROP FUNCTION vision.search_text(text, regclass, integer, text);
 DROP FUNCTION vision.read_text(bytea, text);
 -- detached first, so that pg_extension.extconfig forgets its config-dump entry
 ALTER EXTENSION pgvision DROP TABLE vision.image_text;
 DROP TABLE vision.image_text;
+
+DELETE FROM vision.extract_errors WHERE model = 'pp_ocr_v6'
+  AND model IN (SELECT name FROM vision.model_store WHERE builtin);
+DELETE FROM vision.extract_jobs WHERE model = 'pp_ocr_v6'
+  AND model IN (SELECT name FROM vision.model_store WHERE builtin);
+DELETE FROM vision.model_store WHERE builtin AND name = 'pp_ocr_v6';
 
 CREATE OR REPLACE FUNCTION vision._forget_images(source regclass, ids bigint[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER

@@ -294,6 +294,14 @@ def filled_at_head(fresh_db):
 
 def test_a_downgrade_that_would_delete_rows_is_refused_unless_asked(fresh_db, filled_at_head):
     conn, before = filled_at_head
+    # 0.16.0 -> 0.15.0 drops the text of images: refused, nothing moved
+    done = pgvision_migrate(fresh_db, "--to", "-1", returncode=1)
+    assert "refusing the downgrade of pgvision to 0.15.0" in done.stderr
+    assert "table vision.image_text (1 rows)" in done.stderr, done.stderr
+    assert extversion(conn) == pgvision.__version__
+    assert stored_rows.checksums(conn) == before
+    query(conn, "DELETE FROM vision.image_text")
+    before = stored_rows.checksums(conn)
     # 0.8.0 -> 0.7.0 drops the snapshot, change and index tables: refused, nothing moved
     done = pgvision_migrate(fresh_db, "--to", "0007", returncode=1)
     assert "refusing the downgrade of pgvision to 0.7.0" in done.stderr
@@ -318,10 +326,13 @@ def test_a_downgrade_that_would_delete_rows_is_refused_unless_asked(fresh_db, fi
 
 
 def test_a_downgrade_that_deletes_nothing_needs_no_flag(fresh_db, filled_at_head):
-    conn, before = filled_at_head
+    conn, _ = filled_at_head
+    query(conn, "DELETE FROM vision.image_text")  # the last release's table, empty here
+    before = stored_rows.checksums(conn)
     pgvision_migrate(fresh_db, "--to", "-1")
     assert extversion(conn) == VERSIONS[-2]
-    assert stored_rows.checksums(conn) == before  # the last release added no table
+    kept = {t: sums for t, sums in before.items() if t != "vision.image_text"}
+    assert stored_rows.checksums(conn) == kept
     pgvision_migrate(fresh_db)
     assert stored_rows.checksums(conn) == before
 
@@ -336,7 +347,7 @@ def test_a_downgrade_below_0_15_is_refused_while_tables_hold_hashes_or_content_s
     for model in ("perceptual_hash", "nsfwjs_mobilenet_v2"):
         query(conn, f"CALL vision.extract_table('hashed', model => '{model}')")
         before = stored_rows.checksums(conn)
-        done = pgvision_migrate(fresh_db, "--to", "-1", "--allow-data-loss", returncode=1)
+        done = pgvision_migrate(fresh_db, "--to", "0014", "--allow-data-loss", returncode=1)
         assert "refusing to downgrade to 0.14.0" in done.stderr, done.stderr
         assert extversion(conn) == pgvision.__version__
         assert stored_rows.checksums(conn) == before

@@ -19,6 +19,8 @@ from .files import default_model_dir
 PACKAGES = {"numpy": "required", "pillow": "required", "onnxruntime": "required",
             "faiss-cpu": "required", "scikit-learn": "required",
             "imagehash": "perceptual hashes (vision.duplicates)",
+            "rapidocr": "words in images (model pp_ocr_v6)",
+            "opencv-python-headless": "words in images (model pp_ocr_v6)",
             "tensorflow-cpu": "registering and fine-tuning models",
             "keras": "registering and fine-tuning models",
             "tf2onnx": "converting registered models to ONNX"}
