@@ -2,6 +2,7 @@
 wheel ships (checksums, the recogniser's alphabet), a changed file is refused before it is
 loaded, and the reader gives drawn words back in reading order with their boxes."""
 
+import doctest
 import hashlib
 import io
 import shutil
@@ -10,7 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from pgvision import errors, ocr
+from pgvision import errors, files, ocr, words
+
+
+def test_doctests():
+    for module in (ocr, words, files):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def drawn(lines, size=(520, 200), font_size=34):

@@ -24,45 +24,33 @@ specification is noticed like a changed network.
     (1, 177)
 """
 
-import json
-import os
-
 import numpy as np
 
-from .files import sha256_file
+from .files import PackagedSpec
 
 MODEL = "perceptual_hash"
 SPEC_FILE = "perceptual_hash.json"
 PROVENANCE = ("Perceptual hash (imagehash pHash, 64 bits) of the image and of its mirror, and "
               "a 12x4 hue/saturation histogram; not a network. Used by vision.duplicates.")
 
+_SHIPPED = PackagedSpec(SPEC_FILE, MODEL)
+
 
 def spec_path():
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), SPEC_FILE)
+    return _SHIPPED.path
 
 
 def read_spec(path):
-    with open(path, encoding="utf-8") as fh:
-        spec = json.load(fh)
-    if spec.get("kind") != MODEL:
-        raise ValueError(f"{path} is not a {MODEL} specification")
-    return spec
-
-
-_SPEC, _SHA256 = [], []  # read once per process: split() runs for every check of a load
+    return _SHIPPED.read(path)
 
 
 def default_spec():
     """The specification shipped with this package (do not modify the dict)."""
-    if not _SPEC:
-        _SPEC.append(read_spec(spec_path()))
-    return _SPEC[0]
+    return _SHIPPED.spec()
 
 
 def spec_sha256():
-    if not _SHA256:
-        _SHA256.append(sha256_file(spec_path()))
-    return _SHA256[0]
+    return _SHIPPED.sha256()
 
 
 def is_hash_row(row):

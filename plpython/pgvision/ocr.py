@@ -22,14 +22,13 @@ legible at that scale), a smaller one is read as it is.
     [1, 2, 10, 2, 10, 10, 1, 9]
 """
 
-import json
 import os
 
 import numpy as np
 from PIL import Image
 
 from .errors import EXTERNAL_ERROR, ImageError, PgvisionError
-from .files import sha256_file
+from .files import PackagedSpec, sha256_file
 from .images import decode
 
 MODEL = "pp_ocr_v6"
@@ -43,32 +42,20 @@ PROVENANCE = ("RapidOCR 3.10.0 running PaddleOCR PP-OCRv6 small text detection a
 TEXT_SEARCH_CONFIG = "pg_catalog.simple"
 
 
+_SHIPPED = PackagedSpec(SPEC_FILE, "ocr")
+
+
 def spec_path():
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), SPEC_FILE)
-
-
-def read_spec(path):
-    with open(path, encoding="utf-8") as fh:
-        spec = json.load(fh)
-    if spec.get("kind") != "ocr":
-        raise ValueError(f"{path} is not an OCR specification")
-    return spec
-
-
-_SPEC, _SHA256 = [], []  # read once per process: is_ocr_row runs for every model lookup
+    return _SHIPPED.path
 
 
 def default_spec():
     """The specification shipped with this package (do not modify the dict)."""
-    if not _SPEC:
-        _SPEC.append(read_spec(spec_path()))
-    return _SPEC[0]
+    return _SHIPPED.spec()
 
 
 def spec_sha256():
-    if not _SHA256:
-        _SHA256.append(sha256_file(spec_path()))
-    return _SHA256[0]
+    return _SHIPPED.sha256()
 
 
 def is_ocr_row(row):
