@@ -145,6 +145,27 @@ def image_bytes(seed, size=(64, 48), fmt="JPEG", mode="RGB"):
     return buf.getvalue()
 
 
+def label_image(text, background=None, at=(24, 40), size=36, fmt="JPEG"):
+    """``text`` drawn in black with Pillow's own scalable font on a white 480x160 image, or in
+    a white label plate on a scikit-image photo (``background``: its name); the image bytes
+    and the drawn text's box (left, top, right, bottom)."""
+    from PIL import ImageDraw, ImageFont
+
+    if background is None:
+        img = Image.new("RGB", (480, 160), "white")
+    else:
+        from skimage import data as photos
+        img = Image.fromarray(np.asarray(getattr(photos, background)())).convert("RGB")
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(img)
+    box = draw.textbbox(at, text, font=font)
+    draw.rectangle((box[0] - 8, box[1] - 8, box[2] + 8, box[3] + 8), fill="white")
+    draw.text(at, text, fill="black", font=font)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return buf.getvalue(), box
+
+
 @pytest.fixture
 def server_tmp(tmp_path_factory):
     """A directory the server's OS user can read (pytest's own tmp dirs are private)."""

@@ -234,13 +234,11 @@ def test_duplicates_hashes_the_table_and_groups_each_photo_with_its_mirror(
 
 def labels(directory):
     """Three product labels drawn with Pillow's own font, as files in ``directory``."""
-    from PIL import ImageDraw, ImageFont
+    from conftest import label_image
 
     texts = {"coffee.jpg": "ORGANIC COFFEE", "tea.jpg": "GREEN TEA", "filters.jpg": "COFFEE FILTERS"}
     for name, text in texts.items():
-        img = Image.new("RGB", (420, 120), "white")
-        ImageDraw.Draw(img).text((20, 36), text, fill="black", font=ImageFont.load_default(size=36))
-        img.save(directory / name, quality=92)
+        (directory / name).write_bytes(label_image(text)[0])
     return texts
 
 

@@ -335,6 +335,46 @@ def test_cluster_classification_and_votes_check_their_arguments(cluster, product
 
 # DB-free -------------------------------------------------------------------------------
 
+def test_text_is_read_and_searched_on_every_shard_like_the_single_node(db, make_table, cluster):
+    """vision_cluster.extract reads each shard's images with the OCR model;
+    vision_cluster.search_text merges every shard's best and equals one node's answer."""
+    from conftest import label_image
+
+    coord = cluster["coord"]
+    shards = []  # connections of its own: a test above restarts a shard
+    for name in ("shard0", "shard1"):
+        shards.append(psycopg2.connect(shards_sh(cluster["env"], "dsn", name)))
+        shards[-1].autocommit = True
+        query(shards[-1], "CREATE TABLE shelf (id bigint PRIMARY KEY, image bytea)")
+    assert query(coord, "SELECT vision_cluster.distribute_table('shelf')") == [(2,)]
+    texts = ["COFFEE ITEM", "GREEN TEA ITEM", "COFFEE FILTERS ITEM", "BLACK TEA ITEM",
+             "OAT MILK ITEM", "DARK COFFEE ITEM"]
+    rows = [(i, label_image(text)[0]) for i, text in enumerate(texts, start=1)]
+    for image_id, data in rows:
+        query(coord, "INSERT INTO shelf VALUES (%s, %s)", (image_id, psycopg2.Binary(data)))
+    assert all(query(shard, "SELECT count(*) FROM shelf")[0][0] for shard in shards)
+    for shard in shards:
+        shard.close()
+    while not all(r == 0 for (r,) in query(coord, "SELECT remaining FROM vision_cluster.extract("
+                                                  "'shelf', model => 'pp_ocr_v6')")):
+        pass
+    single = make_table("shelf_single", rows)
+    query(db, f"CALL vision.extract_table('{single}', model => 'pp_ocr_v6')")
+    for words in ("coffee", "tea or filters", '"green tea"', "item", "item -coffee"):
+        local = query(db, "SELECT image_id, rank, text FROM vision.search_text(%s, %s)",
+                      (words, single))
+        merged = query(coord, "SELECT image_id, rank, text FROM vision_cluster.search_text("
+                              "%s, 'shelf')", (words,))
+        assert merged == local and local, words
+    nodes = query(coord, "SELECT DISTINCT node FROM vision_cluster.search_text('item', 'shelf')")
+    assert sorted(nodes) == [("shard0/pgvision",), ("shard1/pgvision",)]
+    assert len(query(coord, "SELECT * FROM vision_cluster.search_text('item', 'shelf', k => 2)")) == 2
+    with pytest.raises(psycopg2.errors.InvalidParameterValue, match=r"vision_cluster.search_text: "
+                       r"argument \"model\": model 'mobilenet_v2' makes feature vectors"):
+        query(coord, "SELECT * FROM vision_cluster.search_text('tea', 'shelf', model => "
+                     "'mobilenet_v2')")
+
+
 def test_parse_conninfo_reads_libpq_key_value_strings():
     assert parse_conninfo("f", "shards", "host=/tmp/x port=5 dbname=db password='a b\\'c'") == \
         {"host": "/tmp/x", "port": "5", "dbname": "db", "password": "a b'c"}

@@ -34,7 +34,8 @@ def test_create_extension_registers_the_installed_models(db):
     rows = query(db, "SELECT name, dims, input_height, stored_in, builtin, provenance "
                      "FROM vision.models ORDER BY name")
     manifest = {m["name"]: m for m in read_manifest(MODEL_DIR)}
-    assert [r[0] for r in rows] == sorted([*manifest, "perceptual_hash"])  # + the hash model
+    # + the hash and OCR models, which are not networks
+    assert [r[0] for r in rows] == sorted([*manifest, "perceptual_hash", "pp_ocr_v6"])
     inception = dict(zip(["name", "dims", "input_height", "stored_in", "builtin", "provenance"],
                          next(r for r in rows if r[0] == "inception_v3")))
     assert inception["dims"] == 2048 and inception["input_height"] == 299

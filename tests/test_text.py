@@ -8,11 +8,11 @@ import io
 import numpy as np
 import psycopg2
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from psycopg2 import errors as pgerr
 from skimage import data as photos
 
-from conftest import PORT, SOCKET_DIR, query
+from conftest import PORT, SOCKET_DIR, label_image, query
 from pgvision import ocr
 
 TABLE = "text_products"
@@ -26,19 +26,7 @@ def jpeg(img):
     return buf.getvalue()
 
 
-def labelled(text, background="white", at=(24, 40), size=36):
-    """``text`` drawn at ``at`` in black on white (or on a scikit-image photo, in a white
-    label plate); the image and the drawn text's box (left, top, right, bottom)."""
-    if background == "white":
-        img = Image.new("RGB", (480, 160), "white")
-    else:
-        img = Image.fromarray(np.asarray(getattr(photos, background)())).convert("RGB")
-    font = ImageFont.load_default(size=size)
-    draw = ImageDraw.Draw(img)
-    box = draw.textbbox(at, text, font=font)
-    draw.rectangle((box[0] - 8, box[1] - 8, box[2] + 8, box[3] + 8), fill="white")
-    draw.text(at, text, fill="black", font=font)
-    return jpeg(img), box
+labelled = label_image
 
 
 def words(text):
@@ -237,7 +225,6 @@ def test_a_table_never_read_is_a_named_error_with_the_fix(db, make_table):
 
 
 def test_dropping_the_model_keeps_stored_text_unless_asked(db, shelf):
-    with pytest.raises(pgerr.ObjectInUse, match=r"model 'pp_ocr_v6' has \d+ stored feature "
-                       r"\(or text\) rows"):
+    with pytest.raises(pgerr.ObjectInUse, match=r"model 'pp_ocr_v6' has \d+ stored text rows"):
         query(db, "SELECT vision.drop_model('pp_ocr_v6')")
     assert query(db, "SELECT count(*) > 0 FROM vision.image_text") == [(True,)]

@@ -205,17 +205,18 @@ def register_keras_application(plpy, GD, name, application, weights="imagenet", 
 
 
 def drop_model(plpy, GD, name, cascade=False):
-    """Remove a model; its stored features go too only with ``cascade``."""
+    """Remove a model; its stored features (or text) go too only with ``cascade``."""
     fn = FN_DROP
     lookup(plpy, GD, fn, name, argument="name", makes=None)
     require_not_null(fn, "cascade", cascade)
-    count = plpy.execute(spi.plan(plpy, GD, "SELECT (SELECT pg_catalog.count(*) FROM "
-                                  "vision.features WHERE model = $1) + (SELECT pg_catalog.count(*) "
-                                  "FROM vision.image_text WHERE model = $1) AS n", ["text"]),
-                         [name])[0]["n"]
+    stored = plpy.execute(spi.plan(plpy, GD, """
+        SELECT (SELECT pg_catalog.count(*) FROM vision.features WHERE model = $1) AS feature,
+               (SELECT pg_catalog.count(*) FROM vision.image_text WHERE model = $1) AS text""",
+        ["text"]), [name])[0]
+    count = stored["feature"] + stored["text"]
     if count and not cascade:
-        raise PgvisionError(fn, f"model {name!r} has {count} stored feature (or text) rows",
-                            OBJECT_IN_USE,
+        held = " and ".join(f"{n} stored {kind} rows" for kind, n in stored.items() if n)
+        raise PgvisionError(fn, f"model {name!r} has {held}", OBJECT_IN_USE,
                             hint="Pass cascade => true to delete them with the model.")
     revoke_handles(plpy, GD, name)
     for table in ("vision.features", "vision.image_text"):

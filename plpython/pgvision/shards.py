@@ -32,6 +32,7 @@ FN_TRAIN = "vision_cluster.train_classifier"
 FN_CLASSIFY_TABLE = "vision_cluster.classify_table"
 FN_VOTE = "vision_cluster.record_vote"
 FN_RECOMMEND = "vision_cluster.recommend"
+FN_SEARCH_TEXT = "vision_cluster.search_text"
 # knn keeps its labelled images' ids and reads their features where it predicts.
 CLUSTER_METHODS = ("softmax", "logistic", "sgd")
 
@@ -196,6 +197,23 @@ def similar_to_image(plpy, GD, image, source, k=10, model=None, metric="cosine")
     row = registry.lookup(plpy, GD, fn, model)
     feature = features_of(plpy, GD, fn, image, row)
     return _top_k(plpy, fn, __version__, row["sha256"], feature, source, k, model, metric)
+
+
+def search_text(plpy, GD, query, source, k=10, model="pp_ocr_v6"):
+    """``vision.search_text`` across shards: every shard ranks its own images' text, the best
+    k of all win (``ts_rank`` depends on each document alone, so the merge is exact). Rows
+    (image_id, rank, text, node)."""
+    fn = FN_SEARCH_TEXT
+    for argument, value in (("query", query), ("k", k)):
+        require_not_null(fn, argument, value)
+    _validate_search(fn, source, k)
+    version, sha = _version_and_sha(plpy, GD, fn, model)
+    registry.lookup(plpy, GD, fn, model, makes="text")
+    rows = fan_out(plpy, fn, "SELECT image_id, rank, text, node FROM vision_cluster._search_text("
+                   "$1, $2, $3, $4, $5, $6) ORDER BY rank DESC, image_id LIMIT $5",
+                   ["text", "text", "text", "text", "int4", "text"],
+                   [version, sha, query, source, k, model])
+    return [(r["image_id"], r["rank"], r["text"], r["node"]) for r in rows]
 
 
 def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_construction=64,
