@@ -205,7 +205,7 @@ def main():
     for miss in results["pgvision"]["misread"][:8]:
         print(f"    misread at {miss['height']} px, {miss['angle']} deg: {miss['text']!r} -> "
               f"{miss['read']!r}")
-    print(f"\nThroughput (pgvision's settings, model loaded, decode included):")
+    print("\nThroughput (pgvision's settings, model loaded, decode included):")
     print(f"  in the database, CALL vision.extract_table   {results['in_db_per_second']:6.2f} img/s")
     print(f"  RapidOCR called directly (same engine)       {results['direct_per_second']:6.2f} img/s")
     print(f"  ratio in-DB / direct                         {results['ratio']:6.2f}x  "
