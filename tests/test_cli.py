@@ -270,6 +270,34 @@ def test_search_text_reads_the_table_first_and_finds_the_words(db, db_name, tabl
     assert re.search(r'<body data-loaded="2"', dom), dom[:500]
 
 
+def test_moderate_scores_files_and_a_table_and_lists_the_flagged(db, db_name, photo_dir, table):
+    classes = ("drawing", "hentai", "neutral", "porn", "sexy")
+    pgvision("load", str(photo_dir), "--table", table, "--create", db_name=db_name)
+    done = pgvision("moderate", "--table", table, "--json", db_name=db_name)
+    assert "scoring" in done.stderr
+    rows = json.loads(done.stdout)
+    assert len(rows) == query(db, f"SELECT count(*) FROM {table}")[0][0]
+    for row in rows:
+        assert abs(sum(row[c] for c in classes) - 1) < 1e-3
+        assert row["class"] == max(classes, key=lambda c: row[c])
+    unsafe = [row["hentai"] + row["porn"] + row["sexy"] for row in rows]
+    assert unsafe == sorted(unsafe, reverse=True)  # most not-safe first
+    chelsea = next(row for row in rows if row["name"] == "chelsea.jpg")
+    by_file = json.loads(pgvision("moderate", str(photo_dir / "chelsea.jpg"), "--json",
+                                  db_name=db_name).stdout)
+    assert by_file[0]["file"] == "chelsea.jpg" and by_file[0]["class"] == chelsea["class"]
+    assert abs(by_file[0]["neutral"] - chelsea["neutral"]) < 1e-5
+    everything = json.loads(pgvision("moderate", "--table", table, "--flagged", "--threshold",
+                                     "0", "--json", db_name=db_name).stdout)
+    assert len(everything) == len(rows)
+    flagged = json.loads(pgvision("moderate", "--table", table, "--flagged", "--json",
+                                  db_name=db_name).stdout)
+    assert [r["id"] for r in flagged] == [r["id"] for r, u in zip(rows, unsafe) if u >= 0.8]
+    refused = pgvision("moderate", str(photo_dir / "chelsea.jpg"), "--table", table,
+                       db_name=db_name, check=False)
+    assert refused.returncode == 2 and "either FILES or --table" in refused.stderr
+
+
 def test_load_skips_near_duplicates_of_the_run_and_of_the_table(db, db_name, photo_dir, table,
                                                                  tmp_path):
     done = pgvision("load", str(photo_dir), "--table", table, "--create",

@@ -1,5 +1,5 @@
-"""``pgvision similar``, ``classify``, ``duplicates``, ``search-text`` and ``read-text``:
-questions about images, answered as tables, JSON or an HTML page."""
+"""``pgvision similar``, ``classify``, ``duplicates``, ``search-text``, ``read-text`` and
+``moderate``: questions about images, answered as tables, JSON or an HTML page."""
 
 import os
 
@@ -222,3 +222,74 @@ def read_text(session, file, as_json):
     show([{"line": n, "text": t, "confidence": c if as_json else f"{c:.3f}",
            "box": b if as_json else " ".join(map(str, b))} for n, t, c, b in rows], as_json,
          right=("line", "confidence"))
+
+
+CLASSES = ("drawing", "hentai", "neutral", "porn", "sexy")  # nsfwjs's, vision.content_scores'
+
+
+@click.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--table", "-t", help="Score the images of a table instead of files.")
+@click.option("--flagged", is_flag=True,
+              help="With --table: only the images of vision.flagged_images.")
+@click.option("--threshold", type=click.FloatRange(0, 1),
+              help="With --flagged: the not-safe share to flag from (pgvision.flag_threshold, "
+                   "0.8 unless set).")
+@JSON_OPTION
+@click.pass_obj
+def moderate(session, files, table, flagged, threshold, as_json):
+    """nsfwjs's content classes (vision.moderate: drawing, hentai, neutral, porn, sexy) of
+    image FILES, or of every image of a table (vision.content_scores; a table never scored is
+    scored first with vision.extract_table, model => 'nsfwjs_mobilenet_v2', and kept current
+    from then on). The scores are the source network's, not pgvision's judgement.
+
+    \b
+      pgvision moderate shot.jpg drawing.png
+      pgvision moderate --table products --flagged --threshold 0.6
+    """
+    import psycopg2
+
+    if bool(files) == bool(table):
+        raise click.UsageError("give either FILES or --table T")
+    if (flagged or threshold is not None) and not table:
+        raise click.UsageError("--flagged and --threshold go with --table")
+    if threshold is not None and not flagged:
+        raise click.UsageError("--threshold goes with --flagged")
+    records = []
+    if files:
+        for path in files:
+            with open(path, "rb") as fh:
+                rows = run_sql(session, "SELECT class, probability FROM vision.moderate(%s)",
+                               (psycopg2.Binary(fh.read()),))
+            scores = dict(rows)
+            records.append({"file": os.path.basename(path), "class": rows[0][0],
+                            **{c: scores[c] for c in CLASSES}})
+    else:
+        qualified = quoted_table(session, table)
+        scored = run_sql(session, "SELECT EXISTS (SELECT 1 FROM vision.extract_jobs WHERE model "
+                         "= 'nsfwjs_mobilenet_v2' AND source = %s::regclass)", (qualified,))[0][0]
+        if not scored:
+            session.say(f"scoring {qualified} first (nsfwjs_mobilenet_v2)")
+            run_sql(session, "CALL vision.extract_table(%s::regclass, model => "
+                    "'nsfwjs_mobilenet_v2')", (qualified,))
+        if threshold is not None:
+            run_sql(session, "SELECT pg_catalog.set_config('pgvision.flag_threshold', %s, false)",
+                    (str(threshold),))
+        where = ("AND (c.source, c.image_id) IN (SELECT source, image_id FROM "
+                 "vision.flagged_images)" if flagged else "")
+        rows = run_sql(session, f"""
+            SELECT c.image_id, {', '.join(f'c.{k}' for k in CLASSES)}
+            FROM vision.content_scores c
+            WHERE c.source = %s::regclass {where}
+            ORDER BY c.porn + c.hentai + c.sexy DESC, c.image_id""", (qualified,))
+        names = image_rows(session, qualified, [r[0] for r in rows])
+        for image_id, *scores in rows:
+            top = max(range(len(CLASSES)), key=lambda i: (scores[i], -i))
+            records.append({"id": image_id, "name": names.get(image_id, {}).get("name"),
+                            "class": CLASSES[top], **dict(zip(CLASSES, scores))})
+        if not as_json:
+            out_console.print(f"{len(records)} {'flagged ' if flagged else ''}images of "
+                              f"{qualified}, most not-safe first (nsfwjs's classes, not "
+                              "pgvision's judgement)", markup=False)
+    show([r if as_json else {k: (f"{v:.3f}" if k in CLASSES else v) for k, v in r.items()}
+          for r in records], as_json, right=("id",) + CLASSES)
