@@ -70,9 +70,13 @@ def classify_ratios(result):
         yield "classify_table: in-DB / standalone scoring", throughput["ratio"], None
 
 
+def text_ratios(result):
+    yield "read text: in-DB / RapidOCR direct", result["ratio"], 0.9
+
+
 def ratios(directory):
     sources = {"extract": extract_ratios, "search": search_ratios, "classify": classify_ratios,
-               "sessions": sessions_ratios, "scale": scale_ratios}
+               "sessions": sessions_ratios, "scale": scale_ratios, "text": text_ratios}
     rows = []
     for name, rows_of in sources.items():
         result = load(directory, name)
