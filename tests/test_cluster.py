@@ -288,7 +288,7 @@ def test_recommendations_across_shards_equal_the_single_node(db, make_table, clu
         query(db, "SELECT vision.record_vote(%s, %s, %s, %s, %s)",
               (user + "_single", image_id, liked, FAST, single))
     try:
-        for user, strategy in (("ann", "nearest liked + taste model"), ("bob", "nearest liked"),
+        for user, strategy in (("ann", "nearest liked + taste model"), ("bob", "nearest liked + Rocchio"),
                                ("dee", "popularity")):
             merged = query(coord, "SELECT image_id, score, strategy, node FROM "
                                   "vision_cluster.recommend(%s, 'products', 5, model => %s)",

@@ -28,7 +28,7 @@ def test_demo_runs_end_to_end(db, db_name, tmp_path):
     assert "image 37 is not a decodable image (truncated JPEG)" in text
     assert "12/12 photos find one of their own variants first" in text
     assert "held-out cropped q40 copies labelled correctly" in text
-    assert "(nearest liked)" in text and "bandit_next: explore cluster" in text
+    assert "(nearest liked + Rocchio)" in text and "bandit_next: explore cluster" in text
     picks = text.split("6. Recommendations")[1].split("bandit_next")[0].split("\n")[1:4]
     assert [p.split()[0] for p in picks] == ["1.", "2.", "3."], picks  # ranked
     assert all(p.split()[1] in ("chelsea", "coffee") for p in picks), picks  # what is liked

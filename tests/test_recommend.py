@@ -63,7 +63,7 @@ def test_cold_start_says_which_fallback_it_used(db, shop):
     assert {r[2] for r in recommend(db, "newcomer", 5)} == {"popularity"}
     vote(db, "newcomer", 1, True)
     rows = recommend(db, "newcomer", 5)
-    assert {r[2] for r in rows} == {"nearest liked"}
+    assert {r[2] for r in rows} == {"nearest liked + Rocchio"}
     assert all(shop["group"][r[0]] == shop["group"][1] for r in rows)
 
 
@@ -178,7 +178,7 @@ def test_shard_scoring_checks_the_preferences_it_is_sent(db):
          r'vision._score_images: argument "strategy" must be one of'),
         (5, "nearest liked + taste model", None, pgerr.NullValueNotAllowed,
          r'vision._score_images: argument "taste" must not be NULL'),
-        (5, "nearest liked", b"not an npz", pgerr.InvalidParameterValue,
+        (5, "nearest liked + Rocchio", b"not an npz", pgerr.InvalidParameterValue,
          r'vision._score_images: argument "taste" is not a pgvision payload'),
         (5, "nearest liked + taste model", small, pgerr.InvalidParameterValue,
          r'vision._score_images: argument "taste" must be the likes \(and dislikes, w, b\) of '
@@ -246,7 +246,7 @@ def test_votes_on_deleted_or_broken_images_are_left_out(db, shop):
     del db.notices[:]
     try:
         rows = recommend(db, "careful", 5)
-        assert {r[2] for r in rows} == {"nearest liked"}
+        assert {r[2] for r in rows} == {"nearest liked + Rocchio"}
         assert all(group[r[0]] == group[2] for r in rows)
         assert np.isfinite([r[1] for r in rows]).all()
         assert any(f"votes on image(s) [{same[1]}] are ignored" in n for n in db.notices)

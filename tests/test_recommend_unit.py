@@ -32,30 +32,42 @@ def test_the_scorers_equal_their_definitions(votes):
     np.testing.assert_allclose(score, z(nearest) + z(taste), rtol=1e-6, atol=1e-9)
     mean_like = payload["likes"].mean(axis=0)
     np.testing.assert_allclose(tie, U @ (mean_like / np.linalg.norm(mean_like)), rtol=1e-6)
+    direction = lambda V: V.mean(axis=0) / np.linalg.norm(V.mean(axis=0))  # noqa: E731
+    rocchio = U @ (direction(payload["likes"]) - 0.5 * direction(payload["dislikes"]))
+    few, _ = recommend.score_rows(U, recommend.LIKES, {"likes": payload["likes"],
+                                                       "dislikes": payload["dislikes"]})
+    np.testing.assert_allclose(few, z(nearest) + 0.5 * z(rocchio), rtol=1e-6, atol=1e-9)
     likes_only, _ = recommend.score_rows(U, recommend.LIKES, {"likes": payload["likes"]})
-    np.testing.assert_allclose(likes_only, (U @ payload["likes"].T).max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(likes_only, z((U @ payload["likes"].T).max(axis=1))
+                               + 0.5 * z(U @ direction(payload["likes"])), rtol=1e-6, atol=1e-9)
 
 
-def test_shards_standardise_as_one_node_does(votes):
+@pytest.mark.parametrize("strategy", [recommend.BOTH, recommend.LIKES])
+def test_shards_standardise_as_one_node_does(votes, strategy):
     """Raw moments of two halves, added up, standardise like the whole catalog."""
     U, payload = votes
-    whole, _ = recommend.score_rows(U, recommend.BOTH, payload)
+    if strategy == recommend.LIKES:  # no taste model: the second score is Rocchio's
+        payload = {"likes": payload["likes"], "dislikes": payload["dislikes"]}
+    whole, _ = recommend.score_rows(U, strategy, payload)
     shared = dict(payload, moments=recommend.moments_of(
         [recommend.raw_moments(U[:25], payload), recommend.raw_moments(U[25:], payload)]))
-    halves = np.concatenate([recommend.score_rows(U[:25], recommend.BOTH, shared)[0],
-                             recommend.score_rows(U[25:], recommend.BOTH, shared)[0]])
+    halves = np.concatenate([recommend.score_rows(U[:25], strategy, shared)[0],
+                             recommend.score_rows(U[25:], strategy, shared)[0]])
     np.testing.assert_allclose(halves, whole, rtol=1e-6, atol=1e-9)
 
 
 def test_ties_are_broken_by_the_tie_breaker_not_by_id():
-    """Images 1 and 2 are exactly as near the nearest like (e1); image 2 is nearer the mean
-    of the likes, so it comes first; two copies of one vector (3 and 4) fall back to id."""
+    """Images 1 and 2 are exactly as near the nearest like (e1), and a taste model that says
+    nothing (w = 0) leaves them tied; image 2 is nearer the mean of the likes, so it comes
+    first; two copies of one vector (3 and 4) fall back to id."""
     c, s = np.cos(0.3), np.sin(0.3)
-    likes = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    vectors = np.array([[c, 0.0, s], [c, s, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],
-                       dtype=np.float32)
+    likes = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    dislikes = np.array([[0.0, 0.0, 0.0, 1.0]])  # as far from all four
+    vectors = np.array([[c, 0.0, s, 0.0], [c, s, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0],
+                        [0.0, 0.0, 1.0, 0.0]], dtype=np.float32)
     matrix = FeatureMatrix(np.array([1, 2, 3, 4]), vectors)
-    ranked = recommend.best_scored(matrix, recommend.LIKES, {"likes": likes}, (), 4)
+    payload = {"likes": likes, "dislikes": dislikes, "w": np.zeros(4), "b": 0.0}
+    ranked = recommend.best_scored(matrix, recommend.BOTH, payload, (), 4)
     assert [i for i, _ in ranked] == [2, 1, 3, 4]
     assert ranked[0][1] == ranked[1][1]
 

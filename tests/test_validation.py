@@ -140,8 +140,8 @@ CASES = [
      'argument "user_id" must not be NULL'),
     ("vision._score_images",
      lambda p, g: recommend.score_images(p, g, "m", "t", 5, [], "magic", None, None, None),
-     "argument \"strategy\" must be one of 'nearest liked + taste model', 'nearest liked', "
-     "'popularity', got 'magic'"),
+     "argument \"strategy\" must be one of 'nearest liked + taste model', "
+     "'nearest liked + Rocchio', 'popularity', got 'magic'"),
     ("vision._score_moments", lambda p, g: recommend.score_moments(p, g, None, "t", None),
      'argument "taste" must not be NULL'),
     ("vision.cluster", lambda p, g: clusters.cluster(p, g, method="dbscan"),

@@ -11,9 +11,13 @@ Thompson-sampling exploration over the catalog's clusters.
     blurs), and a logistic taste model on the votes (it generalises where the nearest vote
     is noise); neither alone wins on both photos and synthetic catalogs, the sum is within
     noise of the best of the two or above it;
-  - likes only, or fewer than TASTE_FROM of a kind, ``'nearest liked'``: the similarity to
-    the nearest liked image less half that to the nearest disliked one (on photos, 0.99 of
-    the top 10 liked with 3 likes, where cosine to their mean gets 0.78);
+  - likes only, or fewer than TASTE_FROM of a kind, ``'nearest liked + Rocchio'``: the
+    standardised nearest-vote score plus half the standardised Rocchio score (cosine to the
+    mean like less half that to the mean dislike). The nearest vote finds other shots of a
+    liked product (on photos, 0.96 of the top 10 liked after 5 votes, where cosine to the
+    mean like gets 0.91); Rocchio's average keeps a few noisy votes from steering alone
+    (200 simulated users on an overlapping synthetic catalog, 5 votes: 0.719, where the
+    nearest vote alone gets 0.704 and Rocchio 0.716);
   - no likes, ``'popularity'``: net votes of all of the role's shoppers.
   Ties are broken by the similarity to the mean like, then by id.
 - A user's taste model (``vision.taste_models``) is the logistic model, refitted after each
@@ -37,14 +41,15 @@ FN_RECOMMEND = "vision.recommend"
 FN_BANDIT = "vision.bandit_next"
 FN_SCORE = "vision._score_images"
 BOTH = "nearest liked + taste model"
-LIKES = "nearest liked"
+LIKES = "nearest liked + Rocchio"
 POPULARITY = "popularity"
 STRATEGIES = (BOTH, LIKES, POPULARITY)
 
 
 # --- scorers (numpy only) ---------------------------------------------------------------
 
-DISLIKE_WEIGHT = 0.5  # nearest liked − DISLIKE_WEIGHT × nearest disliked
+DISLIKE_WEIGHT = 0.5  # nearest liked − DISLIKE_WEIGHT × nearest disliked (and in Rocchio)
+ROCCHIO_WEIGHT = 0.5  # of the standardised Rocchio score beside the nearest vote's
 TASTE_C = 10.0        # inverse L2 penalty of the taste model, on unit-length rows
 TASTE_VERSION = 2     # stored taste models: 1 (0.7.0-0.12.0, mean/scale/w/b), 2 (w, b)
 # likes and dislikes each before the taste model joins in: a logistic model on a handful of
@@ -69,15 +74,31 @@ def nearest_vote_scores(U, likes, dislikes):
     return score
 
 
+def rocchio_scores(U, likes, dislikes):
+    """Cosine of each unit row of ``U`` to the mean like, less DISLIKE_WEIGHT times that to
+    the mean dislike (none: 0)."""
+    direction = learners.unit(likes.mean(axis=0, keepdims=True))[0]
+    if len(dislikes):
+        direction = direction - DISLIKE_WEIGHT * learners.unit(
+            dislikes.mean(axis=0, keepdims=True))[0]
+    return U @ direction
+
+
 def standardised(score):
-    return (score - score.mean()) / (score.std() + 1e-12)
+    """Zero mean, unit deviation over the finite scores (a row whose stored features are not
+    finite keeps its NaN and ranks last, without spoiling the others)."""
+    return (score - np.nanmean(score)) / (np.nanstd(score) + 1e-12)
 
 
 def _parts(U, payload):
-    """(nearest-vote score, taste-model margin) of each unit row of ``U``."""
+    """(nearest-vote score, second score) of each unit row of ``U``: the second is the taste
+    model's margin where the payload holds one (``w``, ``b``), else the Rocchio score."""
     likes = payload["likes"]
-    nearest = nearest_vote_scores(U, likes, payload.get("dislikes", likes[:0]))
-    return nearest, U @ payload["w"] + float(payload["b"])
+    dislikes = payload.get("dislikes", likes[:0])
+    nearest = nearest_vote_scores(U, likes, dislikes)
+    if "w" in payload:
+        return nearest, U @ payload["w"] + float(payload["b"])
+    return nearest, rocchio_scores(U, likes, dislikes)
 
 
 def score_rows(U, strategy, payload):
@@ -87,26 +108,29 @@ def score_rows(U, strategy, payload):
         return payload, np.zeros(len(U))
     likes = payload["likes"]
     tie = U @ learners.unit(likes.mean(axis=0, keepdims=True))[0]
-    if strategy == LIKES:
-        return nearest_vote_scores(U, likes, payload.get("dislikes", likes[:0])), tie
-    nearest, taste = _parts(U, payload)
+    nearest, second = _parts(U, payload)
+    weight = 1.0 if strategy == BOTH else ROCCHIO_WEIGHT
     if "moments" in payload:  # a sharded catalog's: every shard standardises alike
-        mean_nearest, sd_nearest, mean_taste, sd_taste = payload["moments"]
+        mean_nearest, sd_nearest, mean_second, sd_second = payload["moments"]
         return ((nearest - mean_nearest) / (sd_nearest + 1e-12)
-                + (taste - mean_taste) / (sd_taste + 1e-12)), tie
-    return standardised(nearest) + standardised(taste), tie
+                + weight * (second - mean_second) / (sd_second + 1e-12)), tie
+    return standardised(nearest) + weight * standardised(second), tie
 
 
 def raw_moments(U, payload):
-    """[n, Σ nearest, Σ nearest², Σ taste, Σ taste²] over the unit rows ``U``: what a shard
-    tells its coordinator, which adds them up into the catalog's mean and deviation."""
-    nearest, taste = (part.astype(np.float64) for part in _parts(U, payload))
-    return [float(len(U)), float(nearest.sum()), float((nearest ** 2).sum()),
-            float(taste.sum()), float((taste ** 2).sum())]
+    """[n, Σ nearest, Σ nearest², Σ second, Σ second²] over the unit rows ``U`` (the
+    second score: taste model or Rocchio, see :func:`_parts`): what a shard tells its
+    coordinator, which adds them up into the catalog's mean and deviation."""
+    nearest, second = (part.astype(np.float64) for part in _parts(U, payload))
+    finite = np.isfinite(nearest) & np.isfinite(second)
+    nearest, second = nearest[finite], second[finite]
+    return [float(finite.sum()), float(nearest.sum()), float((nearest ** 2).sum()),
+            float(second.sum()), float((second ** 2).sum())]
 
 
 def moments_of(raw):
-    """(mean, sd of nearest, mean, sd of taste) from the shards' :func:`raw_moments`."""
+    """(mean, sd of nearest, mean, sd of the second score) from the shards'
+    :func:`raw_moments`."""
     n, s1, s2, t1, t2 = np.asarray(raw, dtype=np.float64).sum(axis=0)
     n = max(n, 1.0)
     return [s1 / n, np.sqrt(max(s2 / n - (s1 / n) ** 2, 0.0)),
@@ -305,12 +329,12 @@ FN_MOMENTS = "vision._score_moments"
 
 
 def score_moments(plpy, GD, model, source, taste):
-    """This node's :func:`raw_moments` for the payload of a 'nearest liked + taste model'
-    user. Internal to vision_cluster.recommend."""
+    """This node's :func:`raw_moments` for the payload of a user scored with likes (with a
+    taste model or not). Internal to vision_cluster.recommend."""
     fn = FN_MOMENTS
     require_not_null(fn, "taste", taste)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    payload = _received(fn, BOTH, taste, model_row["dims"])
+    payload = _received(fn, None, taste, model_row["dims"])
     return raw_moments(snapshots.load_for(plpy, GD, fn, model_row, source).unit, payload)
 
 

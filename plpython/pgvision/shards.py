@@ -13,7 +13,7 @@ import json
 from . import __version__, featurestore, registry, snapshots, spi
 from .classify import read_labels
 from .extract import features_of
-from .recommend import (BOTH, POPULARITY, moments_of, payload_bytes, preferences,
+from .recommend import (POPULARITY, moments_of, payload_bytes, preferences,
                         validate_recommend)
 from .shardlinks import (EXPORTS, FDW_PREFIX, PROXY_SERVER, USER_KEYS, fan_out, literal,
                          option_list, qualified_table, validate_shards)
@@ -362,7 +362,7 @@ def recommend(plpy, GD, user_id, source, k=10, exclude_seen=True, model=None):
         strategy, payload, seen = preferences(
             plpy, GD, user_id, model_row, source_oid,
             lambda: snapshots.load_for(plpy, GD, fn, model_row, source_oid))
-        if strategy == BOTH:  # scores standardised over the whole catalog, as on one node
+        if strategy != POPULARITY:  # scores standardised over the whole catalog, as on a node
             raw = fan_out(plpy, fn, "SELECT moments FROM vision_cluster._score_moments("
                           "$1, $2, $3, $4, $5)", ["text", "text", "text", "text", "bytea"],
                           [__version__, model_row["sha256"], model, source,
