@@ -35,6 +35,23 @@ def pgvision(*args, db_name=None, env=None, check=True):
     return done
 
 
+def browser(tmp_path):
+    """Headless Chromium with a profile of the test's own (skips when it is not installed)."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (make install-dev installs it)")
+    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'chromium'}"]
+
+
+def pictures_decoded(page, tmp_path):
+    """The ``data-loaded`` count a page sets once Chromium has loaded it (see pages.SCRIPT),
+    or None when the page set none."""
+    dom = subprocess.run([*browser(tmp_path), "--dump-dom", "--virtual-time-budget=5000",
+                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'<body data-loaded="(\d+)"', dom)
+    return int(found.group(1)) if found else None
+
+
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
     """4 photos as JPEG, their mirror images as PNG in a sub-folder, a byte-identical copy,
@@ -177,15 +194,10 @@ def test_extract_then_similar_writes_a_page_a_browser_shows(db, db_name, photo_d
     new_file = pgvision("similar", str(photo_dir / "mirrored" / "coffee.png"), "--table", table,
                         "-k", "1", db_name=db_name)
     assert re.search(r"│\s+1\s+│\s+\d+\s+│\s+coffee.png\s+│\s+0.0000\s+│", new_file.stdout)
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (make install-dev installs it)")
-    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={tmp_path / 'chromium'}"]
-    dom = subprocess.run([*browser, "--dump-dom", "--virtual-time-budget=5000",
-                          page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert re.search(r'<body data-loaded="4"', dom), dom[:500]  # every picture decoded
+    assert pictures_decoded(page, tmp_path) == 4  # every picture decoded
     shot = tmp_path / "shot.png"
-    subprocess.run([*browser, "--window-size=1200,700", f"--screenshot={shot}", page.as_uri()],
+    subprocess.run([*browser(tmp_path), "--window-size=1200,700", f"--screenshot={shot}",
+                    page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     orange = np.all(np.abs(pixels - (230, 126, 34)) < 16, axis=2)
@@ -223,13 +235,7 @@ def test_duplicates_hashes_the_table_and_groups_each_photo_with_its_mirror(
     html = page.read_text()
     assert "http" not in html.replace("http-equiv", "")
     assert html.count("<figure") == 2 * len(PHOTOS) and html.count('class="group"') == len(PHOTOS)
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (make install-dev installs it)")
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
-                          "--virtual-time-budget=5000", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    assert re.search(rf'<body data-loaded="{2 * len(PHOTOS)}"', dom), dom[:500]
+    assert pictures_decoded(page, tmp_path) == 2 * len(PHOTOS)
 
 
 def labels(directory):
@@ -261,13 +267,7 @@ def test_search_text_reads_the_table_first_and_finds_the_words(db, db_name, tabl
     assert len(lines[0]["box"]) == 8
     html = page.read_text()
     assert html.count("<figure") == 2 and "COFFEE" in html.upper()
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (make install-dev installs it)")
-    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
-                          "--virtual-time-budget=5000", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    assert re.search(r'<body data-loaded="2"', dom), dom[:500]
+    assert pictures_decoded(page, tmp_path) == 2
 
 
 def test_moderate_scores_files_and_a_table_and_lists_the_flagged(db, db_name, photo_dir, table):
