@@ -22,7 +22,6 @@ made from the 1,000 (``--only-held-out`` runs just that).
 
 import argparse
 import io
-import json
 import warnings
 import os
 import sys
@@ -36,7 +35,7 @@ from PIL import Image
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from test_classify import shape_image  # noqa: E402  (the test suite's pattern generator)
 from search import augmented_photos  # noqa: E402
-from common import feature_table  # noqa: E402
+from common import feature_table, write_results  # noqa: E402
 
 
 def encode(img):
@@ -347,10 +346,7 @@ def main():
     if t:
         print(f"\nLabelling {t['images']} images: vision.classify_table {t['in_db_img_s']:.0f} img/s, "
               f"client-side pipeline {t['standalone_img_s']:.0f} img/s = {t['ratio']:.2f}x")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"wrote {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

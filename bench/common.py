@@ -2,6 +2,8 @@
 measurement that both the extraction and the scale-out benchmarks report."""
 
 import io
+import json
+import os
 import time
 
 import numpy as np
@@ -31,6 +33,14 @@ def sample_images(n, seed=0):
         img.save(buf, "JPEG", quality=int(rng.integers(60, 95)))
         out.append(buf.getvalue())
     return out
+
+
+def write_results(path, results):
+    """A benchmark's results as JSON at ``path`` (folders made as needed), said on stdout."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=1)
+    print(f"wrote {path}")
 
 
 def timed(cur, sql, params=None):

@@ -19,7 +19,6 @@
 
 import argparse
 import io
-import json
 import os
 import time
 
@@ -27,7 +26,7 @@ import numpy as np
 import psycopg2
 from PIL import Image
 
-from common import copy_features
+from common import copy_features, write_results
 from search import augmented_photos
 
 from pgvision import DEFAULT_MODEL
@@ -224,10 +223,7 @@ def main():
         r = s[name]
         print(f"  vision.duplicates, {name:<20} {r['seconds']:6.1f} s, planted pairs grouped "
               f"{r['planted_found']:.3f}, {r['groups']:,} groups")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"wrote {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

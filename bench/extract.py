@@ -37,7 +37,8 @@ from pgvision import DEFAULT_MODEL
 from pgvision.files import default_model_dir, read_manifest
 from pgvision.runtimes import runs_int8
 
-from common import parallel_workers, sample_images, timed  # noqa: E402
+from common import (parallel_workers, sample_images, timed,  # noqa: E402
+                    write_results)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 def run_baseline(args):
@@ -214,10 +215,7 @@ def main():
             results.append(bench_model(args.dsn, entry, images, workdir))
 
     report(results)
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump({"cpus": os.cpu_count(), "results": results}, fh, indent=1)
-    print(f"wrote {args.json}")
+    write_results(args.json, {"cpus": os.cpu_count(), "results": results})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ graph index), and perturbations of real Inception-v3 features of the photos.
 
 import argparse
 import io
-import json
 import os
 import time
 
@@ -25,7 +24,7 @@ import numpy as np
 import psycopg2
 from PIL import Image, ImageEnhance, ImageOps
 
-from common import SOURCES, feature_table, photos
+from common import SOURCES, feature_table, photos, write_results
 
 MODEL, DIMS = "inception_v3", 2048
 
@@ -227,10 +226,8 @@ def main():
                       f"{e['standalone_recall_at_10']:.3f}), {e['in_db_qps']:.0f} q/s in-DB vs "
                       f"{e['standalone_qps']:.0f} standalone = {e['qps_ratio']:.2f}x; "
                       f"similar_many {e['in_db_batch_qps']:.0f} q/s = {e['batch_qps_ratio']:.2f}x")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"\nwrote {args.json}")
+    print()
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

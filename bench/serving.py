@@ -24,7 +24,6 @@ Inception-v3 features):
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -33,7 +32,8 @@ import time
 
 import numpy as np
 
-from common import clustered_blocks, connect, copy_features, feature_table
+from common import (clustered_blocks, connect, copy_features, feature_table,
+                    write_results)
 
 MODEL, DIMS, TABLE = "inception_v3", 2048, "bench_serving"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -353,10 +353,8 @@ def main():
         results["pgvector"] = pgvector(n, queries, truth, args.sessions, efs)
 
     report(results, storages, efs)
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"\nwrote {args.json}")
+    print()
+    write_results(args.json, results)
 
 
 def memory_line(m):

@@ -22,7 +22,6 @@ the other colour, JPEG quality 90. Each line lies wholly inside its photo.
 
 import argparse
 import io
-import json
 import os
 import random
 import time
@@ -31,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from skimage import data as photos
 
-from common import SOURCES, connect, load
+from common import SOURCES, connect, load, write_results
 from pgvision import images as pgimages
 from pgvision import ocr
 
@@ -210,10 +209,7 @@ def main():
     print(f"  RapidOCR called directly (same engine)       {results['direct_per_second']:6.2f} img/s")
     print(f"  ratio in-DB / direct                         {results['ratio']:6.2f}x  "
           f"(same text read for {same} of {len(made)} images)")
-    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-    with open(args.json, "w") as fh:
-        json.dump(results, fh, indent=1)
-    print(f"wrote {args.json}")
+    write_results(args.json, results)
     cur.execute(f"DROP TABLE {TABLE}")
 
 
