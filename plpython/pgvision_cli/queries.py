@@ -160,6 +160,17 @@ def duplicates(session, table, model, hashes_only, max_hash_distance, min_simila
         session.say(f"wrote {html_out}")
 
 
+def extracted_once(session, qualified, model, doing):
+    """Extract ``model`` for a table (its id and image columns) unless that was ever done:
+    from then on the change triggers and vision.maintain keep it current."""
+    done = run_sql(session, "SELECT EXISTS (SELECT 1 FROM vision.extract_jobs WHERE model = %s "
+                   "AND source = %s::regclass)", (model, qualified))[0][0]
+    if not done:
+        session.say(f"{doing} {qualified} first ({model})")
+        run_sql(session, "CALL vision.extract_table(%s::regclass, model => %s)",
+                (qualified, model))
+
+
 @click.command("search-text")
 @click.argument("words")
 @click.option("--table", "-t", required=True, help="Table the images are in.")
@@ -178,12 +189,7 @@ def search_text(session, words, table, k, html_out, as_json):
       pgvision search-text "organic coffee" --table products --html coffee.html
     """
     qualified = quoted_table(session, table)
-    read = run_sql(session, "SELECT EXISTS (SELECT 1 FROM vision.extract_jobs WHERE model = "
-                   "'pp_ocr_v6' AND source = %s::regclass)", (qualified,))[0][0]
-    if not read:
-        session.say(f"reading the text of {qualified} first (pp_ocr_v6)")
-        run_sql(session, "CALL vision.extract_table(%s::regclass, model => 'pp_ocr_v6')",
-                (qualified,))
+    extracted_once(session, qualified, "pp_ocr_v6", "reading the text of")
     rows = run_sql(session, "SELECT image_id, rank, text FROM vision.search_text(%s, "
                    "%s::regclass, k => %s)", (words, qualified, k))
     stored = image_rows(session, qualified, [r[0] for r in rows])
@@ -266,12 +272,7 @@ def moderate(session, files, table, flagged, threshold, as_json):
                             **{c: scores[c] for c in CLASSES}})
     else:
         qualified = quoted_table(session, table)
-        scored = run_sql(session, "SELECT EXISTS (SELECT 1 FROM vision.extract_jobs WHERE model "
-                         "= 'nsfwjs_mobilenet_v2' AND source = %s::regclass)", (qualified,))[0][0]
-        if not scored:
-            session.say(f"scoring {qualified} first (nsfwjs_mobilenet_v2)")
-            run_sql(session, "CALL vision.extract_table(%s::regclass, model => "
-                    "'nsfwjs_mobilenet_v2')", (qualified,))
+        extracted_once(session, qualified, "nsfwjs_mobilenet_v2", "scoring")
         if threshold is not None:
             run_sql(session, "SELECT pg_catalog.set_config('pgvision.flag_threshold', %s, false)",
                     (str(threshold),))
