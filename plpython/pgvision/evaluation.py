@@ -123,7 +123,8 @@ def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
     """One row per model: :func:`evaluate` of the labelled images of ``source``, extracted
     afresh (nothing is stored) so each model's time per image is measured too. ``models``
     NULL: every registered feature model (not the OCR model). ``options`` names the labels
-    table's columns (``id_column``, ``label_column``, and ``group_column`` for near-duplicate recall)."""
+    table's columns (``id_column``, ``label_column``, and ``group_column`` for near-duplicate
+    recall)."""
     fn = FN_EVALUATE
     for argument, value in (("labels", labels), ("source", source), ("id_column", id_column),
                             ("image_column", image_column), ("max_images", max_images)):
@@ -136,7 +137,8 @@ def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
                             "id_column, label_column, group_column")
     if models is None:
         models = [r["name"] for r in plpy.execute(  # the feature models: OCR reads text
-            "SELECT name, sha256 FROM vision.model_store ORDER BY name") if not ocr.is_ocr_row(r)]
+            "SELECT name, sha256 FROM vision.model_store ORDER BY name")
+            if not ocr.is_ocr_row(r)]
     if not models or any(m is None for m in models):
         raise PgvisionError(fn, 'argument "models" must name at least one model, and no NULL')
     rows = [registry.lookup(plpy, GD, fn, m, argument="models") for m in models]

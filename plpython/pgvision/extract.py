@@ -182,8 +182,8 @@ def batch_limit(row, memory):
 def _extract_rows(plpy, GD, fn, pin, relid, qualified, row, id_column, image_column, batch_size,
                   retry_failed, parts, part, max_rows):
     model = row["name"]
-    # The OCR model reads one image at a time (its input is at most 960 pixels a side), so a
-    # batch holds only bytes: the memory limit does not cut it.
+    # The OCR model reads one image at a time (at most 2,000 pixels a side, see
+    # pgvision.ocr.pixels), so a batch holds only bytes: the memory limit does not cut it.
     reads_text = ocr.is_ocr_row(row)
     limit = MAX_BATCH if reads_text else batch_limit(row, settings.max_batch_memory(plpy, GD))
     if batch_size > limit:

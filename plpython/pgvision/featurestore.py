@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import (DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE,
                      UNDEFINED_OBJECT, PgvisionError)
-from . import ocr, registry, sharedfiles, spi
+from . import registry, sharedfiles, spi
 from .privileges import require_select, table_name
 from .spi import plan
 
@@ -221,9 +221,9 @@ def context(plpy, GD, function, model, source):
     row = rows[0]
     if not row["may_read"]:
         require_select(plpy, GD, function, row["source_oid"], f"{function} over its images")
-    model_row = {key.replace("model_sha256", "sha256"): row[key] for key in _REGISTRY}
-    if ocr.is_ocr_row(model_row):
-        registry.lookup(plpy, GD, function, model)  # raises: the OCR model has no vectors
+    model_row = registry.require_kind(
+        function, {key.replace("model_sha256", "sha256"): row[key] for key in _REGISTRY},
+        "features")
     current = None if row["version"] is None else {
         key: value for key, value in row.items() if key not in _REGISTRY}
     return model_row, row["source_oid"], current

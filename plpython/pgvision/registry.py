@@ -16,8 +16,8 @@ import zipfile
 
 from . import DEFAULT_MODEL, extractors, hashing, ocr, runtimes, settings, spi
 from .errors import (DUPLICATE_OBJECT, INSUFFICIENT_PRIVILEGE, OBJECT_IN_USE, UNDEFINED_OBJECT,
-                     EXTERNAL_ERROR, INVALID_PARAMETER, PgvisionError, require, require_choice, require_int_range,
-                     require_not_null)
+                     EXTERNAL_ERROR, INVALID_PARAMETER, PgvisionError, require, require_choice,
+                     require_int_range, require_not_null)
 from .files import default_model_dir, read_manifest, runtime_dir, sha256_file
 from .images import PREPROCESSING
 from .pooling import POOLING
@@ -38,9 +38,14 @@ def lookup(plpy, GD, function, name, argument="model", makes="features"):
         raise PgvisionError(function, f'argument "{argument}" names no registered model: {name!r}',
                             UNDEFINED_OBJECT,
                             hint="SELECT name FROM vision.models lists the registered models.")
-    row = dict(rows[0])
+    return require_kind(function, dict(rows[0]), makes, argument)
+
+
+def require_kind(function, row, makes, argument="model"):
+    """``row`` (a registry row), when its model makes what the caller needs (``makes``, as
+    for :func:`lookup`); else the error that says which kind it is."""
     if makes is not None and ocr.is_ocr_row(row) != (makes == "text"):
-        raise PgvisionError(function, f'argument "{argument}": model {name!r} ' + (
+        raise PgvisionError(function, f'argument "{argument}": model {row["name"]!r} ' + (
             "reads text; it makes no feature vectors" if makes == "features" else
             "makes feature vectors; it reads no text"), INVALID_PARAMETER,
             hint="vision.read_text and vision.search_text use the OCR model pp_ocr_v6; every "

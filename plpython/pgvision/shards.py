@@ -207,12 +207,11 @@ def search_text(plpy, GD, query, source, k=10, model="pp_ocr_v6"):
     for argument, value in (("query", query), ("k", k)):
         require_not_null(fn, argument, value)
     _validate_search(fn, source, k)
-    version, sha = _version_and_sha(plpy, GD, fn, model)
-    registry.lookup(plpy, GD, fn, model, makes="text")
+    sha = registry.lookup(plpy, GD, fn, model, makes="text")["sha256"]
     rows = fan_out(plpy, fn, "SELECT image_id, rank, text, node FROM vision_cluster._search_text("
                    "$1, $2, $3, $4, $5, $6) ORDER BY rank DESC, image_id LIMIT $5",
                    ["text", "text", "text", "text", "int4", "text"],
-                   [version, sha, query, source, k, model])
+                   [__version__, sha, query, source, k, model])
     return [(r["image_id"], r["rank"], r["text"], r["node"]) for r in rows]
 
 
