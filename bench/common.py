@@ -103,8 +103,9 @@ def parallel_workers(dsn, images, model, cpus, counts=(1, 2)):
 
 
 def copy_features(cur, table, model, ids, vectors):
-    """COPY (model, table, id, vector) rows into vision.features in Postgres' binary format
-    (built with numpy: ~100x faster than formatting floats as text)."""
+    """COPY (model, table, id, vector) rows into vision.stored_features in half precision, as
+    pgvision stores them, in Postgres' binary format (built with numpy: ~100x faster than
+    formatting floats as text)."""
     ids = np.asarray(ids, dtype=np.int64)
     n, dims = vectors.shape
     cur.execute("SELECT %s::regclass::oid", (table,))
@@ -112,25 +113,20 @@ def copy_features(cur, table, model, ids, vectors):
     model_bytes = model.encode()
     row = np.dtype([("fields", ">i2"), ("model_len", ">i4"), ("model", f"S{len(model_bytes)}"),
                     ("source_len", ">i4"), ("source", ">u4"), ("id_len", ">i4"), ("id", ">i8"),
-                    ("array_len", ">i4"), ("ndim", ">i4"), ("flags", ">i4"), ("elem", ">u4"),
-                    ("dim", ">i4"), ("lbound", ">i4"),
-                    ("values", [("len", ">i4"), ("value", ">f4")], (dims,))])
+                    ("half_len", ">i4"), ("half", "<f2", (dims,))])
     rows = np.zeros(n, dtype=row)
     rows["fields"], rows["model_len"], rows["model"] = 4, len(model_bytes), model_bytes
     rows["source_len"], rows["source"], rows["id_len"], rows["id"] = 4, oid, 8, ids
-    rows["array_len"] = 20 + 8 * dims
-    rows["ndim"], rows["elem"], rows["dim"], rows["lbound"] = 1, 700, dims, 1
-    rows["values"]["len"] = 4
-    rows["values"]["value"] = vectors
+    rows["half_len"], rows["half"] = 2 * dims, vectors
     data = b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
-    cur.copy_expert("COPY vision.features (model, source, image_id, feature) FROM STDIN "
+    cur.copy_expert("COPY vision.stored_features (model, source, image_id, half) FROM STDIN "
                     "WITH (FORMAT binary)", io.BytesIO(data))
 
 
 def feature_table(cur, table, model, n, blocks):
     """(Re)create ``table`` with ids 1..n and store ``blocks`` of (ids, vectors) as its
     features for ``model``."""
-    cur.execute("DELETE FROM vision.features WHERE source = to_regclass(%s)", (table,))
+    cur.execute("DELETE FROM vision.stored_features WHERE source = to_regclass(%s)", (table,))
     cur.execute(f"DROP TABLE IF EXISTS {table}")
     cur.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY)")
     cur.execute(f"INSERT INTO {table} SELECT generate_series(1, {n})")

@@ -66,7 +66,7 @@ def backend_pid(conn):
 def load(cur, n):
     feature_table(cur, TABLE, MODEL, n, clustered_blocks(n, DIMS))
     # autovacuum would otherwise take a core from the measurements that follow
-    cur.execute("VACUUM ANALYZE vision.features")
+    cur.execute("VACUUM ANALYZE vision.stored_features")
 
 
 def truth_for(n, queries, k=10):
@@ -197,15 +197,23 @@ def standalone_qps(cur, queries, ef):
 
 
 def disk(cur, n):
-    cur.execute("""SELECT (SELECT avg(pg_column_size(f.*)) + 24 + 8 FROM vision.features f
+    """KB per image of each copy pgvision keeps: this table's share of vision.stored_features
+    (heap, TOAST and key), the snapshot file, the index file and its rows in
+    vision.index_chunks (after VACUUM, so dead rows count nothing)."""
+    cur.execute("VACUUM vision.stored_features, vision.index_chunks")
+    cur.execute("""SELECT pg_total_relation_size('vision.stored_features')::float8
+                          * (SELECT count(*) FROM vision.stored_features
+                             WHERE source = %(t)s::regclass)
+                          / greatest((SELECT count(*) FROM vision.stored_features), 1),
+                          (SELECT size_bytes FROM vision.feature_snapshots
                            WHERE source = %(t)s::regclass),
-                          (SELECT size_bytes FROM vision.feature_snapshots WHERE source = %(t)s::regclass),
-                          (SELECT size_bytes FROM vision.indexes WHERE source = %(t)s::regclass)""",
-                {"t": TABLE})
-    per_row, snapshot, index = cur.fetchone()
-    # a row: its stored size, tuple header and line pointer (TOAST chunk overhead aside)
-    return {"features_table_kb": float(per_row) / 1024, "snapshot_file_kb": snapshot / n / 1024,
-            "index_file_kb": index / n / 1024, "index_chunks_kb": index / n / 1024}
+                          (SELECT size_bytes FROM vision.indexes WHERE source = %(t)s::regclass),
+                          pg_total_relation_size('vision.index_chunks')""", {"t": TABLE})
+    table, snapshot, index, chunks = cur.fetchone()
+    out = {"features_table_kb": table / n / 1024, "snapshot_file_kb": snapshot / n / 1024,
+           "index_file_kb": index / n / 1024, "index_chunks_kb": chunks / n / 1024}
+    out["total_kb"] = sum(out.values())
+    return out
 
 
 def upkeep(cur, n, queries, build_s):
@@ -253,6 +261,21 @@ def pgvector_dsn():
     return uri
 
 
+def copy_halfvec(cur, ids, vectors):
+    """Binary COPY of (id, halfvec) rows: halfvec_recv reads the dimension and a reserved
+    int16, then each value as big-endian binary16 (minutes for 1M rows, where text took an
+    hour)."""
+    dims = vectors.shape[1]
+    row = np.dtype([("fields", ">i2"), ("id_len", ">i4"), ("id", ">i8"), ("vec_len", ">i4"),
+                    ("dim", ">i2"), ("unused", ">i2"), ("values", ">f2", (dims,))])
+    rows = np.zeros(len(ids), dtype=row)
+    rows["fields"], rows["id_len"], rows["id"] = 2, 8, ids
+    rows["vec_len"], rows["dim"], rows["values"] = 4 + 2 * dims, dims, vectors
+    data = b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
+    cur.copy_expert("COPY items (id, embedding) FROM STDIN WITH (FORMAT binary)",
+                    __import__("io").BytesIO(data))
+
+
 def pgvector(n, queries, truth, sessions, efs):
     dsn = pgvector_dsn()
     conn = connect(dsn)
@@ -261,16 +284,19 @@ def pgvector(n, queries, truth, sessions, efs):
     cur.execute("DROP TABLE IF EXISTS items")
     cur.execute(f"CREATE TABLE items (id bigint PRIMARY KEY, embedding halfvec({DIMS}))")
     for ids, block in clustered_blocks(n, DIMS):
-        buf = "".join(f"{i}\t[{','.join(f'{x:.4g}' for x in v)}]\n" for i, v in zip(ids, block))
-        cur.copy_expert("COPY items (id, embedding) FROM STDIN", __import__("io").StringIO(buf))
+        copy_halfvec(cur, ids, block)
     started = time.monotonic()
     cur.execute("SET maintenance_work_mem = '2GB'")
     cur.execute(f"SET max_parallel_maintenance_workers = {os.cpu_count() - 1}")
     cur.execute("CREATE INDEX ON items USING hnsw (embedding halfvec_cosine_ops) "
                 "WITH (m = 16, ef_construction = 64)")
     out = {"build_s": time.monotonic() - started}
-    cur.execute("SELECT pg_relation_size('items_embedding_idx')")
-    out["index_mb"] = cur.fetchone()[0] / 2 ** 20
+    cur.execute("VACUUM items")
+    cur.execute("SELECT pg_relation_size('items_embedding_idx'), pg_total_relation_size('items')")
+    index, total = cur.fetchone()
+    out["index_mb"] = index / 2 ** 20
+    out["disk"] = {"table_kb": (total - index) / n / 1024, "index_kb": index / n / 1024}
+    out["disk"]["total_kb"] = total / n / 1024
     for ef in efs:
         cur.execute(f"SET hnsw.ef_search = {ef}")
         hits, started = 0, time.monotonic()
@@ -385,13 +411,18 @@ def report(r, storages, efs):
           f"refresh_index {u['refresh_s']:.1f} s ({u['refresh']}) vs full build "
           f"{u['full_build_s']:.1f} s = {u['refresh_vs_build']:.2f}x")
     d = r["disk"]
-    print(f"disk per image: features table {d['features_table_kb']:.1f} KB, snapshot file "
-          f"{d['snapshot_file_kb']:.1f} KB, index file {d['index_file_kb']:.1f} KB + its "
-          f"chunks {d['index_chunks_kb']:.1f} KB ({storages[-1]})")
+    print(f"disk per image: {d['total_kb']:.1f} KB = features table {d['features_table_kb']:.1f} "
+          f"KB + snapshot file {d['snapshot_file_kb']:.1f} KB + index file "
+          f"{d['index_file_kb']:.1f} KB + its chunks {d['index_chunks_kb']:.1f} KB "
+          f"({storages[-1]})")
     if "pgvector" in r:
         p = r["pgvector"]
         print(f"pgvector halfvec HNSW: build {p['build_s']:.1f} s, {p['index_mb']:.0f} MB; "
               f"{memory_line(p['memory'])}")
+        pd = p["disk"]
+        print(f"  disk per image: {pd['total_kb']:.1f} KB = table {pd['table_kb']:.1f} KB + "
+              f"index {pd['index_kb']:.1f} KB; pgvision / pgvector = "
+              f"{d['total_kb'] / pd['total_kb']:.2f}x")
         for ef in efs:
             x = p[f"ef{ef}"]
             print(f"  ef {ef:>3}: recall@10 {x['recall_at_10']:.3f}, {x['qps']:.0f} q/s")

@@ -190,17 +190,121 @@ COMMENT ON FUNCTION vision.model_handle IS
 
 -- extract: features of images ----------------------------------------------------------
 
-CREATE TABLE vision.features (
+-- Features are stored in half precision (IEEE 754 binary16, little-endian, in `half`): half
+-- the disk, WAL and backup of real[]; bench/serving.py measures what it costs search
+-- (docs/performance.md). A vector with a value beyond binary16's range (±65504), or of fewer
+-- than 256 values (class probabilities, hashes: read as values, and small), keeps single
+-- precision in `feature`, as do rows written before 0.17.0 until CALL
+-- vision.compact_features() converts them. Readers see every row as real[] in vision.features.
+-- The name sorts after vision.feature_versions on purpose: pg_restore loads table data in
+-- name order, and loading this table fires the triggers that write feature_versions.
+CREATE TABLE vision.stored_features (
   model        text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE,
   source       regclass NOT NULL,
   image_id     bigint NOT NULL,
-  feature      real[] NOT NULL,
+  feature      real[],
   extracted_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (model, source, image_id)
+  half         bytea,
+  PRIMARY KEY (model, source, image_id),
+  CONSTRAINT stored_features_one_vector CHECK ((feature IS NULL) <> (half IS NULL))
 );
-COMMENT ON TABLE vision.features IS
-  'One feature vector per (model, source table, image id), written by vision.extract_table.';
-SELECT pg_catalog.pg_extension_config_dump('vision.features', '');
+COMMENT ON TABLE vision.stored_features IS
+  'One feature vector per (model, source table, image id), written by vision.extract_table: half precision in half, or single precision in feature (values beyond half precision''s range, rows not yet compacted). Read it through vision.features.';
+-- float16 bytes do not compress: never spend a pglz attempt on them
+ALTER TABLE vision.stored_features ALTER COLUMN half SET STORAGE EXTERNAL;
+SELECT pg_catalog.pg_extension_config_dump('vision.stored_features', '');
+
+-- real[] <-> half precision, for the view below and its writers.
+CREATE FUNCTION vision._half(feature real[]) RETURNS bytea
+LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import halfprecision, spi
+return spi.call_no_spi(plpy, halfprecision.half_or_none, feature)
+$$;
+COMMENT ON FUNCTION vision._half IS
+  'Internal: a vector as little-endian float16 bytes; NULL when a value is beyond half precision''s range or the vector has fewer than 256 values (it stays real[]).';
+
+-- text, cast to real[] by the caller: float4in parses one string ~1.7x faster than PL/Python
+-- converts a list to real[] (measured on 2048-d rows)
+CREATE FUNCTION vision._half_text(half bytea) RETURNS text
+LANGUAGE plpython3u IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp AS $$
+from pgvision import halfprecision, spi
+return spi.call_no_spi(plpy, halfprecision.half_text, half)
+$$;
+COMMENT ON FUNCTION vision._half_text IS 'Internal: little-endian float16 bytes as real[] text.';
+
+CREATE VIEW vision.features WITH (security_invoker = true) AS
+  SELECT f.model, f.source, f.image_id, coalesce(f.feature, vision._half_text(f.half)::real[]) AS feature,
+         f.extracted_at
+  FROM vision.stored_features f;
+COMMENT ON VIEW vision.features IS
+  'One feature vector per (model, source table, image id) as real[], written by vision.extract_table (stored in vision.stored_features).';
+
+-- Writing real[] through the view stores half precision where it holds the values. DELETE
+-- needs no trigger: the view is updatable for it.
+CREATE FUNCTION vision._write_features() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  packed bytea;
+BEGIN
+  IF TG_OP = 'UPDATE' AND NEW.feature IS NOT DISTINCT FROM OLD.feature THEN
+    UPDATE vision.stored_features f SET model = NEW.model, source = NEW.source,
+        image_id = NEW.image_id, extracted_at = NEW.extracted_at
+      WHERE f.model = OLD.model AND f.source = OLD.source AND f.image_id = OLD.image_id;
+    -- a row that row-level security kept from the caller was not changed: not counted
+    RETURN CASE WHEN FOUND THEN NEW END;
+  END IF;
+  IF NEW.feature IS NULL THEN
+    RAISE EXCEPTION 'vision.features: argument "feature" is NULL for image % of %',
+      NEW.image_id, NEW.source USING ERRCODE = 'not_null_violation';
+  END IF;
+  packed := vision._half(NEW.feature);
+  IF TG_OP = 'INSERT' THEN
+    INSERT INTO vision.stored_features (model, source, image_id, feature, half, extracted_at)
+      VALUES (NEW.model, NEW.source, NEW.image_id,
+              CASE WHEN packed IS NULL THEN NEW.feature END, packed,
+              coalesce(NEW.extracted_at, clock_timestamp()));
+  ELSE
+    UPDATE vision.stored_features f SET model = NEW.model, source = NEW.source,
+        image_id = NEW.image_id, feature = CASE WHEN packed IS NULL THEN NEW.feature END,
+        half = packed, extracted_at = clock_timestamp()
+      WHERE f.model = OLD.model AND f.source = OLD.source AND f.image_id = OLD.image_id;
+    RETURN CASE WHEN FOUND THEN NEW END;
+  END IF;
+  RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER write_through INSTEAD OF INSERT OR UPDATE ON vision.features
+  FOR EACH ROW EXECUTE FUNCTION vision._write_features();
+
+-- Rows written before 0.17.0 hold single precision until converted, batch by batch (each
+-- commits when CALLed on its own): resumable, and searches answer throughout.
+CREATE PROCEDURE vision.compact_features(
+  source        regclass,
+  batch_rows    integer DEFAULT 2000,
+  INOUT converted bigint DEFAULT NULL,
+  INOUT single    bigint DEFAULT NULL
+)
+LANGUAGE plpython3u AS $$
+from pgvision import halfprecision, spi
+return spi.call(plpy, GD, halfprecision.compact_features, source, batch_rows)
+$$;
+COMMENT ON PROCEDURE vision.compact_features IS
+  'Store a table''s single-precision feature rows (written before 0.17.0) in half precision, committing every batch_rows; returns the rows converted and those left single (values beyond half precision''s range).';
+
+CREATE VIEW vision.feature_storage WITH (security_invoker = true) AS
+  SELECT f.model, f.source, pg_catalog.count(*) AS images,
+         pg_catalog.count(f.half) AS half_precision,
+         pg_catalog.count(f.feature) AS single_precision,
+         pg_catalog.sum(coalesce(pg_catalog.pg_column_size(f.half),
+                                 pg_catalog.pg_column_size(f.feature))) AS vector_bytes
+  FROM vision.stored_features f
+  GROUP BY f.model, f.source;
+COMMENT ON VIEW vision.feature_storage IS
+  'Per (model, source): stored vectors in half and in single precision, and their bytes.';
 
 CREATE TABLE vision.extract_errors (
   model     text NOT NULL REFERENCES vision.model_store (name) ON UPDATE CASCADE,
@@ -393,7 +497,7 @@ BEGIN
     DELETE FROM vision.feature_versions v
       USING (SELECT DISTINCT model, source FROM old_rows) o
       WHERE v.model = o.model AND v.source = o.source
-        AND NOT EXISTS (SELECT 1 FROM vision.features f
+        AND NOT EXISTS (SELECT 1 FROM vision.stored_features f
                         WHERE f.model = v.model AND f.source = v.source);
     -- no features left: no snapshot to keep either
     DELETE FROM vision.feature_snapshots s
@@ -409,19 +513,19 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER bump_on_insert AFTER INSERT ON vision.features
+CREATE TRIGGER bump_on_insert AFTER INSERT ON vision.stored_features
   REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
   EXECUTE FUNCTION vision._bump_feature_versions();
 
-CREATE TRIGGER bump_on_update AFTER UPDATE ON vision.features
+CREATE TRIGGER bump_on_update AFTER UPDATE ON vision.stored_features
   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
   EXECUTE FUNCTION vision._bump_feature_versions();
 
-CREATE TRIGGER bump_on_delete AFTER DELETE ON vision.features
+CREATE TRIGGER bump_on_delete AFTER DELETE ON vision.stored_features
   REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
   EXECUTE FUNCTION vision._bump_feature_versions();
 
-CREATE TRIGGER bump_on_truncate AFTER TRUNCATE ON vision.features
+CREATE TRIGGER bump_on_truncate AFTER TRUNCATE ON vision.stored_features
   FOR EACH STATEMENT EXECUTE FUNCTION vision._bump_feature_versions();
 
 -- A changed feature is a newly extracted one, whoever updates it.
@@ -434,8 +538,10 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER touch_on_update BEFORE UPDATE OF feature ON vision.features
-  FOR EACH ROW EXECUTE FUNCTION vision._touch_feature();
+-- (A row converted to half precision, feature -> half, is not: vision.compact_features.)
+CREATE TRIGGER touch_on_update BEFORE UPDATE OF feature, half ON vision.stored_features
+  FOR EACH ROW WHEN (OLD.feature IS NULL OR NEW.feature IS NOT NULL OR NEW.half IS NULL)
+  EXECUTE FUNCTION vision._touch_feature();
 
 -- Everything pgvision keeps about a dropped table goes with it: rows of every vision table
 -- with a `source regclass` column (so later versions' tables are covered too).
@@ -477,7 +583,7 @@ CREATE FUNCTION vision._forget_images(source regclass, ids bigint[]) RETURNS voi
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  DELETE FROM vision.features f WHERE f.source = $1 AND ($2 IS NULL OR f.image_id = ANY ($2));
+  DELETE FROM vision.stored_features f WHERE f.source = $1 AND ($2 IS NULL OR f.image_id = ANY ($2));
   DELETE FROM vision.extract_errors e
     WHERE e.source = $1 AND ($2 IS NULL OR e.image_id = ANY ($2));
   DELETE FROM vision.image_text t WHERE t.source = $1 AND ($2 IS NULL OR t.image_id = ANY ($2));
@@ -1443,7 +1549,7 @@ DECLARE
   adding text;
   changing text;
 BEGIN
-  FOR t, kind, images IN VALUES ('features', 'shared', 'ARRAY[image_id]'),
+  FOR t, kind, images IN VALUES ('stored_features', 'shared', 'ARRAY[image_id]'),
       ('extract_errors', 'shared', 'ARRAY[image_id]'), ('extract_jobs', 'shared', NULL),
       ('feature_versions', 'shared', NULL), ('neighbours', 'shared', 'image_id || neighbour_ids'),
       ('predictions', 'shared', 'ARRAY[image_id]'), ('clusters', 'shared', 'ARRAY[image_id]'),
@@ -1492,7 +1598,7 @@ BEGIN
     RETURN;
   END IF;
   SELECT string_agg(format('%s %s', n, what), ', ') INTO held FROM (
-    SELECT count(*) AS n, 'feature rows' AS what FROM vision.features
+    SELECT count(*) AS n, 'feature rows' AS what FROM vision.stored_features
     UNION ALL SELECT count(*), 'text rows' FROM vision.image_text
     UNION ALL SELECT count(*), 'classifiers' FROM vision.classifiers
     UNION ALL SELECT count(*), 'votes' FROM vision.votes
@@ -1518,13 +1624,15 @@ CREATE EVENT TRIGGER pgvision_guard_drop_extension ON ddl_command_start
 GRANT USAGE ON SCHEMA vision TO PUBLIC;
 GRANT SELECT ON vision.model_store, vision.models TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON vision.model_store TO vision_admin;
-GRANT SELECT, INSERT, UPDATE, DELETE ON vision.features, vision.extract_errors,
+GRANT SELECT, INSERT, UPDATE, DELETE ON vision.stored_features, vision.features,
+  vision.extract_errors,
   vision.extract_jobs, vision.indexes, vision.neighbours, vision.classifiers,
   vision.predictions, vision.votes, vision.taste_models, vision.clusters,
   vision.cluster_centroids, vision.map_2d, vision.feature_snapshots, vision.feature_changes,
   vision.index_chunks TO PUBLIC;
 GRANT USAGE ON SEQUENCE vision.feature_snapshot_seq, vision.index_generation_seq TO PUBLIC;
-GRANT SELECT ON vision.feature_versions, vision.extract_progress, vision.index_status,
+GRANT SELECT ON vision.feature_versions, vision.feature_storage, vision.extract_progress,
+  vision.index_status,
   vision.bandit_state, vision.features_export, vision.predictions_export TO PUBLIC;
 REVOKE ALL ON FUNCTION vision.register_model, vision.register_keras_application,
   vision.drop_model, vision._register_builtin_models(), vision._put_classifier,

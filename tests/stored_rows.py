@@ -62,6 +62,19 @@ def _choices(conn, table, column):
     return found
 
 
+def _one_of(conn, table):
+    """The first column of each CHECK that wants exactly one of two columns set
+    (``(a IS NULL) <> (b IS NULL)``): filled although it may be NULL."""
+    found = set()
+    for (definition,) in _query(conn, "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                      "WHERE conrelid = %s::regclass AND contype = 'c'",
+                                (table,)):
+        pair = re.search(r"\((\w+) IS NULL\) <> \((\w+) IS NULL\)", definition)
+        if pair:
+            found.add(pair.group(1))
+    return found
+
+
 def _references(conn, table):
     """{column: (referenced table, referenced column)} of single-column foreign keys."""
     refs = {}
@@ -103,12 +116,13 @@ def _fill(conn):
         failed = []
         for table in pending:
             refs = _references(conn, table)
+            wanted = _one_of(conn, table)
             names, values = [], []
             for column, type_, required in _query(conn, _COLUMNS, (table,)):
                 if column in refs:
                     ref_table, ref_column = refs[column]
                     value = (f"(SELECT {ref_column} FROM {ref_table} ORDER BY 1 DESC LIMIT 1)")
-                elif not required:
+                elif not required and column not in wanted:
                     continue
                 else:
                     choices = _choices(conn, table, column)
@@ -122,8 +136,10 @@ def _fill(conn):
             try:
                 with conn.cursor() as cur:
                     cur.execute("SAVEPOINT fill")
+                    # DO NOTHING: a trigger may have written the row already (the
+                    # feature store's writes vision.feature_versions)
                     cur.execute(f"INSERT INTO {table} ({', '.join(names)}) "
-                                f"VALUES ({', '.join(values)})")
+                                f"VALUES ({', '.join(values)}) ON CONFLICT DO NOTHING")
                     cur.execute("RELEASE SAVEPOINT fill")
                 filled.append(table)
             except Exception as err:  # noqa: BLE001 - retried next round, reported after

@@ -129,7 +129,8 @@ def test_extract_table_writes_features_and_records_bad_rows(db, make_table):
     saved = stored(db, "catalog")
     assert sorted(saved) == [1, 2, 4, 6]
     # batched features equal one-at-a-time ones
-    np.testing.assert_allclose(saved[4], features(db, good[4], FAST), rtol=1e-4, atol=1e-5)
+    # stored in half precision: within one binary16 step (2**-10 relative)
+    np.testing.assert_allclose(saved[4], features(db, good[4], FAST), rtol=2 ** -10, atol=1e-5)
     errors = dict(query(db, "SELECT image_id, error FROM vision.extract_errors "
                             "WHERE source = 'catalog'::regclass"))
     assert errors[3].startswith("vision.extract_table: image 3 is not a decodable image")
@@ -301,8 +302,8 @@ def test_two_sessions_split_a_table_by_parts(db, make_table, connect):
         query(db, "CALL vision.extract_table('split', parts => 2, part => 2)")
 
 
-def test_feature_rows_are_written_as_array_text_that_round_trips_float32_exactly(db):
-    from pgvision.extract import array_text
+def test_single_precision_rows_are_written_as_array_text_that_round_trips_float32_exactly(db):
+    from pgvision.halfprecision import array_text
 
     vector = np.random.default_rng(5).standard_normal(1280).astype(np.float32) * 1e-3
     vector[:4] = [1e-40, 3.4e38, -0.0, 1.0]  # a subnormal, near-max, signed zero, exact

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import psycopg2
 
 import pytest
@@ -221,6 +222,9 @@ VERSIONS = [version for _, version in revision_versions()]
 # 0.7.0 made vision.bandit_state a view over votes and clusters; 0.8.0 stores indexes in a new
 # format and says (WARNING) which ones to build again.
 REBUILT_BY = {"vision.bandit_state": "0.7.0", "vision.indexes": "0.8.0"}
+# Tables an upgrade renamed, with the rows and columns they had: 0.17.0 stores features in
+# vision.stored_features (and shows them through the view vision.features).
+RENAMED = {"vision.features": "vision.stored_features"}
 
 
 def extversion(conn):
@@ -250,9 +254,10 @@ def test_migrate_keeps_every_row_of_a_database_made_with_create_extension(fresh_
         assert extversion(conn) == pgvision.__version__
         kept = {table: cols for table, cols in had.items()
                 if parse(installed) >= parse(REBUILT_BY.get(table, "0.0.0"))}
-        after = stored_rows.checksums(conn, kept)
+        after = stored_rows.checksums(conn, {RENAMED.get(t, t): c for t, c in kept.items()})
         for table in kept:
-            assert after.get(table) == before[table], f"{table} changed: {filled}"
+            assert after.get(RENAMED.get(table, table)) == before[table], \
+                f"{table} changed: {filled}"
         now = stored_rows.checksums(conn)
         pgvision_migrate(fresh_db)
         alembic(fresh_db, "upgrade", "head")
@@ -294,8 +299,9 @@ def filled_at_head(fresh_db):
 
 def test_a_downgrade_that_would_delete_rows_is_refused_unless_asked(fresh_db, filled_at_head):
     conn, before = filled_at_head
-    # 0.16.0 -> 0.15.0 drops the text of images: refused, nothing moved
-    done = pgvision_migrate(fresh_db, "--to", "-1", returncode=1)
+    # 0.16.0 -> 0.15.0 drops the text of images: refused, nothing moved (0.17.0 -> 0.16.0
+    # before it neither)
+    done = pgvision_migrate(fresh_db, "--to", "0015", returncode=1)
     assert "refusing the downgrade of pgvision to 0.15.0" in done.stderr
     assert "table vision.image_text (1 rows)" in done.stderr, done.stderr
     assert extversion(conn) == pgvision.__version__
@@ -326,15 +332,32 @@ def test_a_downgrade_that_would_delete_rows_is_refused_unless_asked(fresh_db, fi
 
 
 def test_a_downgrade_that_deletes_nothing_needs_no_flag(fresh_db, filled_at_head):
+    """0.17.0 -> 0.16.0 gives vision.features its table back, every row in real[] holding
+    the values it held (half-precision rows convert): nothing lost, so no flag is needed;
+    and back up again."""
     conn, _ = filled_at_head
-    query(conn, "DELETE FROM vision.image_text")  # the last release's table, empty here
+    query(conn, "INSERT INTO vision.features (model, source, image_id, feature) VALUES "
+                "('users_model', 'public.migrated_images', 2, %s::real[])", ([0.5, 0.1] * 150,))
+    assert query(conn, "SELECT count(half), count(feature) FROM vision.stored_features") == \
+        [(1, 1)]
+    features = ("SELECT model, source::text, image_id, feature, extracted_at "
+                "FROM vision.features ORDER BY 1, 2, 3")
+    held = query(conn, features)
+    # what half precision holds of 0.1
+    assert np.float32(held[1][3][1]) == np.float32(np.float16(0.1)) != np.float32(0.1)
     before = stored_rows.checksums(conn)
     pgvision_migrate(fresh_db, "--to", "-1")
     assert extversion(conn) == VERSIONS[-2]
-    kept = {t: sums for t, sums in before.items() if t != "vision.image_text"}
-    assert stored_rows.checksums(conn) == kept
+    assert query(conn, "SELECT relkind FROM pg_class WHERE oid = 'vision.features'::regclass") \
+        == [("r",)]
+    assert query(conn, features) == held
+    others = {t: sums for t, sums in before.items() if t != "vision.stored_features"}
+    down = stored_rows.checksums(conn)
+    assert {t: sums for t, sums in down.items() if t != "vision.features"} == others
     pgvision_migrate(fresh_db)
-    assert stored_rows.checksums(conn) == before
+    assert query(conn, features) == held
+    assert {t: sums for t, sums in stored_rows.checksums(conn).items()
+            if t != "vision.stored_features"} == others
 
 
 def test_a_downgrade_below_0_15_is_refused_while_tables_hold_hashes_or_content_scores(

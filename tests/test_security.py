@@ -27,7 +27,7 @@ ROLES = {"owner": "pv_owner", "reader": "pv_reader", "nobody": "pv_nobody", "app
          "dba": "pv_dba"}
 IDS = list(range(1, 9))
 # Every table pgvision stores data in, and the column a test may overwrite.
-TABLES = {"features": "feature", "extract_errors": "error", "extract_jobs": "processed",
+TABLES = {"stored_features": "half", "extract_errors": "error", "extract_jobs": "processed",
           "feature_versions": "version", "indexes": "ef_search", "neighbours": "k",
           "classifiers": "method", "predictions": "label", "votes": "liked",
           "taste_models": "votes", "clusters": "cluster", "cluster_centroids": "size",
@@ -317,6 +317,15 @@ def test_direct_writes_to_pgvision_tables_change_nothing(db, shared):
                          f"jsonb_populate_record(NULL::vision.{table}, %s)", (json.dumps(row),))
         with pytest.raises(pgerr.InsufficientPrivilege):
             query(owner, f"TRUNCATE vision.{table}")
+    # nor through the view that shows the stored features as real[]
+    for change in ("UPDATE vision.features SET feature = feature",
+                   "UPDATE vision.features SET extracted_at = now()",
+                   "DELETE FROM vision.features"):
+        assert query(owner, f"WITH c AS ({change} RETURNING 1) SELECT count(*) FROM c") == \
+            [(0,)], change
+    with pytest.raises(psycopg2.Error, match=r"row-level security"):
+        query(owner, "INSERT INTO vision.features (model, source, image_id, feature) SELECT "
+                     "model, source, image_id + 1000, feature FROM vision.features LIMIT 1")
     with pytest.raises(pgerr.InsufficientPrivilege):
         query(owner, "DELETE FROM vision.model_store")
     assert snapshot(db) == before

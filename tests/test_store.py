@@ -366,3 +366,114 @@ def test_pg_dump_and_restore_keep_search_working(fresh_db):
             assert query(restored, "SELECT count(*) FROM vision.index_chunks")[0][0] >= 1
         finally:
             restored.close()
+
+
+# --- half precision: the stored truth at half the disk ----------------------------------------
+
+def test_half_precision_rows_round_trip_through_the_view(db, table):
+    """real[] written through vision.features is stored in half precision (2 bytes a value)
+    and read back as real[] holding what half precision holds; a value beyond its range
+    keeps the row in single precision, exactly; UPDATE and DELETE go through the view."""
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(3, 300)).astype(np.float32)  # 256 values or more: half
+    vectors[2, 7] = 1e6  # beyond binary16's ±65504
+    query(db, f"INSERT INTO {table} VALUES (1), (2), (3)")
+    for i, vector in enumerate(vectors, start=1):
+        query(db, "INSERT INTO vision.features (model, source, image_id, feature) "
+                  "VALUES (%s, %s::regclass, %s, %s::real[])", (MODEL, table, i, vector.tolist()))
+    stored = query(db, "SELECT image_id, half IS NOT NULL, pg_column_size(half), "
+                       "feature IS NOT NULL FROM vision.stored_features WHERE source = "
+                       "%s::regclass ORDER BY 1", (table,))
+    assert stored == [(1, True, 600 + 4, False), (2, True, 600 + 4, False), (3, False, None, True)]
+    ids, read = features(db, table)
+    assert ids.tolist() == [1, 2, 3]
+    assert np.array_equal(read[:2], vectors[:2].astype(np.float16).astype(np.float32))
+    assert np.array_equal(read[2], vectors[2])  # single precision, exact
+    assert query(db, "SELECT images, half_precision, single_precision FROM "
+                     "vision.feature_storage WHERE source = %s::regclass", (table,)) == [(3, 2, 1)]
+    # an update through the view stores the new values, and stamps the row as newly extracted
+    stamp = query(db, "SELECT extracted_at FROM vision.features WHERE source = %s::regclass "
+                      "AND image_id = 3", (table,))[0][0]
+    query(db, "UPDATE vision.features SET feature = %s::real[] WHERE source = %s::regclass "
+              "AND image_id = 3", (vectors[0].tolist(), table))
+    assert query(db, "SELECT half IS NOT NULL, feature IS NULL, extracted_at > %s FROM "
+                     "vision.stored_features WHERE source = %s::regclass AND image_id = 3",
+                 (stamp, table)) == [(True, True, True)]
+    assert np.array_equal(features(db, table)[1][2], read[0])
+    with pytest.raises(psycopg2.errors.NullValueNotAllowed,
+                       match='vision._half: argument "feature" has NULL elements'):
+        query(db, "UPDATE vision.features SET feature = '{1,NULL}' WHERE source = "
+                  "%s::regclass AND image_id = 3", (table,))
+    query(db, "DELETE FROM vision.features WHERE source = %s::regclass AND image_id = 1",
+          (table,))
+    assert features(db, table)[0].tolist() == [2, 3]
+
+
+def test_an_upgraded_table_answers_the_same_neighbours_while_and_after_it_is_compacted(
+        fresh_db, connect):
+    """A 0.16.0 table (real[]) answers after ALTER EXTENSION ... UPDATE without a rewrite, and
+    while vision.compact_features converts it (half of it converted, as an interrupted run
+    leaves it), which then converts only what is left (resumable), reports its progress
+    and keeps each row's extraction time; exact answers always equal brute force over the
+    stored values, and the neighbours stay the same."""
+    conn = psycopg2.connect(host=SOCKET_DIR, port=PORT, user=USER, dbname=fresh_db)
+    conn.autocommit = True
+    try:
+        query(conn, "CREATE EXTENSION pgvision VERSION '0.16.0' CASCADE")
+        query(conn, "CREATE TABLE old_catalog (id bigint PRIMARY KEY)")
+        fill(conn, "old_catalog", 1, 400)
+        probes = [3, 77, 150, 299, 388]
+        ids, vectors = features(conn, "old_catalog")
+        truth = {p: brute(ids, vectors, vectors[ids == p][0], 10, exclude=p) for p in probes}
+        stamps = query(conn, "SELECT image_id, extracted_at FROM vision.features ORDER BY 1")
+
+        query(conn, "ALTER EXTENSION pgvision UPDATE")
+        assert query(conn, "SELECT half_precision, single_precision FROM "
+                           "vision.feature_storage") == [(0, 400)]
+        assert {p: similar(conn, "old_catalog", p) for p in probes} == truth
+        # an interrupted conversion: every other row converted
+        query(conn, "UPDATE vision.stored_features SET half = vision._half(feature), "
+                    "feature = NULL WHERE image_id % 2 = 0")
+        ids, mixed = features(conn, "old_catalog")
+        assert {p: similar(conn, "old_catalog", p) for p in probes} == {
+            p: brute(ids, mixed, mixed[ids == p][0], 10, exclude=p) for p in probes}
+
+        conn.notices.clear()
+        with conn.cursor() as cur:
+            cur.execute("CALL vision.compact_features('old_catalog', batch_rows => 64)")
+            assert cur.fetchone() == (200, 0)  # only what was left
+        assert any("200 of 200 single-precision rows of old_catalog done" in n
+                   for n in conn.notices), conn.notices
+        assert query(conn, "SELECT half_precision, single_precision FROM "
+                           "vision.feature_storage") == [(400, 0)]
+        assert query(conn, "SELECT image_id, extracted_at FROM vision.features "
+                           "ORDER BY 1") == stamps
+        ids, halves = features(conn, "old_catalog")
+        assert np.array_equal(halves, vectors.astype(np.float16).astype(np.float32))
+        answers = {p: similar(conn, "old_catalog", p) for p in probes}
+        assert answers == {p: brute(ids, halves, halves[ids == p][0], 10, exclude=p)
+                           for p in probes}
+        same = np.mean([len(set(answers[p]) & set(truth[p])) / 10 for p in probes])
+        assert same >= 0.9, (answers, truth)
+        with conn.cursor() as cur:  # nothing left: a second call converts nothing
+            cur.execute("CALL vision.compact_features('old_catalog')")
+            assert cur.fetchone() == (0, 0)
+    finally:
+        conn.close()
+
+
+def test_compact_features_names_bad_arguments_and_wants_the_owner(db, table, connect):
+    with pytest.raises(psycopg2.Error, match='vision.compact_features: argument "source"'):
+        query(db, "CALL vision.compact_features(NULL)")
+    with pytest.raises(psycopg2.Error,
+                       match='vision.compact_features: argument "batch_rows" must be'):
+        query(db, f"CALL vision.compact_features('{table}', batch_rows => 0)")
+    query(db, "DROP ROLE IF EXISTS store_tenant; CREATE ROLE store_tenant LOGIN")
+    query(db, f"GRANT SELECT ON {table} TO store_tenant")
+    try:
+        tenant = connect(user="store_tenant")
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="compact_features"):
+            query(tenant, f"CALL vision.compact_features('{table}')")
+        tenant.close()
+    finally:
+        query(db, f"REVOKE ALL ON {table} FROM store_tenant; DROP ROLE store_tenant")

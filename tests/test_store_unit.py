@@ -1,13 +1,15 @@
 """Shared store files and the live view over them, without a server: files are written under
 a temporary working directory (a backend's is the data directory)."""
 
+import doctest
 import os
+import struct
 import time
 
 import numpy as np
 import pytest
 
-from pgvision import ann, neighbours, sharedfiles, snapshots
+from pgvision import ann, halfprecision, neighbours, sharedfiles, snapshots
 from pgvision.featurestore import FeatureMatrix
 from pgvision.snapshots import Live
 
@@ -207,3 +209,51 @@ def test_a_name_that_is_no_sha256_is_never_a_path(datadir, name):
     sharedfiles.remove(name, "vec")
     sharedfiles.remove("../pg_control" if name is None else name, "")
     assert victim.read_bytes() == b"keep me"
+
+
+# --- half precision ------------------------------------------------------------------------
+
+def test_halfprecision_doctests():
+    assert doctest.testmod(halfprecision).failed == 0
+
+
+def test_a_vector_is_stored_half_where_half_holds_it_and_single_where_not():
+    rng = np.random.default_rng(1)
+    vector = rng.normal(scale=100, size=2048).astype(np.float32)
+    single, half = halfprecision.stored(vector)
+    assert single is None and len(half) == 4096
+    back = halfprecision.decode_row({"half": half, "single": None}, 2048)
+    assert back.dtype == np.float32
+    assert np.max(np.abs(back - vector) / np.abs(vector)) <= 2 ** -11  # binary16's rounding
+    vector[9] = -7e4  # beyond ±65504
+    single, half = halfprecision.stored(vector)
+    assert half is None
+    assert np.array_equal(np.array(single[1:-1].split(","), dtype=np.float32), vector)
+    # NaN and infinities are values half precision holds
+    special = np.array([np.nan, np.inf, -np.inf, 65504], np.float32)
+    assert np.array_equal(halfprecision.from_half(halfprecision.to_half(special)), special,
+                          equal_nan=True)
+
+
+def test_a_stored_row_of_the_wrong_length_is_an_error_that_says_so():
+    with pytest.raises(ValueError, match="has 6 bytes of half precision, expected 8"):
+        halfprecision.decode_row({"half": b"\0" * 6, "single": None}, 4)
+    with pytest.raises(ValueError, match="odd number of bytes"):
+        halfprecision.decode_row({"half": b"\0" * 5, "single": None})
+    single = struct.pack(">iiiii", 1, 0, 700, 3, 1) + b"".join(
+        struct.pack(">if", 4, v) for v in (1.0, 2.0, 3.0))
+    assert halfprecision.decode_row({"half": None, "single": single}).tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="has 3 dimensions, expected 4"):
+        halfprecision.decode_row({"half": None, "single": single}, 4)
+
+
+def test_the_view_writer_refuses_what_is_not_a_flat_array_of_numbers():
+    with pytest.raises(halfprecision.PgvisionError, match='vision._half: argument "feature" '
+                       "has NULL elements"):
+        halfprecision.half_or_none([1.0, None])
+    with pytest.raises(halfprecision.PgvisionError, match="not a one-dimensional array"):
+        halfprecision.half_or_none([[1.0], [2.0]])
+    assert halfprecision.half_or_none([1e9] * 300) is None
+    assert halfprecision.half_or_none([0.5, 2.0]) is None  # short: stays single
+    assert halfprecision.half_text(halfprecision.half_or_none([0.5, 2.0] * 150)) == \
+        "{" + ",".join(["0.5,2"] * 150) + "}"

@@ -255,7 +255,7 @@ def classify_table(plpy, GD, classifier, source=None, batch_size=1000):
     row, model_row, clf = _classifier(plpy, GD, fn, classifier)
     source = _source(plpy, GD, fn, row, source)
     pending = plpy.execute(plpy.prepare("""
-        SELECT f.image_id FROM vision.features f
+        SELECT f.image_id FROM vision.stored_features f
         LEFT JOIN vision.predictions p ON p.classifier = $1 AND p.source = f.source
              AND p.image_id = f.image_id
         WHERE f.model = $2 AND f.source = $3

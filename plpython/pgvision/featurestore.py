@@ -1,15 +1,16 @@
-"""Stored features as numpy matrices: the rows of ``vision.features``, the tables they
+"""Stored features as numpy matrices: the rows of ``vision.stored_features``, the tables they
 describe, who may see which, and what changed since a snapshot.
 
-Triggers on ``vision.features`` log each changed image in ``vision.feature_changes`` with
+Triggers on ``vision.stored_features`` log each changed image in ``vision.feature_changes`` with
 its transaction and bump ``vision.feature_versions``, so a backend re-reads only the changes
 its snapshot (:mod:`pgvision.snapshots`) does not hold, and only when the version moved
 (checking costs one key lookup, folded into the call's one query, :func:`context`). A
 change is in a snapshot exactly when its transaction is visible in it, so changes that
 commit in any order are all caught.
 
-Rows are read as ``pg_catalog.array_send(feature)`` (Postgres' binary array format) and
-decoded with numpy, which is ~50x faster than converting real[] into Python lists.
+Rows are read as their half-precision bytes or, for single-precision rows, as
+``pg_catalog.array_send(feature)`` (Postgres' binary array format), and decoded with numpy,
+which is ~50x faster than converting real[] into Python lists (:mod:`pgvision.halfprecision`).
 """
 
 import numpy as np
@@ -17,12 +18,11 @@ import numpy as np
 from .errors import (DATATYPE_MISMATCH, INSUFFICIENT_PRIVILEGE,
                      UNDEFINED_OBJECT, PgvisionError)
 from . import registry, sharedfiles, spi
+from .halfprecision import VECTOR, decode_row
 from .privileges import require_select, table_name
 from .spi import plan
 
 _ID_COLUMNS = "pgvision.id_columns"
-_HEADER = 20  # ndim, flags, element type, then (length, lower bound) of the one dimension
-_ELEMENT = np.dtype([("length", ">i4"), ("value", ">f4")])
 
 
 class FeatureMatrix:
@@ -61,18 +61,6 @@ def members(values, ascending):
         return np.zeros(len(values), dtype=bool)
     at = np.minimum(np.searchsorted(ascending, values), len(ascending) - 1)
     return ascending[at] == values
-
-
-def decode_array(data, expected_dims=None):
-    """real[] in array_send format → float32 vector; ValueError when not a NULL-free 1-D array."""
-    data = bytes(data)
-    ndim, has_nulls = int.from_bytes(data[0:4], "big"), int.from_bytes(data[4:8], "big")
-    if ndim != 1 or has_nulls:
-        raise ValueError("not a one-dimensional array without NULLs")
-    values = np.frombuffer(data, dtype=_ELEMENT, offset=_HEADER)
-    if expected_dims is not None and len(values) != expected_dims:
-        raise ValueError(f"has {len(values)} dimensions, expected {expected_dims}")
-    return values["value"].astype(np.float32)
 
 
 def resolve_source(plpy, GD, function, model, source):
@@ -270,13 +258,13 @@ def changes_since(plpy, GD, function, model, source, dims, snap):
     in it, so changes committed in any order are all caught."""
     with spi.reading_for_everyone(GD):
         rows = plpy.execute(plan(plpy, GD, """
-            SELECT c.image_id, pg_catalog.array_send(f.feature) AS f
+            SELECT c.image_id, """ + VECTOR + """
             FROM (SELECT DISTINCT image_id""" + _SINCE + """) c
-            LEFT JOIN vision.features f
+            LEFT JOIN vision.stored_features f
               ON f.model = $1 AND f.source = $2 AND f.image_id OPERATOR(pg_catalog.=) c.image_id
             ORDER BY c.image_id""", ["text", "oid", "text"]), [model, source, snap])
     changed = np.array([r["image_id"] for r in rows], dtype=np.int64)
-    present = [r for r in rows if r["f"] is not None]
+    present = [r for r in rows if r["half"] is not None or r["single"] is not None]
     return changed, FeatureMatrix(
         np.array([r["image_id"] for r in present], dtype=np.int64),
         np.vstack([_decode(function, model, r, dims) for r in present]) if present
@@ -285,7 +273,7 @@ def changes_since(plpy, GD, function, model, source, dims, snap):
 
 def _decode(function, model, row, dims):
     try:
-        return decode_array(row["f"], dims)
+        return decode_row(row, dims)
     except ValueError as err:
         raise PgvisionError(function, f"stored feature of image {row['image_id']} for "
                             f"model {model!r} {err}", DATATYPE_MISMATCH) from None
@@ -293,9 +281,9 @@ def _decode(function, model, row, dims):
 
 def table_blocks(plpy, GD, function, model, source, dims, block=2000):
     with spi.reading_for_everyone(GD):
-        cursor = plpy.cursor(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) "
-                                  "AS f FROM vision.features WHERE model = $1 AND source = $2 "
-                                  "ORDER BY image_id", ["text", "oid"]), [model, source])
+        cursor = plpy.cursor(plan(plpy, GD, f"SELECT f.image_id, {VECTOR} FROM "
+                                  "vision.stored_features f WHERE f.model = $1 AND f.source = $2 "
+                                  "ORDER BY f.image_id", ["text", "oid"]), [model, source])
     while True:
         with spi.reading_for_everyone(GD):
             rows = cursor.fetch(block)
@@ -316,11 +304,11 @@ def read_matrix(plpy, GD, function, model, source, dims):
 
 def fetch(plpy, GD, model, source, ids, dims):
     """Features of some images as the caller may read them (the source table's row-level
-    security applies through vision.features' policy)."""
-    rows = plpy.execute(plan(plpy, GD, "SELECT image_id, pg_catalog.array_send(feature) AS f "
-                             "FROM vision.features WHERE model = $1 AND source = $2 "
-                             "AND image_id OPERATOR(pg_catalog.=) ANY($3) ORDER BY image_id",
+    security applies through vision.stored_features's policy)."""
+    rows = plpy.execute(plan(plpy, GD, f"SELECT f.image_id, {VECTOR} FROM vision.stored_features f "
+                             "WHERE f.model = $1 AND f.source = $2 "
+                             "AND f.image_id OPERATOR(pg_catalog.=) ANY($3) ORDER BY f.image_id",
                              ["text", "oid", "int8[]"]), [model, source, [int(i) for i in ids]])
     return FeatureMatrix(np.array([r["image_id"] for r in rows], dtype=np.int64),
-                         np.vstack([decode_array(r["f"], dims) for r in rows]) if rows
+                         np.vstack([decode_row(r, dims) for r in rows]) if rows
                          else np.empty((0, dims), np.float32))

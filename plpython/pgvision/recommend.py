@@ -156,7 +156,7 @@ def record_vote(plpy, GD, user_id, image_id, liked, model=None, source=None):
         require_not_null(fn, argument, value)
     require_user_id(fn, user_id)
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
-    has = plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM vision.features WHERE model = $1 AND "
+    has = plpy.execute(spi.plan(plpy, GD, "SELECT 1 FROM vision.stored_features WHERE model = $1 AND "
                                    "source = $2 AND image_id = $3", ["text", "oid", "int8"]),
                        [model_row["name"], source, image_id])
     if not has:

@@ -215,7 +215,7 @@ def drop_model(plpy, GD, name, cascade=False):
     lookup(plpy, GD, fn, name, argument="name", makes=None)
     require_not_null(fn, "cascade", cascade)
     stored = plpy.execute(spi.plan(plpy, GD, """
-        SELECT (SELECT pg_catalog.count(*) FROM vision.features WHERE model = $1) AS feature,
+        SELECT (SELECT pg_catalog.count(*) FROM vision.stored_features WHERE model = $1) AS feature,
                (SELECT pg_catalog.count(*) FROM vision.image_text WHERE model = $1) AS text""",
         ["text"]), [name])[0]
     count = stored["feature"] + stored["text"]
@@ -224,7 +224,7 @@ def drop_model(plpy, GD, name, cascade=False):
         raise PgvisionError(fn, f"model {name!r} has {held}", OBJECT_IN_USE,
                             hint="Pass cascade => true to delete them with the model.")
     revoke_handles(plpy, GD, name)
-    for table in ("vision.features", "vision.image_text"):
+    for table in ("vision.stored_features", "vision.image_text"):
         spi.write(plpy, GD, spi.plan(plpy, GD, f"DELETE FROM {table} WHERE model = $1",
                                      ["text"]), [name])
     spi.write(plpy, GD, spi.plan(plpy, GD, "DELETE FROM vision.extract_errors WHERE model = $1",

@@ -303,7 +303,7 @@ def refresh_neighbours(plpy, GD, source, model=None, k=10, metric="cosine"):
         SELECT n.image_id, n.k, n.metric, n.neighbour_ids, n.distances,
                (f.extracted_at > n.refreshed_at) AS changed
         FROM vision.neighbours n
-        LEFT JOIN vision.features f USING (model, source, image_id)
+        LEFT JOIN vision.stored_features f USING (model, source, image_id)
         WHERE n.model = $1 AND n.source = $2""", ["text", "oid"]), [model, source])
     old = {r["image_id"]: r for r in existing if r["k"] == k and r["metric"] == metric
            and r["changed"] is False}

@@ -10,7 +10,7 @@ merge what comes back. Shards are addressed by libpq connection strings.
 
 import json
 
-from . import __version__, featurestore, registry, snapshots, spi
+from . import __version__, featurestore, halfprecision, registry, snapshots, spi
 from .classify import read_labels
 from .extract import features_of
 from .recommend import (POPULARITY, moments_of, payload_bytes, preferences,
@@ -249,17 +249,19 @@ def push_model(plpy, GD, name):
 
 def _copy_features(plpy, GD, fn, version, sha, model, source, ids):
     """Copy the features of ``ids`` from whichever shards hold them into the coordinator's
-    vision.features; returns the ids found."""
+    vision.stored_features; returns the ids found."""
     rows = fan_out(plpy, fn, "SELECT image_id, feature FROM vision_cluster._features($1, $2, $3, "
                    "$4, $5)", ["text", "text", "text", "text", "int8[]"],
                    [version, sha, model, source, list(ids)])
     save = spi.plan(plpy, GD, """
-        INSERT INTO vision.features (model, source, image_id, feature)
-        VALUES ($1, $2::regclass, $3, $4)
+        INSERT INTO vision.stored_features (model, source, image_id, feature, half)
+        VALUES ($1, $2::regclass, $3, $4::float4[], $5)
         ON CONFLICT (model, source, image_id) DO UPDATE SET feature = EXCLUDED.feature,
-            extracted_at = pg_catalog.now()""", ["text", "text", "int8", "float4[]"])
+            half = EXCLUDED.half, extracted_at = pg_catalog.now()""",
+        ["text", "text", "int8", "text", "bytea"])
     for r in rows:
-        spi.write(plpy, GD, save, [model, source, r["image_id"], r["feature"]])
+        spi.write(plpy, GD, save, [model, source, r["image_id"],
+                                   *halfprecision.stored(r["feature"])])
     return {r["image_id"] for r in rows}
 
 

@@ -106,6 +106,15 @@ def reading(GD):
     return GD.get(_READING, 0) > 0 or writing(GD)
 
 
+def try_commit(plpy):
+    """Commit if the CALL runs outside a transaction block; report whether it did."""
+    try:
+        plpy.commit()
+        return True
+    except plpy.SPIError:
+        return False
+
+
 class pinned_search_path:
     """``with pinned_search_path(plpy):`` runs with ``search_path = pg_catalog, pg_temp`` and
     restores the caller's after, for the procedure that commits (a procedure with a SET
