@@ -402,6 +402,28 @@ def test_models_register_list_drop(db, db_name, tmp_path):
     assert not query(db, "SELECT 1 FROM vision.models WHERE name = 'cli_tiny'")
 
 
+def test_compact_converts_rows_stored_before_0_17_and_migrate_points_to_it(db, db_name,
+                                                                          table):
+    query(db, f"CREATE TABLE {table} (id bigint PRIMARY KEY)")
+    query(db, f"INSERT INTO {table} SELECT generate_series(1, 5)")
+    # rows as 0.16.0 wrote them, real[] (the superuser writes the stored table itself)
+    query(db, "INSERT INTO vision.stored_features (model, source, image_id, feature) "
+              "SELECT 'mobilenet_v2', %s::regclass, g, array_fill(g::real / 7, ARRAY[1280]) "
+              "FROM generate_series(1, 5) g", (table,))
+    done = pgvision("migrate", db_name=db_name)
+    assert re.search(r"\d+ feature rows of \d+ table\(s\) are stored as before 0\.17\.0.*"
+                     r"`pgvision compact` halves their disk", done.stderr), done.stderr
+    done = pgvision("compact", "--table", table, "--batch-rows", "2", db_name=db_name)
+    assert f"{table}: 5 rows now in half precision" in done.stderr, done.stderr
+    assert query(db, "SELECT half_precision, single_precision FROM vision.feature_storage "
+                     "WHERE source = %s::regclass", (table,)) == [(5, 0)]
+    assert np.float32(query(db, "SELECT feature[1280] FROM vision.features WHERE source = "
+                            "%s::regclass AND image_id = 3", (table,))[0][0]) == \
+        np.float32(np.float16(3 / 7))
+    assert f"{table}: 0 rows now in half precision" in pgvision(
+        "compact", "--table", table, db_name=db_name).stderr
+
+
 def test_doctor_reports_each_check_and_its_fix(db, db_name):
     done = pgvision("doctor", db_name=db_name)
     for check in ("server", "plpython3u", "pgvision extension", "backend Python",

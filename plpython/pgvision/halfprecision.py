@@ -119,11 +119,15 @@ def half_text(half):
     return array_text(from_half(half))
 
 
-_PENDING = """
-    SELECT model, image_id, pg_catalog.array_send(feature) AS single
+# rows of models whose vectors are too short for half precision are never read
+_SINGLE = """
     FROM vision.stored_features
-    WHERE source = $1 AND feature IS NOT NULL AND (model, image_id) > ($2, $3)
-    ORDER BY model, image_id LIMIT $4"""
+    WHERE source = $1 AND feature IS NOT NULL
+      AND model IN (SELECT name FROM vision.model_store WHERE dims >= $2)"""
+_PENDING = """
+    SELECT model, image_id, pg_catalog.array_send(feature) AS single""" + _SINGLE + """
+      AND (model, image_id) > ($3, $4)
+    ORDER BY model, image_id LIMIT $5"""
 _CONVERT = """
     UPDATE vision.stored_features f SET half = u.half, feature = NULL
     FROM ROWS FROM (pg_catalog.unnest($2::text[]), pg_catalog.unnest($3::int8[]),
@@ -146,20 +150,19 @@ def compact_features(plpy, GD, source, batch_rows=2000):
                                       ["pg_catalog.regclass"]), [source])[0]["relid"]
     with spi.pinned_search_path(plpy) as pin:
         require_table_owner(plpy, GD, fn, relid, "its stored features")
-        total = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n FROM "
-                                      "vision.stored_features WHERE source = $1 AND feature IS "
-                                      "NOT NULL", ["oid"]), [relid])[0]["n"]
-        pending = spi.plan(plpy, GD, _PENDING, ["oid", "text", "int8", "int4"])
+        total = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n" + _SINGLE,
+                                      ["oid", "int4"]), [relid, HALF_FROM_DIMS])[0]["n"]
+        pending = spi.plan(plpy, GD, _PENDING, ["oid", "int4", "text", "int8", "int4"])
         convert = spi.plan(plpy, GD, _CONVERT, ["oid", "text[]", "int8[]", "bytea[]"])
         committing = spi.try_commit(plpy)
         if committing:
             pin.again()
         progress = Progress(plpy.notice)
-        converted = kept = 0
+        converted = kept = 0  # kept: read, and left single (values beyond the range)
         after = ("", -(2 ** 63))
         while True:
             with spi.reading_for_everyone(GD):
-                rows = plpy.execute(pending, [relid, *after, batch_rows])
+                rows = plpy.execute(pending, [relid, HALF_FROM_DIMS, *after, batch_rows])
             if not rows:
                 break
             after = (rows[-1]["model"], rows[-1]["image_id"])
@@ -177,4 +180,7 @@ def compact_features(plpy, GD, source, batch_rows=2000):
             progress.report(f"{fn}: {converted + kept} of {total} single-precision rows of "
                             f"{source} done ({converted} now half precision)")
         progress.finish()
-    return converted, kept
+        single = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n FROM "
+                                       "vision.stored_features WHERE source = $1 AND feature "
+                                       "IS NOT NULL", ["oid"]), [relid])[0]["n"]
+    return converted, single

@@ -1,5 +1,5 @@
-"""``pgvision models`` (list, register, compare, drop), ``pgvision migrate`` and
-``pgvision doctor``."""
+"""``pgvision models`` (list, register, compare, drop), ``pgvision migrate``, ``pgvision
+compact`` and ``pgvision doctor``."""
 
 import os
 import sys
@@ -7,6 +7,7 @@ import sys
 import click
 from rich.text import Text
 
+from pgvision.halfprecision import HALF_FROM_DIMS
 from pgvision.images import PREPROCESSING
 from pgvision.pooling import POOLING
 
@@ -118,6 +119,48 @@ def migrate(session, target, allow_data_loss):
     except checks.MigrationError as err:
         fail(str(err))
     session.say(f"pgvision revision {before or 'none'} -> {after}")
+    waiting = single_precision_tables(session)
+    if waiting:
+        rows = sum(n for _, n in waiting)
+        session.say(f"{rows} feature rows of {len(waiting)} table(s) are stored as before "
+                    "0.17.0, in single precision: `pgvision compact` halves their disk "
+                    "(resumable, searches answer throughout)")
+
+
+def single_precision_tables(session):
+    """[(table, rows)] of tables whose features half precision could hold but do not yet
+    (rows written before 0.17.0); [] before 0.17.0."""
+    if not run_sql(session, "SELECT to_regclass('vision.stored_features') IS NOT NULL")[0][0]:
+        return []
+    return run_sql(session, """
+        SELECT f.source::text, count(*) FROM vision.stored_features f
+        JOIN vision.model_store m ON m.name = f.model AND m.dims >= %s
+        WHERE f.feature IS NOT NULL GROUP BY 1 ORDER BY 1""", (HALF_FROM_DIMS,))
+
+
+@click.command()
+@click.option("--table", "-t", "tables", multiple=True,
+              help="A table to convert (repeatable; default: every table that needs it).")
+@click.option("--batch-rows", default=2000, show_default=True, type=int,
+              help="Rows converted per transaction.")
+@click.pass_obj
+def compact(session, tables, batch_rows):
+    """Store features written before 0.17.0 in half precision: half their disk.
+
+    Runs CALL vision.compact_features for each table (its owner, or vision_admin, may), each
+    batch its own transaction: interrupted, run it again and it goes on where it stopped.
+    Searches answer throughout.
+    """
+    names = list(tables) or [name for name, _ in single_precision_tables(session)]
+    if not names:
+        session.say("every feature row that half precision can hold is stored in it")
+        return
+    for name in names:
+        converted, single = run_sql(session, "CALL vision.compact_features(%s::regclass, "
+                                    "batch_rows => %s)", (name, batch_rows))[0]
+        session.say(f"{name}: {converted} rows now in half precision"
+                    + (f", {single} stay single precision (short vectors or values beyond "
+                       "half precision's range)" if single else ""))
 
 
 @click.command()

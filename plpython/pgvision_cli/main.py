@@ -35,7 +35,7 @@ def cli(ctx, dsn, verbose, quiet):
 
 for command in (ingest.load, ingest.extract, queries.similar, queries.duplicates, queries.classify,
                 queries.search_text, queries.read_text, queries.moderate, drawing.map_,
-                drawing.contact_sheet, admin.models, admin.migrate, admin.doctor):
+                drawing.contact_sheet, admin.models, admin.migrate, admin.compact, admin.doctor):
     cli.add_command(command)
 
 
