@@ -25,7 +25,7 @@ export VENV PG_CONFIG
 .PHONY: install install-dev install-runtime uninstall start stop status dsn psql migrate downgrade demo test test-fast docs \
         bench map \
         bench-quality bench-extract bench-search bench-classify bench-recommend bench-sessions bench-scale \
-        bench-chart bench-security bench-upkeep bench-serving bench-load bench-map bench-duplicates bench-text \
+        bench-chart bench-security bench-upkeep bench-serving bench-compact bench-load bench-map bench-duplicates bench-text \
         shards shards-stop shards-psql clean
 
 install:
@@ -134,6 +134,9 @@ bench-load: install-dev start migrate
 
 bench-upkeep: install-dev start migrate
 	@$(PYTHON) bench/upkeep.py --dsn '$(DSN)' $(BENCH_ARGS)
+
+bench-compact: install-dev start migrate
+	@$(PYTHON) bench/compact.py --dsn '$(DSN)' $(BENCH_ARGS)
 
 # A coordinator and SHARDS (2) shard clusters on Unix sockets, pgvision_cluster set up.
 SHARDS ?= 2
