@@ -20,9 +20,9 @@ import argparse
 import io
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+import psycopg2
 
 from common import clustered_blocks, connect, write_results
 
@@ -74,7 +74,7 @@ class Searcher(threading.Thread):
         self.done = threading.Event()
 
     def run(self):
-        cur = connect(self.dsn).cursor()
+        cur = connect_to(self.dsn, DATABASE).cursor()
         i = 0
         while not self.done.is_set():
             started = time.monotonic()
@@ -90,11 +90,11 @@ class Searcher(threading.Thread):
             self.done.wait(self.every)
 
 
-def in_database(dsn, name):
-    parts = urlsplit(dsn)
-    if parts.path not in ("", "/"):
-        return urlunsplit(parts._replace(path=f"/{name}"))
-    return f"{dsn} dbname={name}"
+def connect_to(dsn, dbname):
+    """A connection to database ``dbname`` of the server ``dsn`` names (libpq merges them)."""
+    conn = psycopg2.connect(dsn, dbname=dbname)
+    conn.autocommit = True
+    return conn
 
 
 def main():
@@ -108,8 +108,8 @@ def main():
     admin = connect(args.dsn).cursor()
     admin.execute(f"DROP DATABASE IF EXISTS {DATABASE}")
     admin.execute(f"CREATE DATABASE {DATABASE}")
-    dsn = in_database(args.dsn, DATABASE)
-    cur = connect(dsn).cursor()
+    dsn = args.dsn
+    cur = connect_to(dsn, DATABASE).cursor()
     cur.execute("CREATE EXTENSION pgvision VERSION '0.16.0' CASCADE")
     cur.execute(f"CREATE TABLE {TABLE} (id bigint PRIMARY KEY)")
     cur.execute(f"INSERT INTO {TABLE} SELECT generate_series(1, {n})")
