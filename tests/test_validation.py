@@ -4,8 +4,8 @@ names the function, the argument and the value (server-free: tests/fakeplpy.py).
 import pytest
 
 from fakeplpy import FakePlpy
-from pgvision import (classify, clusters, extract, handles, indexes, pictures, recommend,
-                      registry, search, shards, upkeep)
+from pgvision import (classify, clusters, extract, halfprecision, handles, indexes, pictures,
+                      recommend, registry, search, shards, upkeep)
 from pgvision.errors import NULL_VALUE, PgvisionError
 
 
@@ -37,10 +37,19 @@ CASES = [
      'argument "source" must not be NULL'),
     ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", m=1),
      'argument "m" must be between 2 and 128, got 1'),
+    ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", m=-16),
+     'argument "m" must be between 2 and 128, got -16'),
+    ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", ef_construction=0),
+     'argument "ef_construction" must be between 4 and 4096, got 0'),
     ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", ef_search=0),
      'argument "ef_search" must be between 1 and 4096, got 0'),
     ("vision.create_index", lambda p, g: indexes.create_index(p, g, "t", storage="int4"),
      "argument \"storage\" must be one of"),
+    ("vision.compact_features", lambda p, g: halfprecision.compact_features(p, g, None),
+     'argument "source" must not be NULL'),
+    ("vision.compact_features",
+     lambda p, g: halfprecision.compact_features(p, g, "t", batch_rows=-1),
+     'argument "batch_rows" must be between 1 and 100000, got -1'),
     ("vision.refresh_index", lambda p, g: indexes.refresh_index(p, g, None),
      'argument "source" must not be NULL'),
     ("vision.refresh_neighbours", lambda p, g: search.refresh_neighbours(p, g, "t", k=0),
