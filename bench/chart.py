@@ -74,9 +74,24 @@ def text_ratios(result):
     yield "read text: in-DB / RapidOCR direct", result["ratio"], 0.9
 
 
+def serving_ratios(result):
+    vector = result.get("pgvector")
+    if not vector or "disk" not in vector:
+        return
+    n = result["n"]
+    yield (f"disk per image {n:,}: pgvector / pgvision (1 = as lean)",
+           vector["disk"]["total_kb"] / result["disk"]["total_kb"], 1.0)
+    for storage in ("int8", "float16", "float32"):
+        ours = result.get(f"hnsw_{storage}", {}).get("ef100")
+        if ours:
+            yield (f"HNSW {storage} ef 100, {n:,}: pgvision / pgvector q/s",
+                   ours["qps"] / vector["ef100"]["qps"], 1.0)
+
+
 def ratios(directory):
     sources = {"extract": extract_ratios, "search": search_ratios, "classify": classify_ratios,
-               "sessions": sessions_ratios, "scale": scale_ratios, "text": text_ratios}
+               "sessions": sessions_ratios, "scale": scale_ratios, "text": text_ratios,
+               "serving": serving_ratios}
     rows = []
     for name, rows_of in sources.items():
         result = load(directory, name)
