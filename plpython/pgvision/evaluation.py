@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from . import classify, extract, extractors, learners, ocr, privileges, registry, settings
+from . import (classify, extract, extractors, learners, ocr, privileges, registry, settings,
+               spi)
 from .errors import PgvisionError, require_int_range, require_not_null
 from .images import load_batch
 from .progress import Progress
@@ -142,7 +143,7 @@ def evaluate_features(plpy, GD, labels, source, models=None, id_column="id",
     if not models or any(m is None for m in models):
         raise PgvisionError(fn, 'argument "models" must name at least one model, and no NULL')
     rows = [registry.lookup(plpy, GD, fn, m, argument="models") for m in models]
-    relid, qualified = extract.validate_table(plpy, GD, fn, extract.relid_of(plpy, source),
+    relid, qualified = extract.validate_table(plpy, GD, fn, spi.relid_of(plpy, source),
                                                id_column, image_column)
     privileges.require_select(plpy, GD, fn, relid, "evaluating features of its images")
     ids, y, groups = _labelled_images(plpy, fn, labels, opts, max_images)

@@ -99,16 +99,10 @@ def extract_table(plpy, GD, source, id_column="id", image_column="image", model=
                      part)
     # A procedure that commits cannot carry a SET clause: it pins its search_path itself,
     # once the table's name (which PL/Python passes as text) is resolved as the caller wrote it.
-    relid = relid_of(plpy, source)
+    relid = spi.relid_of(plpy, source)
     with spi.pinned_search_path(plpy) as pin:
         return extract_pending(plpy, GD, FN_TABLE, pin, relid, id_column, image_column, model,
                         batch_size, retry_failed, parts, part)[:3]
-
-
-def relid_of(plpy, source):
-    """The OID of a table named as the caller wrote it (resolve before pinning search_path)."""
-    return plpy.execute(plpy.prepare("SELECT $1::pg_catalog.oid AS relid",
-                                     ["pg_catalog.regclass"]), [source])[0]["relid"]
 
 
 def extract_rows(plpy, GD, source, id_column="id", image_column="image", model=None,
@@ -118,7 +112,7 @@ def extract_rows(plpy, GD, source, id_column="id", image_column="image", model=N
     Returns ``(job_id, processed, failed, remaining)``; call again while remaining > 0."""
     require_not_null(FN_ROWS, "max_rows", max_rows)
     _check_arguments(FN_ROWS, source, id_column, image_column, batch_size, False, 1, 0, max_rows)
-    relid = relid_of(plpy, source)
+    relid = spi.relid_of(plpy, source)
     with spi.pinned_search_path(plpy) as pin:
         job_id, processed, failed, pending = extract_pending(
             plpy, GD, FN_ROWS, pin, relid, id_column, image_column, model, batch_size, False,

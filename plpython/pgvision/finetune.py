@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from . import (DEFAULT_MODEL, classify, extract, extractors, images, learners, offload,
-               privileges, registry, settings)
+from . import (DEFAULT_MODEL, classify, extractors, images, learners, offload, privileges,
+               registry, settings, spi)
 from .errors import UNDEFINED_OBJECT, PgvisionError, require, require_int_range, require_not_null
 from .pooling import keras_pooling
 
@@ -315,7 +315,7 @@ def fine_tune(plpy, GD, name, labels, source, base_model=DEFAULT_MODEL, blocks=1
     opts = check_options(options)
     base = registry.lookup(plpy, GD, FN, base_model, "base_model")
     registry.require_free_name(plpy, GD, FN, name, replace)
-    source_oid = extract.relid_of(plpy, source)
+    source_oid = spi.relid_of(plpy, source)
     privileges.require_select(plpy, GD, FN, source_oid, "fine-tuning on its images")
     rel, rows = classify.labelled_rows(plpy, FN, labels, opts)
     label_names = sorted({r["label"] for r in rows})

@@ -106,6 +106,12 @@ def reading(GD):
     return GD.get(_READING, 0) > 0 or writing(GD)
 
 
+def relid_of(plpy, source):
+    """The OID of a table named as the caller wrote it (resolve before pinning search_path)."""
+    return plpy.execute(plpy.prepare("SELECT $1::pg_catalog.oid AS relid",
+                                     ["pg_catalog.regclass"]), [source])[0]["relid"]
+
+
 def try_commit(plpy):
     """Commit if the CALL runs outside a transaction block; report whether it did."""
     try:

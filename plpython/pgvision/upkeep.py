@@ -39,7 +39,7 @@ def maintain(plpy, GD, source, add_model=None):
     default model, its old features left in place until the model is dropped."""
     fn = FN_MAINTAIN
     require_not_null(fn, "source", source)
-    relid = extract.relid_of(plpy, source)  # as the caller wrote it, before pinning
+    relid = spi.relid_of(plpy, source)  # as the caller wrote it, before pinning
     report = {"extracted": {}, "failed": {}, "indexes": {}, "neighbours": {}, "labelled": {},
               "files": {"sound": 0, "damaged": []}, "skipped": []}
     with spi.pinned_search_path(plpy) as pin:
@@ -192,7 +192,7 @@ def stop_keeping_current(plpy, GD, source):
     fn = FN_STOP
     require_not_null(fn, "source", source)
     _require_pg_cron(plpy, GD, fn)
-    relid = extract.relid_of(plpy, source)
+    relid = spi.relid_of(plpy, source)
     rows = plpy.execute(spi.plan(plpy, GD, "SELECT cron.unschedule(jobid) AS gone FROM cron.job "
                                  "WHERE jobname = $1 AND username = CURRENT_USER", ["text"]),
                         [_job_name(plpy, GD, relid)])

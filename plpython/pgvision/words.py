@@ -7,7 +7,7 @@ Combined with looks: the ids ``vision.search_text`` returns are the ``candidates
 ``vision.similar``, which ranks them by their features.
 """
 
-from . import extract, extractors, ocr, privileges, registry, settings, spi
+from . import extractors, ocr, privileges, registry, settings, spi
 from .errors import (INVALID_BINARY, NULL_VALUE, UNDEFINED_OBJECT, ImageError, PgvisionError,
                      require, require_int_range, require_not_null)
 from .ocr import MODEL, TEXT_SEARCH_CONFIG
@@ -41,7 +41,7 @@ def search_text(plpy, GD, query, source, k=10, model=MODEL):
     require(fn, "query", query, query.strip() != "", "some words to search for")
     require_int_range(fn, "k", k, 1, MAX_K)
     row = registry.lookup(plpy, GD, fn, model, makes="text")
-    relid = extract.relid_of(plpy, source)
+    relid = spi.relid_of(plpy, source)
     privileges.require_select(plpy, GD, fn, relid, "searching the text of its images")
     words = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.numnode(pg_catalog."
                                   f"websearch_to_tsquery('{TEXT_SEARCH_CONFIG}', $1)) AS n",
