@@ -119,7 +119,8 @@ def half_text(half):
     return array_text(from_half(half))
 
 
-# rows of models whose vectors are too short for half precision are never read
+# single-precision rows of models of at least $2 dimensions (HALF_FROM_DIMS: those half
+# precision may hold; rows of shorter models are never read)
 _SINGLE = """
     FROM vision.stored_features
     WHERE source = $1 AND feature IS NOT NULL
@@ -146,12 +147,11 @@ def compact_features(plpy, GD, source, batch_rows=2000):
     fn = FN_COMPACT
     require_not_null(fn, "source", source)
     require_int_range(fn, "batch_rows", batch_rows, 1, 100_000)
-    relid = plpy.execute(plpy.prepare("SELECT $1::pg_catalog.oid AS relid",
-                                      ["pg_catalog.regclass"]), [source])[0]["relid"]
+    relid = spi.relid_of(plpy, source)
     with spi.pinned_search_path(plpy) as pin:
         require_table_owner(plpy, GD, fn, relid, "its stored features")
-        total = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n" + _SINGLE,
-                                      ["oid", "int4"]), [relid, HALF_FROM_DIMS])[0]["n"]
+        count = spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n" + _SINGLE, ["oid", "int4"])
+        total = plpy.execute(count, [relid, HALF_FROM_DIMS])[0]["n"]
         pending = spi.plan(plpy, GD, _PENDING, ["oid", "int4", "text", "int8", "int4"])
         convert = spi.plan(plpy, GD, _CONVERT, ["oid", "text[]", "int8[]", "bytea[]"])
         committing = spi.try_commit(plpy)
@@ -180,7 +180,5 @@ def compact_features(plpy, GD, source, batch_rows=2000):
             progress.report(f"{fn}: {converted + kept} of {total} single-precision rows of "
                             f"{source} done ({converted} now half precision)")
         progress.finish()
-        single = plpy.execute(spi.plan(plpy, GD, "SELECT pg_catalog.count(*) AS n FROM "
-                                       "vision.stored_features WHERE source = $1 AND feature "
-                                       "IS NOT NULL", ["oid"]), [relid])[0]["n"]
+        single = plpy.execute(count, [relid, 0])[0]["n"]  # every model's, short ones too
     return converted, single
