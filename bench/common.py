@@ -102,25 +102,39 @@ def parallel_workers(dsn, images, model, cpus, counts=(1, 2)):
     return out
 
 
-def copy_features(cur, table, model, ids, vectors):
-    """COPY (model, table, id, vector) rows into vision.stored_features in half precision, as
-    pgvision stores them, in Postgres' binary format (built with numpy: ~100x faster than
-    formatting floats as text)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    n, dims = vectors.shape
+def copy_binary(cur, statement, rows):
+    """``COPY ... FROM STDIN WITH (FORMAT binary)`` of ``rows``, a numpy structured array laid
+    out as Postgres' binary tuples (built with numpy: ~100x faster than formatting floats as
+    text)."""
+    data = b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
+    cur.copy_expert(statement, io.BytesIO(data))
+
+
+def feature_rows(cur, table, model, ids, value_fields):
+    """Binary COPY tuples (model, source, image_id, value) for ``ids`` of ``table``, the key
+    filled in; ``value_fields`` (numpy dtype fields: its length, then its bytes) for the
+    caller to fill."""
     cur.execute("SELECT %s::regclass::oid", (table,))
     oid = cur.fetchone()[0]
-    model_bytes = model.encode()
-    row = np.dtype([("fields", ">i2"), ("model_len", ">i4"), ("model", f"S{len(model_bytes)}"),
-                    ("source_len", ">i4"), ("source", ">u4"), ("id_len", ">i4"), ("id", ">i8"),
-                    ("half_len", ">i4"), ("half", "<f2", (dims,))])
-    rows = np.zeros(n, dtype=row)
-    rows["fields"], rows["model_len"], rows["model"] = 4, len(model_bytes), model_bytes
-    rows["source_len"], rows["source"], rows["id_len"], rows["id"] = 4, oid, 8, ids
+    name = model.encode()
+    rows = np.zeros(len(ids), dtype=[
+        ("fields", ">i2"), ("model_len", ">i4"), ("model", f"S{len(name)}"),
+        ("source_len", ">i4"), ("source", ">u4"), ("id_len", ">i4"), ("id", ">i8"),
+        *value_fields])
+    rows["fields"], rows["model_len"], rows["model"] = 4, len(name), name
+    rows["source_len"], rows["source"] = 4, oid
+    rows["id_len"], rows["id"] = 8, np.asarray(ids, dtype=np.int64)
+    return rows
+
+
+def copy_features(cur, table, model, ids, vectors):
+    """COPY (model, table, id, vector) rows into vision.stored_features in half precision, as
+    pgvision stores them."""
+    dims = vectors.shape[1]
+    rows = feature_rows(cur, table, model, ids, [("half_len", ">i4"), ("half", "<f2", (dims,))])
     rows["half_len"], rows["half"] = 2 * dims, vectors
-    data = b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
-    cur.copy_expert("COPY vision.stored_features (model, source, image_id, half) FROM STDIN "
-                    "WITH (FORMAT binary)", io.BytesIO(data))
+    copy_binary(cur, "COPY vision.stored_features (model, source, image_id, half) FROM STDIN "
+                "WITH (FORMAT binary)", rows)
 
 
 def feature_table(cur, table, model, n, blocks):

@@ -17,36 +17,27 @@ them (real[]), prints from one run:
 """
 
 import argparse
-import io
 import threading
 import time
 
 import numpy as np
 import psycopg2
 
-from common import clustered_blocks, connect, write_results
+from common import clustered_blocks, connect, copy_binary, feature_rows, write_results
 
 DIMS, MODEL, TABLE, DATABASE = 2048, "inception_v3", "bench_compact", "pgvision_bench_compact"
 
 
 def copy_single(cur, ids, vectors):
     """Binary COPY of rows as 0.16.0 stored them: (model, source, image_id, real[])."""
-    cur.execute("SELECT %s::regclass::oid", (TABLE,))
-    oid = cur.fetchone()[0]
-    name = MODEL.encode()
-    row = np.dtype([("fields", ">i2"), ("model_len", ">i4"), ("model", f"S{len(name)}"),
-                    ("source_len", ">i4"), ("source", ">u4"), ("id_len", ">i4"), ("id", ">i8"),
-                    ("array_len", ">i4"), ("ndim", ">i4"), ("flags", ">i4"), ("elem", ">u4"),
-                    ("dim", ">i4"), ("lbound", ">i4"),
-                    ("values", [("len", ">i4"), ("value", ">f4")], (DIMS,))])
-    rows = np.zeros(len(ids), dtype=row)
-    rows["fields"], rows["model_len"], rows["model"] = 4, len(name), name
-    rows["source_len"], rows["source"], rows["id_len"], rows["id"] = 4, oid, 8, ids
+    rows = feature_rows(cur, TABLE, MODEL, ids, [
+        ("array_len", ">i4"), ("ndim", ">i4"), ("flags", ">i4"), ("elem", ">u4"),
+        ("dim", ">i4"), ("lbound", ">i4"),
+        ("values", [("len", ">i4"), ("value", ">f4")], (DIMS,))])
     rows["array_len"], rows["ndim"], rows["elem"], rows["dim"] = 20 + 8 * DIMS, 1, 700, DIMS
     rows["lbound"], rows["values"]["len"], rows["values"]["value"] = 1, 4, vectors
-    data = b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
-    cur.copy_expert("COPY vision.features (model, source, image_id, feature) FROM STDIN "
-                    "WITH (FORMAT binary)", io.BytesIO(data))
+    copy_binary(cur, "COPY vision.features (model, source, image_id, feature) FROM STDIN "
+                "WITH (FORMAT binary)", rows)
 
 
 def table_kb(cur, relation, n):

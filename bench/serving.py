@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from common import (clustered_blocks, connect, copy_features, feature_table,
+from common import (clustered_blocks, connect, copy_binary, copy_features, feature_table,
                     write_results)
 
 MODEL, DIMS, TABLE = "inception_v3", 2048, "bench_serving"
@@ -276,9 +276,7 @@ def copy_halfvec(cur, ids, vectors):
     rows = np.zeros(len(ids), dtype=row)
     rows["fields"], rows["id_len"], rows["id"] = 2, 8, ids
     rows["vec_len"], rows["dim"], rows["values"] = 4 + 2 * dims, dims, vectors
-    data = b"PGCOPY\n\xff\r\n\0" + b"\0" * 8 + rows.tobytes() + b"\xff\xff"
-    cur.copy_expert("COPY items (id, embedding) FROM STDIN WITH (FORMAT binary)",
-                    __import__("io").BytesIO(data))
+    copy_binary(cur, "COPY items (id, embedding) FROM STDIN WITH (FORMAT binary)", rows)
 
 
 def pgvector(n, queries, truth, sessions, efs):
