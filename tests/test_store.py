@@ -488,3 +488,42 @@ def test_compact_features_names_bad_arguments_and_wants_the_owner(db, table, con
         tenant.close()
     finally:
         query(db, f"REVOKE ALL ON {table} FROM store_tenant; DROP ROLE store_tenant")
+
+
+def snapshot_bytes_a_value(db, table):
+    size, n = query(db, "SELECT size_bytes, n FROM vision.feature_snapshots "
+                        "WHERE source = %s::regclass", (table,))[0]
+    return (size - 4096) / (n * DIMS)  # less ids, norms, sums and trailer (< 16 bytes a row)
+
+
+def test_an_indexed_tables_snapshot_is_half_precision_and_answers_the_same(db, table, connect):
+    """An index answers an indexed table's searches; its snapshot only re-ranks and answers
+    exact ones, in half precision: the values the table stores, in half the bytes."""
+    fill(db, table, 1, 600)
+    ids, vectors = features(db, table)
+    before = {image_id: similar(db, table, image_id) for image_id in (7, 333)}
+    assert snapshot_bytes_a_value(db, table) == pytest.approx(4, abs=0.1)  # no index: float32
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}', storage => 'int8')")
+    assert snapshot_bytes_a_value(db, table) == pytest.approx(2, abs=0.1)
+    other = connect()
+    for image_id, expected in before.items():
+        assert similar(other, table, image_id, approximate=False) == expected
+        assert expected == brute(ids, vectors, vectors[image_id - 1], 10, exclude=image_id)
+        got = query(other, f"SELECT image_id, distance FROM vision.similar(%s, 10, '{MODEL}', "
+                           f"source => '{table}', approximate => false)", (image_id,))
+        q = vectors[image_id - 1]
+        for found, distance in got:
+            v = vectors[found - 1]
+            assert distance == pytest.approx(1 - v @ q / (np.linalg.norm(v) * np.linalg.norm(q)),
+                                             abs=1e-5)
+    # a row half precision cannot hold keeps the rebuilt snapshot in float32, exactly
+    wide = vectors[0].copy()
+    wide[5] = 1e6
+    query(db, "UPDATE vision.features SET feature = %s::real[] WHERE source = %s::regclass "
+              "AND image_id = 1", (wide.tolist(), table))
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}', storage => 'int8')")
+    assert snapshot_bytes_a_value(db, table) == pytest.approx(4, abs=0.1)
+    ids, vectors = features(db, table)
+    assert vectors[0][5] == 1e6
+    assert similar(connect(), table, 9, approximate=False) == brute(ids, vectors, vectors[8], 10,
+                                                                    exclude=9)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from pgvision import ann, halfprecision, neighbours, sharedfiles, snapshots
+from pgvision import ann, float16, halfprecision, neighbours, sharedfiles, snapshots
 from pgvision.featurestore import FeatureMatrix
 from pgvision.snapshots import Live
 
@@ -182,6 +182,94 @@ def test_merged_blocks_write_the_current_rows_in_order():
     np.testing.assert_array_equal(merged.vectors, expected.vectors)
 
 
+def half_matrix(n=300, dims=300, seed=3):
+    """Vectors that half precision holds exactly, as the rows stored since 0.17.0 are."""
+    ids, vectors = matrix(n, dims, seed)
+    return ids, vectors.astype(np.float16).astype(np.float32)
+
+
+def test_a_half_precision_snapshot_holds_the_same_values_in_half_the_bytes():
+    ids, vectors = half_matrix()
+    sha1, size1, _ = sharedfiles.write_snapshot(300, blocks(ids, vectors, 64))
+    sha2, size2, n = sharedfiles.write_snapshot(300, blocks(ids, vectors, 64), half=True)
+    assert n == 300 and sha1 != sha2 and size2 < 0.52 * size1
+    snap = sharedfiles.Snapshot(sharedfiles.check(sha2, "vec"))
+    assert snap.vectors.dtype == np.float16 and not snap.vectors.flags.writeable
+    np.testing.assert_array_equal(snap.vectors.astype(np.float32), vectors)
+    np.testing.assert_allclose(snap.norms, np.linalg.norm(vectors, axis=1), rtol=1e-6)
+    assert not len(snap.damaged()) and not len(snap.damaged([0, 299]))
+    path = sharedfiles.path_of(sha2, "vec")
+    with open(path, "r+b") as fh:  # one value of row 7 changed in place
+        fh.seek((7 * 300 + 11) * 2)
+        fh.write(b"\x00\x7b")
+    assert sharedfiles.Snapshot(path).damaged().tolist() == [7]
+
+
+def test_a_half_precision_snapshot_refuses_a_value_it_would_round():
+    ids, vectors = half_matrix()
+    vectors[150, 3] = 0.1  # not a float16: a row written before 0.17.0
+    with pytest.raises(sharedfiles.NotHalf, match="not held exactly"):
+        sharedfiles.write_snapshot(300, blocks(ids, vectors, 64), half=True)
+    assert not [f for f in os.listdir(sharedfiles.directory()) if f.startswith("incoming")]
+
+
+def test_a_single_precision_snapshot_of_an_earlier_release_is_still_read():
+    ids, vectors = matrix()
+    sha, _, _ = sharedfiles.write_snapshot(6, blocks(ids, vectors))
+    path = sharedfiles.path_of(sha, "vec")
+    with open(path, "r+b") as fh:  # 0.8.0 - 0.17.0 trailer: magic, n, dims, zeros
+        fh.seek(-64, os.SEEK_END)
+        fh.write(b"PGVSNAP2" + struct.pack("<qq", 50, 6) + b"\0" * 40)
+    old = sharedfiles.Snapshot(path)
+    assert old.vectors.dtype == np.float32
+    np.testing.assert_array_equal(old.vectors, vectors)
+    assert not len(old.damaged())
+
+
+def test_searches_and_learners_see_a_half_precision_snapshot_in_single_precision():
+    ids, vectors = half_matrix()
+    sha, _, _ = sharedfiles.write_snapshot(300, blocks(ids, vectors, 64), half=True)
+    base = sharedfiles.Snapshot(sharedfiles.check(sha, "vec"))
+    moved = vectors[4] * -1
+    for changed, delta_ids, delta in (([], [], []), ([20, 3000], [3000], [moved])):
+        view = Live({}, base, np.array(changed, np.int64),
+                    FeatureMatrix(np.array(delta_ids, np.int64),
+                                  np.array(delta, np.float32).reshape(-1, 300)))
+        current = view.matrix()
+        assert current.vectors.dtype == np.float32
+        reference = FeatureMatrix(current.ids, current.vectors.copy())
+        assert view.vectors_of([10, 30, 3000]).vectors.dtype == np.float32
+        for metric in ("cosine", "l2", "ip"):
+            q = vectors[9] + 0.5
+            found, dist = neighbours.exact_live(view, q, metric, 7)
+            want, want_dist = neighbours.exact(reference, q, metric, 7)
+            assert found.tolist() == want.tolist()
+            np.testing.assert_allclose(dist, want_dist, rtol=1e-4, atol=1e-4)
+
+
+def test_a_merged_snapshot_of_a_half_precision_one_keeps_every_value():
+    ids, vectors = half_matrix()
+    sha, _, _ = sharedfiles.write_snapshot(300, blocks(ids, vectors, 64), half=True)
+    view = Live({}, sharedfiles.Snapshot(sharedfiles.check(sha, "vec")), np.array([10, 15]),
+                FeatureMatrix(np.array([15]), vectors[6:7].copy()))
+    sha2, _, _ = sharedfiles.write_snapshot(300, snapshots._merged_blocks(view, block=32),
+                                            half=True)
+    merged = sharedfiles.Snapshot(sharedfiles.check(sha2, "vec"))
+    np.testing.assert_array_equal(merged.ids, view.matrix().ids)
+    np.testing.assert_array_equal(merged.vectors.astype(np.float32), view.matrix().vectors)
+
+
+def test_float16_dot_products_equal_single_precision_ones():
+    rng = np.random.default_rng(5)
+    half = rng.normal(size=(1000, 2048)).astype(np.float16)
+    query = rng.normal(size=2048).astype(np.float32)
+    np.testing.assert_allclose(float16.dots(half, query), half.astype(np.float32) @ query,
+                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(float16.single(half), half.astype(np.float32))
+    assert float16.dots(half[:0], query).shape == (0,)
+    assert float16.single(np.ones((2, 3), np.float32)).dtype == np.float32
+
+
 @pytest.mark.parametrize("storage", ann.STORAGES)
 def test_an_index_skips_dead_and_changed_entries(storage):
     rng = np.random.default_rng(1)
@@ -215,6 +303,10 @@ def test_a_name_that_is_no_sha256_is_never_a_path(datadir, name):
 
 def test_halfprecision_doctests():
     assert doctest.testmod(halfprecision).failed == 0
+
+
+def test_float16_doctests():
+    assert doctest.testmod(float16).failed == 0
 
 
 def test_a_vector_is_stored_half_where_half_holds_it_and_single_where_not():

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from . import featurestore, sharedfiles, spi
+from . import featurestore, float16, sharedfiles, spi
 
 INDEX_CACHE = "pgvision.indexes"
 
@@ -35,8 +35,8 @@ def faiss_module():
 
 
 def _prepare(vectors, metric):
-    """Vectors as the index sees them: unit length for cosine."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    """Vectors as the index sees them (float32): unit length for cosine."""
+    vectors = np.ascontiguousarray(float16.single(np.asarray(vectors)), dtype=np.float32)
     if metric == "cosine":
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)[:, None]
     return vectors

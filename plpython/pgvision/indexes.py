@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 
-from . import ann, featurestore, privileges, registry, sharedfiles, snapshots, spi
+from . import (ann, featurestore, halfprecision, privileges, registry, sharedfiles, snapshots,
+               spi)
 from .errors import (UNDEFINED_OBJECT, PgvisionError, require, require_choice,
                      require_int_range, require_not_null)
 from .neighbours import METRICS
@@ -32,7 +33,7 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
         require_int_range(fn, "pca_dims", pca_dims, 2, model_row["dims"])
     source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
     _require_index_owner(plpy, GD, fn, model_row["name"], source)
-    view = _merged(plpy, GD, fn, model_row, source)
+    view = _merged(plpy, GD, fn, model_row, source, half=True)
     n = len(view.snapshot.ids)
     require(fn, "source", source, n > (pca_dims or 0), "a table with more stored features "
             f"than pca_dims ({pca_dims})" if pca_dims else "a table with stored features")
@@ -46,17 +47,21 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
     return n
 
 
-def _merged(plpy, GD, fn, model_row, source):
+def _merged(plpy, GD, fn, model_row, source, half=None):
     """The Live view after folding every change into a new shared snapshot (so an index
-    built on it starts with nothing to search exactly)."""
+    built on it starts with nothing to search exactly); with ``half``, a float32 snapshot
+    is written again in half precision where its rows allow (an indexed table's snapshot
+    only re-ranks and answers exact searches)."""
     def checked():
         view = snapshots.live(plpy, GD, fn, model_row["name"], source, model_row["dims"])
         view.verify()  # an index is never built from a damaged row
         return view
     view = snapshots.verified(plpy, GD, fn, checked)
-    if len(view.changed):
+    rewrite = half and view.snapshot.vectors.dtype != np.float16 \
+        and model_row["dims"] >= halfprecision.HALF_FROM_DIMS and len(view.snapshot.ids)
+    if len(view.changed) or rewrite:
         current = snapshots.build_snapshot(plpy, GD, fn, model_row["name"], source,
-                                              model_row["dims"], view.state, view)
+                                              model_row["dims"], view.state, view, half=half)
         view = snapshots.live(plpy, GD, fn, model_row["name"], source, model_row["dims"],
                                  current)
     return view
@@ -127,7 +132,7 @@ def refresh_index(plpy, GD, source, model=None):
               f"{int(now_dead.sum())} of {len(entry_ids)} entries replaced or deleted and "
               f"{len(fresh.ids)} to add")
     plpy.notice(f"{fn}: rebuilding the index of model {model!r}: {reason}")
-    view = _merged(plpy, GD, fn, model_row, source)
+    view = _merged(plpy, GD, fn, model_row, source, half=True)
     index = ann.build_index(view.snapshot.vectors, params["metric"], params["m"],
                         params["ef_construction"], params["pca_dims"], params["storage"])
     n = len(view.snapshot.ids)

@@ -14,6 +14,8 @@ Distances, smaller is closer: ``cosine`` = 1 − cos, ``l2`` = Euclidean, ``ip``
 
 import numpy as np
 
+from . import float16
+
 METRICS = ("cosine", "l2", "ip")
 
 
@@ -21,7 +23,7 @@ def distances(matrix, query, metric, rows=None):
     """Distances from ``query`` to the matrix rows (all, or the ``rows`` positions)."""
     vectors = matrix.vectors if rows is None else matrix.vectors[rows]
     norms = matrix.norms if rows is None else matrix.norms[rows]
-    dots = vectors @ query
+    dots = float16.dots(vectors, query)  # a shared snapshot may be float16
     if metric == "ip":
         return -dots
     qnorm = float(np.linalg.norm(query))

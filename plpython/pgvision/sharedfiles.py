@@ -10,10 +10,11 @@ a ``.ok`` note of its size, inode and modification time, so later backends re-ha
 file that was touched since; a missing or damaged file is rebuilt by the caller from the
 tables. Files that no row names any more are removed by :func:`collect_garbage`.
 
-Snapshot files (``.vec``) hold a feature matrix: the vectors (float32, row-major), the image
-ids (int64, ascending), their L2 norms (float32) and a CRC-32 of each row (of its id and
-vector bytes), each section aligned to 64 bytes, then a 64-byte trailer with the row count and
-dimension. The trailer comes last so a snapshot is written in one pass, hashed as it goes,
+Snapshot files (``.vec``) hold a feature matrix: the vectors (row-major, float32, or float16
+where every value is held exactly, see :func:`write_snapshot`), the image ids (int64,
+ascending), their L2 norms (float32) and a CRC-32 of each row (of its id and vector bytes),
+each section aligned to 64 bytes, then a 64-byte trailer with the row count, dimension and
+bytes per value. The trailer comes last so a snapshot is written in one pass, hashed as it goes,
 without knowing its length in advance.
 
 Damage is caught at three depths: a backend mapping a file re-hashes it whole unless its
@@ -34,9 +35,12 @@ import zlib
 
 import numpy as np
 
+from . import float16
 from .files import runtime_dir, sha256_file
 
-MAGIC = b"PGVSNAP2"  # 1: no row checksums (such files are rebuilt)
+MAGIC = b"PGVSNAP3"  # 1: no row checksums (such files are rebuilt)
+_MAGIC_SINGLE = b"PGVSNAP2"  # float32 only, no precision in the trailer (0.8.0 - 0.17.0)
+_VALUE_TYPES = {4: np.dtype("<f4"), 2: np.dtype("<f2")}
 _TRAILER = 64
 _ALIGN = 64
 GRACE_SECONDS = 600  # an unnamed file younger than this may belong to an uncommitted build
@@ -77,9 +81,9 @@ def _aligned(offset):
     return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
-def snapshot_layout(n, dims):
+def snapshot_layout(n, dims, value_bytes=4):
     """Byte offsets of (ids, norms, sums, trailer) in a snapshot file; its size."""
-    ids = _aligned(4 * n * dims)
+    ids = _aligned(value_bytes * n * dims)
     norms = _aligned(ids + 8 * n)
     sums = _aligned(norms + 4 * n)
     trailer = _aligned(sums + 4 * n)
@@ -87,10 +91,11 @@ def snapshot_layout(n, dims):
 
 
 def row_sums(ids, vectors):
-    """CRC-32 of each row's id (int64) and vector (float32) bytes: a copied, moved or
-    overwritten row no longer matches its sum."""
+    """CRC-32 of each row's id (int64) and vector bytes (float32 or float16, as stored): a
+    copied, moved or overwritten row no longer matches its sum."""
     ids = np.asarray(ids, dtype="<i8")
-    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    vectors = np.ascontiguousarray(vectors, dtype=vectors.dtype if vectors.dtype in
+                                   _VALUE_TYPES.values() else "<f4")
     return np.fromiter((zlib.crc32(row, zlib.crc32(key)) for key, row in zip(ids, vectors)),
                        dtype=np.uint32, count=len(ids))
 
@@ -165,16 +170,31 @@ def write_parts(kind, parts):
         raise
 
 
-def write_snapshot(dims, blocks):
+class NotHalf(ValueError):
+    """A row of a snapshot asked to be written in half precision has a value that half
+    precision does not hold exactly."""
+
+
+def write_snapshot(dims, blocks, half=False):
     """A snapshot file from ``blocks``, an iterable of (ids, vectors) in ascending id order
-    (read once, so a matrix larger than memory streams through): (sha256, size, n)."""
+    (read once, so a matrix larger than memory streams through): (sha256, size, n).
+
+    With ``half`` the vectors are written as float16, half the bytes; a value that float16
+    does not hold exactly raises NotHalf (the caller writes float32 instead), so a snapshot
+    never rounds what the table stores."""
     writer = _HashingWriter("vec")
     ids, norms, sums = [], [], []
+    value_bytes = 2 if half else 4
     try:
         for block_ids, block in blocks:
             block = np.ascontiguousarray(block, dtype=np.float32).reshape(-1, dims)
             ids.append(np.asarray(block_ids, dtype=np.int64))
             norms.append(np.linalg.norm(block, axis=1).astype(np.float32))
+            if half:
+                block = float16.exactly_half(block)
+                if block is None:
+                    raise NotHalf(f"a row of image ids {ids[-1][0]}..{ids[-1][-1]} is not "
+                                  "held exactly in half precision")
             sums.append(row_sums(ids[-1], block))
             writer.write(block)
         ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
@@ -182,7 +202,8 @@ def write_snapshot(dims, blocks):
         sums = np.concatenate(sums) if sums else np.empty(0, np.uint32)
         if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
             raise ValueError("snapshot ids are not strictly ascending")
-        at_ids, at_norms, at_sums, at_trailer, _ = snapshot_layout(len(ids), dims)
+        at_ids, at_norms, at_sums, at_trailer, _ = snapshot_layout(len(ids), dims,
+                                                                  value_bytes)
         writer.pad(at_ids)
         writer.write(ids)
         writer.pad(at_norms)
@@ -190,7 +211,7 @@ def write_snapshot(dims, blocks):
         writer.pad(at_sums)
         writer.write(sums)
         writer.pad(at_trailer)
-        writer.write((MAGIC + np.array([len(ids), dims], dtype="<i8").tobytes())
+        writer.write((MAGIC + np.array([len(ids), dims, value_bytes], dtype="<i8").tobytes())
                      .ljust(_TRAILER, b"\0"))
         return writer.commit(), writer.size, len(ids)
     except BaseException:
@@ -199,18 +220,23 @@ def write_snapshot(dims, blocks):
 
 
 class Snapshot:
-    """A mapped snapshot file: ``ids``, ``norms``, ``vectors`` are read-only numpy views of
-    pages every backend shares."""
+    """A mapped snapshot file: ``ids``, ``norms``, ``vectors`` (float32 or float16) are
+    read-only numpy views of pages every backend shares."""
 
     def __init__(self, path):
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
             fh.seek(max(size - _TRAILER, 0))
             trailer = fh.read(_TRAILER)
-        if len(trailer) < 24 or trailer[:8] != MAGIC:
+        if len(trailer) < 32 or trailer[:8] not in (MAGIC, _MAGIC_SINGLE):
             raise ValueError("not a pgvision snapshot file")
-        n, dims = (int(v) for v in np.frombuffer(trailer, dtype="<i8", count=2, offset=8))
-        at_ids, at_norms, at_sums, at_trailer, expected = snapshot_layout(n, dims)
+        n, dims, value_bytes = (int(v) for v in np.frombuffer(trailer, dtype="<i8", count=3,
+                                                               offset=8))
+        if trailer[:8] == _MAGIC_SINGLE:
+            value_bytes = 4
+        if value_bytes not in _VALUE_TYPES:
+            raise ValueError(f"has {value_bytes} bytes a value")
+        at_ids, at_norms, at_sums, at_trailer, expected = snapshot_layout(n, dims, value_bytes)
         if size != expected:
             raise ValueError(f"has {size} bytes, expected {expected}")
         self.path = path
@@ -218,7 +244,8 @@ class Snapshot:
         with open(path, "rb") as fh:
             # plain ndarrays over the mapping (np.memmap's subclass costs per indexing)
             self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        self.vectors = np.frombuffer(self._map, np.float32, n * dims).reshape(n, dims)
+        self.vectors = np.frombuffer(self._map, _VALUE_TYPES[value_bytes],
+                                     n * dims).reshape(n, dims)
         self.ids = np.frombuffer(self._map, np.int64, n, at_ids)
         self.norms = np.frombuffer(self._map, np.float32, n, at_norms)
         self.sums = np.frombuffer(self._map, np.uint32, n, at_sums)
