@@ -9,8 +9,9 @@ Inception-v3 features):
   2. a new backend's first search (with and without the cost of importing Python packages);
   3. exact search in the database vs numpy on the same matrix in this process, and again
      once the table has an index (its snapshot is then half precision);
-  4. HNSW per storage (float32, float16, int8): build time, size, recall@10 against exact,
-     single-call queries/s against standalone faiss on the same vectors;
+  4. per index method (HNSW; IVF with --methods) and storage (float32, float16, int8): build
+     time, size, recall@10 against exact, single-call queries/s against standalone faiss on
+     the same vectors;
   5. upkeep: 1% new rows visible to the next search (seconds), refresh_index vs a full build;
   6. disk per image;
   7. with --pgvector: the same vectors and queries through pgvector's HNSW (halfvec(2048),
@@ -20,7 +21,8 @@ Inception-v3 features):
 
     make bench-serving                          # 100k vectors, 10 sessions
     make bench-serving BENCH_ARGS=--quick       # 10k
-    make bench-serving BENCH_ARGS="--n 1000000 --sessions 20 --storages int8"
+    make bench-serving BENCH_ARGS="--n 1000000 --sessions 20 --storages int8 --methods ivf"
+    make bench-serving BENCH_ARGS="--storages int8 --methods hnsw,ivf --pgvector"
     make bench-serving BENCH_ARGS=--pgvector    # and pgvector side by side
 """
 
@@ -37,6 +39,7 @@ from common import (clustered_blocks, connect, copy_binary, copy_features, featu
                     write_results)
 
 MODEL, DIMS, TABLE = "inception_v3", 2048, "bench_serving"
+PROBES = (8, 32)  # IVF lists scanned per query, as ef 40 and 100 are HNSW's breadth
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -325,6 +328,8 @@ def main():
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--storages", default="float32,float16,int8")
+    parser.add_argument("--methods", default="hnsw",
+                        help="index methods to build per storage: hnsw, ivf or hnsw,ivf")
     parser.add_argument("--pgvector", action="store_true")
     parser.add_argument("--json", default="out/bench_serving.json")
     args = parser.parse_args()
@@ -332,6 +337,8 @@ def main():
         args.n, args.sessions, args.queries = 10_000, 4, 100
     n, efs = args.n, (40, 100)
     storages = args.storages.split(",")
+    methods = args.methods.split(",")
+    kinds = [(method, storage) for method in methods for storage in storages]
     conn = connect(args.dsn)
     cur = conn.cursor()
     rng = np.random.default_rng(7)
@@ -357,36 +364,40 @@ def main():
     results["exact"]["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20],
                                                    pgvision_sql(False))
 
-    for storage in storages:
-        print(f"... HNSW {storage}", flush=True)
+    for method, storage in kinds:
+        print(f"... {method} {storage}", flush=True)
         started = time.monotonic()
-        cur.execute(f"SELECT vision.create_index('{TABLE}', '{MODEL}', storage => %s)",
-                    (storage,))
+        cur.execute(f"SELECT vision.create_index('{TABLE}', '{MODEL}', storage => %s, "
+                    "method => %s)", (storage, method))
         r = {"build_s": time.monotonic() - started}
-        cur.execute("SELECT size_bytes FROM vision.indexes WHERE source = %s::regclass", (TABLE,))
-        r["size_mb"] = cur.fetchone()[0] / 2 ** 20
-        for ef in efs:
-            cur.execute(f"SET pgvision.ef_search = {ef}")
+        cur.execute("SELECT size_bytes, lists FROM vision.indexes WHERE source = %s::regclass",
+                    (TABLE,))
+        size, r["lists"] = cur.fetchone()
+        r["size_mb"] = size / 2 ** 20
+        setting, efforts = (("pgvision.probes", PROBES) if method == "ivf" else
+                            ("pgvision.ef_search", efs))
+        for effort in efforts:
+            cur.execute(f"SET {setting} = {effort}")
             recall, qps = run_queries(cur, queries, truth, True)
-            alone = standalone_qps(cur, queries, ef)
-            r[f"ef{ef}"] = {"recall_at_10": recall, "qps": qps, "standalone_qps": alone,
-                            "ratio": qps / alone}
-        cur.execute("RESET pgvision.ef_search")
+            alone = standalone_qps(cur, queries, effort)
+            r[f"ef{effort}"] = {"recall_at_10": recall, "qps": qps, "standalone_qps": alone,
+                                "ratio": qps / alone}
+        cur.execute(f"RESET {setting}")
         r["first_search"] = first_search(args.dsn, True)
         r["memory"] = sessions_memory(args.dsn, args.sessions, queries[:20], pgvision_sql(True))
-        results[f"hnsw_{storage}"] = r
+        results[f"{method}_{storage}"] = r
     # an indexed table's snapshot is half precision: exact search pays the conversion
     recall, qps = run_queries(cur, queries, truth, False)
     results["exact_indexed"] = {"recall_at_10": recall, "ms": 1000 / qps,
                                 "ratio": 1000 / qps / results["exact"]["ms"]}
     results["disk"] = disk(cur, n)
     print("... upkeep", flush=True)
-    results["upkeep"] = upkeep(cur, n, queries, results[f"hnsw_{storages[-1]}"]["build_s"])
+    results["upkeep"] = upkeep(cur, n, queries, results["_".join(kinds[-1])]["build_s"])
     if args.pgvector:
         print("... pgvector", flush=True)
         results["pgvector"] = pgvector(n, queries, truth, args.sessions, efs)
 
-    report(results, storages, efs)
+    report(results, kinds, efs)
     print()
     write_results(args.json, results)
 
@@ -397,7 +408,7 @@ def memory_line(m):
             f"{m['one_pss_mb']:.0f} MB)")
 
 
-def report(r, storages, efs):
+def report(r, kinds, efs):
     n, e = r["n"], r["exact"]
     print(f"\n{n} x {r['dims']} clustered vectors; first search of the table (writes the shared "
           f"snapshot): {r['snapshot_build_s']:.1f} s")
@@ -405,15 +416,18 @@ def report(r, storages, efs):
           f"recall@10 {e['recall_at_10']:.3f}; new backend's first search "
           f"{e['first_search']['total_s']:.2f} s ({e['first_search']['after_imports_s']:.3f} s "
           f"after imports); {memory_line(e['memory'])}")
-    for storage in storages:
-        h = r[f"hnsw_{storage}"]
-        print(f"HNSW {storage}: build {h['build_s']:.1f} s, {h['size_mb']:.0f} MB; first search "
-              f"{h['first_search']['total_s']:.2f} s ({h['first_search']['after_imports_s']:.3f} s "
-              f"after imports); {memory_line(h['memory'])}")
-        for ef in efs:
-            x = h[f"ef{ef}"]
-            print(f"  ef {ef:>3}: recall@10 {x['recall_at_10']:.3f}, {x['qps']:.0f} q/s vs "
-                  f"standalone faiss {x['standalone_qps']:.0f} = {x['ratio']:.2f}x")
+    for method, storage in kinds:
+        h = r[f"{method}_{storage}"]
+        lists = f" ({h['lists']} lists)" if h.get("lists") else ""
+        print(f"{method.upper()} {storage}{lists}: build {h['build_s']:.1f} s, "
+              f"{h['size_mb']:.0f} MB; first search {h['first_search']['total_s']:.2f} s "
+              f"({h['first_search']['after_imports_s']:.3f} s after imports); "
+              f"{memory_line(h['memory'])}")
+        for effort in (PROBES if method == "ivf" else efs):
+            x = h[f"ef{effort}"]
+            print(f"  {'probes' if method == 'ivf' else 'ef'} {effort:>3}: recall@10 "
+                  f"{x['recall_at_10']:.3f}, {x['qps']:.0f} q/s vs standalone faiss "
+                  f"{x['standalone_qps']:.0f} = {x['ratio']:.2f}x")
     if "exact_indexed" in r:
         x = r["exact_indexed"]
         print(f"exact on the indexed table (half-precision snapshot): {x['ms']:.1f} ms/query = "
@@ -426,7 +440,7 @@ def report(r, storages, efs):
     print(f"disk per image: {d['total_kb']:.1f} KB = features table {d['features_table_kb']:.1f} "
           f"KB + snapshot file {d['snapshot_file_kb']:.1f} KB + index file "
           f"{d['index_file_kb']:.1f} KB + its chunks {d['index_chunks_kb']:.1f} KB "
-          f"({storages[-1]})")
+          f"({' '.join(kinds[-1])})")
     if "pgvector" in r:
         p = r["pgvector"]
         print(f"pgvector halfvec HNSW: build {p['build_s']:.1f} s, {p['index_mb']:.0f} MB; "

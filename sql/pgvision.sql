@@ -710,10 +710,14 @@ CREATE TABLE vision.indexes (
   build_seconds   double precision NOT NULL,
   built_at        timestamptz NOT NULL DEFAULT clock_timestamp(),
   owner           name NOT NULL DEFAULT CURRENT_USER,
-  PRIMARY KEY (model, source)
+  method          text NOT NULL DEFAULT 'hnsw' CHECK (method IN ('hnsw', 'ivf')),
+  lists           integer CHECK (lists > 0),
+  probes          integer CHECK (probes > 0),
+  PRIMARY KEY (model, source),
+  CONSTRAINT indexes_ivf_parameters CHECK ((method = 'ivf') = (lists IS NOT NULL AND probes IS NOT NULL))
 );
 COMMENT ON TABLE vision.indexes IS
-  'HNSW indexes built by vision.create_index: parameters, entries'' image ids and the checksum of the faiss file.';
+  'Indexes built by vision.create_index (HNSW graphs or IVF lists): parameters, entries'' image ids and the checksum of the faiss file.';
 SELECT pg_catalog.pg_extension_config_dump('vision.indexes', '');
 
 CREATE TABLE vision.index_chunks (
@@ -733,7 +737,8 @@ SELECT pg_catalog.pg_extension_config_dump('vision.index_chunks', '');
 CREATE VIEW vision.index_status WITH (security_invoker = true) AS
   SELECT i.model, i.source, i.metric, i.m, i.ef_construction, i.ef_search, i.pca_dims, i.n,
          i.size_bytes, i.build_seconds, i.built_at, c.pending > 0 AS stale, i.storage,
-         i.entries - i.n AS dead_entries, c.pending AS pending_changes
+         i.entries - i.n AS dead_entries, c.pending AS pending_changes, i.method, i.lists,
+         i.probes
   FROM vision.indexes i
   CROSS JOIN LATERAL (
     SELECT count(DISTINCT f.image_id) AS pending FROM vision.feature_changes f
@@ -847,16 +852,19 @@ CREATE FUNCTION vision.create_index(
   ef_construction integer DEFAULT 64,
   ef_search       integer DEFAULT 40,
   pca_dims        integer DEFAULT NULL,
-  storage         text    DEFAULT 'float32'
+  storage         text    DEFAULT 'float32',
+  method          text    DEFAULT NULL,
+  lists           integer DEFAULT NULL,
+  probes          integer DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import indexes, spi
 return spi.call(plpy, GD, indexes.create_index, source, model, metric, m,
-                ef_construction, ef_search, pca_dims, storage)
+                ef_construction, ef_search, pca_dims, storage, method, lists, probes)
 $$;
 COMMENT ON FUNCTION vision.create_index IS
-  'Build (or rebuild) the HNSW index over a table''s features; returns the number of vectors.';
+  'Build (or rebuild) the index over a table''s features: HNSW, or IVF lists (method; by default HNSW below 500,000 images, IVF from there); returns the number of vectors.';
 
 CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'inception_v3_mixed6_grid')
 RETURNS text

@@ -243,12 +243,14 @@ def test_a_read_only_transaction_searches_from_its_own_copy(db, table, connect):
     assert snapshot_row(db, table) is None  # it could not record one, and did not try to
 
 
-@pytest.mark.parametrize("storage, pca_dims", [("float32", None), ("float16", None),
-                                               ("int8", None), ("float32", 128)])
-def test_every_index_storage_finds_the_neighbours(db, table, connect, storage, pca_dims):
+@pytest.mark.parametrize("storage, pca_dims, method", [
+    ("float32", None, "hnsw"), ("float16", None, "hnsw"), ("int8", None, "hnsw"),
+    ("float32", 128, "hnsw"), ("float32", None, "ivf"), ("int8", None, "ivf")])
+def test_every_index_storage_finds_the_neighbours(db, table, connect, storage, pca_dims,
+                                                  method):
     fill(db, table, 1, 2000)
     query(db, f"SELECT vision.create_index('{table}', '{MODEL}', storage => %s, "
-              "pca_dims => %s, ef_search => 80)", (storage, pca_dims))
+              "pca_dims => %s, ef_search => 80, method => %s)", (storage, pca_dims, method))
     ids, vectors = features(db, table)
     other = connect()  # maps the stored index afresh
     hits = 0
@@ -263,9 +265,10 @@ def test_every_index_storage_finds_the_neighbours(db, table, connect, storage, p
             exact = 1 - v @ q / (np.linalg.norm(v) * np.linalg.norm(q))
             assert distance == pytest.approx(exact, abs=1e-5)
     assert hits / 200 >= 0.9
-    status = query(db, "SELECT storage, n, size_bytes FROM vision.index_status "
-                       "WHERE source = %s::regclass", (table,))[0]
+    status = query(db, "SELECT storage, n, size_bytes, method, lists, probes FROM "
+                       "vision.index_status WHERE source = %s::regclass", (table,))[0]
     assert status[:2] == (storage, 2000)
+    assert status[3:] == ((method, 45, 8) if method == "ivf" else (method, None, None))
     per_vector = status[2] / 2000
     assert per_vector < {"float32": 1.1, "float16": 0.6, "int8": 0.35}[storage] * 4 * DIMS \
         or pca_dims
@@ -527,3 +530,53 @@ def test_an_indexed_tables_snapshot_is_half_precision_and_answers_the_same(db, t
     assert vectors[0][5] == 1e6
     assert similar(connect(), table, 9, approximate=False) == brute(ids, vectors, vectors[8], 10,
                                                                     exclude=9)
+
+
+def test_ivf_lists_follow_changes_and_a_session_may_scan_more(db, table, connect):
+    """An IVF index answers like an HNSW one: changes since its build are searched exactly,
+    refresh_index adds them to its lists, and pgvision.probes trades recall for speed."""
+    fill(db, table, 1, 1500)
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}', lists => 30, probes => 2)")
+    assert query(db, "SELECT method, lists, probes FROM vision.index_status WHERE source = "
+                     "%s::regclass", (table,)) == [("ivf", 30, 2)]
+    fill(db, table, 1501, 1600)
+    ids, vectors = features(db, table)
+    other = connect()
+    recall = {}
+    for probes in (1, 30):
+        query(other, f"SET pgvision.probes = {probes}")
+        hits = 0
+        for image_id in (1550, 1599, 7, 700, 1400):
+            got = similar(other, table, image_id, approximate=True)
+            hits += len(set(got) & set(brute(ids, vectors, vectors[image_id - 1], 10,
+                                             exclude=image_id)))
+        recall[probes] = hits / 50
+    assert recall[30] == 1.0 and recall[1] <= recall[30]  # 30 of 30 lists: every row scanned
+    assert not any("exact search" in n for n in other.notices)
+    assert query(db, f"SELECT vision.refresh_index('{table}', '{MODEL}')")[0][0] == "added 100"
+    query(other, "RESET pgvision.probes")
+    got = similar(other, table, 1550, approximate=True)
+    assert len(set(got) & set(brute(ids, vectors, vectors[1549], 10, exclude=1550))) >= 9
+    # 0.17.0 cannot read IVF lists: a downgrade is refused while a table has them
+    with pytest.raises(psycopg2.errors.ObjectNotInPrerequisiteState,
+                       match="1 table\\(s\\) have IVF indexes"):
+        with db.cursor() as cur:
+            cur.execute("BEGIN; SET LOCAL pgvision.allow_downgrade = on; "
+                        "ALTER EXTENSION pgvision UPDATE TO '0.17.0'")
+    query(db, "ROLLBACK")
+    assert query(db, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
+        [("0.18.0",)]
+
+
+def test_a_table_gets_its_index_method_by_size(db, table):
+    fill(db, table, 1, 300)
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}')")
+    assert query(db, "SELECT method FROM vision.index_status WHERE source = %s::regclass",
+                 (table,)) == [("hnsw",)]  # below ann.IVF_FROM_ROWS (the doctest covers 1M)
+    with pytest.raises(psycopg2.errors.InvalidParameterValue,
+                       match='argument "lists" must be at most the 300 stored features'):
+        query(db, f"SELECT vision.create_index('{table}', '{MODEL}', lists => 301)")
+    with pytest.raises(psycopg2.errors.InvalidParameterValue,
+                       match="argument \"pca_dims\" must be NULL for method 'ivf'"):
+        query(db, f"SELECT vision.create_index('{table}', '{MODEL}', method => 'ivf', "
+                  "pca_dims => 64)")

@@ -271,6 +271,27 @@ def test_float16_dot_products_equal_single_precision_ones():
 
 
 @pytest.mark.parametrize("storage", ann.STORAGES)
+def test_ivf_lists_find_the_neighbours_and_skip_dead_entries(storage):
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(20, 32)).astype(np.float32)
+    vectors = (centres[rng.integers(0, 20, 2000)]
+               + 0.1 * rng.normal(size=(2000, 32))).astype(np.float32)
+    index = ann.build_index(vectors, "cosine", storage=storage, method="ivf",
+                            lists=ann.default_lists(2000))
+    assert index.nlist == 45 and index.ntotal == 2000
+    unit = vectors / np.linalg.norm(vectors, axis=1)[:, None]
+    hits = 0
+    for q in range(0, 2000, 100):
+        truth = set(np.argsort(-(unit @ unit[q]))[:10].tolist())
+        hits += len(truth & set(ann.ann(index, vectors[q], "cosine", 10, 8)[0].tolist()))
+    assert hits / 200 >= 0.9
+    alive = np.ones(2000, bool)
+    alive[[4, 5]] = False
+    found = ann.ann(index, vectors[4], "cosine", 10, 8, np.packbits(alive, bitorder="little"))[0]
+    assert 4 not in found and 5 not in found and len(found) == 10
+
+
+@pytest.mark.parametrize("storage", ann.STORAGES)
 def test_an_index_skips_dead_and_changed_entries(storage):
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(300, 16)).astype(np.float32)
@@ -303,6 +324,10 @@ def test_a_name_that_is_no_sha256_is_never_a_path(datadir, name):
 
 def test_halfprecision_doctests():
     assert doctest.testmod(halfprecision).failed == 0
+
+
+def test_ann_doctests():
+    assert doctest.testmod(ann).failed == 0
 
 
 def test_float16_doctests():

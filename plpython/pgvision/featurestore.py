@@ -164,7 +164,9 @@ _STATE = """
 # what a search needs of the table's index, read with the features' state in the same query
 _INDEX_COLUMNS = """, i.generation AS index_generation, i.metric AS index_metric, i.ef_search,
            i.sha256 AS index_sha, i.snap::text AS index_snap, i.dims AS index_dims,
-           i.storage AS index_storage, i.pca_dims AS index_pca,
+           i.storage AS index_storage, i.pca_dims AS index_pca, i.method AS index_method,
+           i.probes AS index_probes,
+           pg_catalog.current_setting('pgvision.probes', true) AS probes_setting,
            """ + from_another_server("i.snap") + """ AS index_foreign,
            pg_catalog.current_setting('pgvision.ef_search', true) AS ef_setting,
            pg_catalog.row_security_active($2::pg_catalog.regclass) AS rls_active"""

@@ -1,4 +1,4 @@
-"""The SQL functions that build, refresh and drop a table's HNSW index
+"""The SQL functions that build, refresh and drop a table's index (HNSW or IVF)
 (``vision.create_index``, ``vision.refresh_index``, ``vision.drop_index``); the index itself
 is :mod:`pgvision.ann`."""
 
@@ -18,8 +18,10 @@ FN_DROP_INDEX = "vision.drop_index"
 
 
 def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_construction=64,
-                 ef_search=40, pca_dims=None, storage="float32"):
-    """Build (or rebuild) the HNSW index of (model, source), store it in vision.indexes and
+                 ef_search=40, pca_dims=None, storage="float32", method=None, lists=None,
+                 probes=None):
+    """Build (or rebuild) the index of (model, source): HNSW, or IVF (``method``; by
+    default chosen by the table's size, ann.default_method), store it in vision.indexes and
     vision.index_chunks, and map it for every backend of the server."""
     fn = FN_CREATE_INDEX
     require_not_null(fn, "source", source)
@@ -28,6 +30,15 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
     require_int_range(fn, "ef_construction", ef_construction, 4, 4096)
     require_int_range(fn, "ef_search", ef_search, 1, 4096)
     require_choice(fn, "storage", storage, ann.STORAGES)
+    if method is not None:
+        require_choice(fn, "method", method, ann.METHODS)
+    if lists is not None:
+        require_int_range(fn, "lists", lists, 1, 65536)
+    if probes is not None:
+        require_int_range(fn, "probes", probes, 1, 65536)
+    for name, value in (("lists", lists), ("probes", probes)):
+        require(fn, name, value, value is None or method != "hnsw",
+                "NULL for method 'hnsw' (it sets the lists of method 'ivf')")
     model_row = registry.lookup(plpy, GD, fn, model)
     if pca_dims is not None:
         require_int_range(fn, "pca_dims", pca_dims, 2, model_row["dims"])
@@ -37,13 +48,24 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
     n = len(view.snapshot.ids)
     require(fn, "source", source, n > (pca_dims or 0), "a table with more stored features "
             f"than pca_dims ({pca_dims})" if pca_dims else "a table with stored features")
+    if method is None:  # by size, unless the arguments say which
+        method = ("ivf" if lists is not None or probes is not None else
+                  "hnsw" if pca_dims is not None else ann.default_method(n))
+    require(fn, "pca_dims", pca_dims, pca_dims is None or method != "ivf",
+            "NULL for method 'ivf' (PCA is offered with HNSW)")
+    if method == "ivf":
+        lists = lists if lists is not None else ann.default_lists(n)
+        require(fn, "lists", lists, lists <= n, f"at most the {n} stored features (each list "
+                "is a k-means centre)")
+        probes = probes if probes is not None else ann.DEFAULT_PROBES
     started = time.monotonic()
-    index = ann.build_index(view.snapshot.vectors, metric, m, ef_construction, pca_dims, storage)
+    index = ann.build_index(view.snapshot.vectors, metric, m, ef_construction, pca_dims, storage,
+                            method, lists)
     ann.store_index(plpy, GD, model_row, source, view.state["snap"], index,
                  np.asarray(view.snapshot.ids), np.zeros(n, bool),
                  time.monotonic() - started, dict(metric=metric, m=m,
                  ef_construction=ef_construction, ef_search=ef_search, pca_dims=pca_dims,
-                 storage=storage))
+                 storage=storage, method=method, lists=lists, probes=probes))
     return n
 
 
@@ -89,7 +111,8 @@ def refresh_index(plpy, GD, source, model=None):
     model_row, source = featurestore.model_and_source(plpy, GD, fn, model, source)
     model = model_row["name"]
     row = plpy.execute(spi.plan(plpy, GD, """
-        SELECT metric, m, ef_construction, ef_search, pca_dims, storage, snap::text AS snap,
+        SELECT metric, m, ef_construction, ef_search, pca_dims, storage, method, lists, probes,
+               snap::text AS snap,
                sha256, entry_ids, dead, owner, """ + featurestore.from_another_server("snap") + """
                  AS foreign_snap
         FROM vision.indexes WHERE model = $1 AND source = $2""", ["text", "oid"]),
@@ -101,7 +124,7 @@ def refresh_index(plpy, GD, source, model=None):
     privileges.require_owner(plpy, GD, fn, f"the index of model {model!r} on "
                       f"{privileges.table_name(plpy, GD, source)}", row["owner"])
     params = {key: row[key] for key in ("metric", "m", "ef_construction", "ef_search",
-                                        "pca_dims", "storage")}
+                                        "pca_dims", "storage", "method", "lists", "probes")}
     # the snapshot the refreshed index will carry is taken before the changes are read, so
     # a change committed in between is both in the index and searched beside it, never lost
     snap = featurestore.current_snapshot(plpy, GD)
@@ -134,7 +157,8 @@ def refresh_index(plpy, GD, source, model=None):
     plpy.notice(f"{fn}: rebuilding the index of model {model!r}: {reason}")
     view = _merged(plpy, GD, fn, model_row, source, half=True)
     index = ann.build_index(view.snapshot.vectors, params["metric"], params["m"],
-                        params["ef_construction"], params["pca_dims"], params["storage"])
+                        params["ef_construction"], params["pca_dims"], params["storage"],
+                        params["method"], params["lists"])
     n = len(view.snapshot.ids)
     ann.store_index(plpy, GD, model_row, source, view.state["snap"], index,
                  np.asarray(view.snapshot.ids), np.zeros(n, bool),
