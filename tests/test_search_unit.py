@@ -53,6 +53,7 @@ def serve_features(plpy, ids, vectors):
     plpy.on(r"FROM vision.feature_changes", [])
     plpy.on(r"SELECT pg_catalog.count\(\*\) AS n\s+FROM vision.feature_changes", [{"n": 0}])
     plpy.on(r"vision._store_files\(\)", [])
+    plpy.on(r"FROM pg_catalog.pg_database", [])
     # odd rows in half precision, even ones single, as a table written before 0.17.0 and
     # half compacted holds them
     plpy.on(r"ORDER BY f.image_id$",

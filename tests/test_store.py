@@ -177,13 +177,13 @@ def test_missing_or_damaged_file_is_rebuilt_from_the_table(db, table, connect):
         assert fh.read(4096) != b"\xff" * 4096
 
 
-def overwrite_row(path, position, vector):
+def overwrite_row(path, position, vector, dtype="<f4"):
     """Write ``vector`` over row ``position`` of a snapshot file in place, keeping its size
     and modification time (as a stray tool or a bad disk would, not pgvision)."""
     before = os.stat(path)
     with open(path, "r+b") as fh:
-        fh.seek(4 * DIMS * position)
-        fh.write(np.asarray(vector, dtype="<f4").tobytes())
+        fh.seek(np.dtype(dtype).itemsize * DIMS * position)
+        fh.write(np.asarray(vector, dtype=dtype).tobytes())
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(path).st_mtime_ns == before.st_mtime_ns
 
@@ -580,3 +580,23 @@ def test_a_table_gets_its_index_method_by_size(db, table):
                        match="argument \"pca_dims\" must be NULL for method 'ivf'"):
         query(db, f"SELECT vision.create_index('{table}', '{MODEL}', method => 'ivf', "
                   "pca_dims => 64)")
+
+
+def test_a_damaged_half_precision_snapshot_is_rebuilt_from_the_compact_rows(db, table, connect):
+    """An indexed table's snapshot holds half precision; a row overwritten in it is caught
+    by its checksum and the snapshot is written again from the half-precision rows."""
+    fill(db, table, 1, 500)
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}', storage => 'int8')")
+    assert snapshot_bytes_a_value(db, table) == pytest.approx(2, abs=0.1)
+    ids, vectors = features(db, table)
+    expected = brute(ids, vectors, vectors[6], 10, exclude=7)
+    assert similar(db, table, 7, approximate=False) == expected
+    _, sha, _ = snapshot_row(db, table)
+    victim = next(i for i in range(400, 500) if i not in expected)
+    overwrite_row(store_file(db, sha, "vec"), victim - 1, vectors[6], dtype="<f2")
+    del db.notices[:]
+    assert similar(db, table, 7, approximate=False) == expected
+    assert any(f"the row of image {victim} does not match its checksum" in n
+               for n in db.notices), db.notices
+    assert similar(connect(), table, 7, approximate=False) == expected
+    assert snapshot_bytes_a_value(db, table) == pytest.approx(2, abs=0.1)

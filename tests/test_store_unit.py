@@ -374,3 +374,21 @@ def test_the_view_writer_refuses_what_is_not_a_flat_array_of_numbers():
     assert halfprecision.half_or_none([0.5, 2.0]) is None  # short: stays single
     assert halfprecision.half_text(halfprecision.half_or_none([0.5, 2.0] * 150)) == \
         "{" + ",".join(["0.5,2"] * 150) + "}"
+
+
+def test_the_folders_of_dropped_databases_are_removed():
+    for oid in (5, 6, 7):
+        sharedfiles.bind(oid)
+        ids, vectors = matrix()
+        sharedfiles.write_snapshot(6, blocks(ids, vectors))
+    root = os.path.dirname(sharedfiles.directory())
+    os.makedirs(os.path.join(root, "not-a-database"))
+    old = time.time() - 2 * sharedfiles.GRACE_SECONDS
+    for name in ("5", "6"):
+        os.utime(os.path.join(root, name), (old, old))
+    try:
+        # 5 and 7 are dropped; 7 was touched within the grace period (being created)
+        assert sharedfiles.collect_dropped_databases([6, 1]) == 1
+        assert sorted(os.listdir(root)) == ["6", "7", "not-a-database"]
+    finally:
+        sharedfiles.bind(None)

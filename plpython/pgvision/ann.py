@@ -2,11 +2,12 @@
 int8 storage and optional PCA (HNSW), kept as store files every backend maps and, as the
 truth, in ``vision.index_chunks``.
 
-Which a table gets by default is decided by its size (:func:`default_method`): HNSW up to
-``IVF_FROM_ROWS`` images, IVF beyond. Measured on 2048-d clustered vectors
-(``make bench-recall``): at 1M an int8 HNSW graph (m 16) took 621 s to build and reached
-recall@10 0.77 at ef 100, 0.90 at ef 800; int8 IVF lists (1,000 of them) took 24 s and
-reached 1.000 scanning 8 lists. At 100k both reach 0.96+, HNSW answering faster.
+Which a table gets by default is decided by its size (:func:`default_method`): HNSW below
+``IVF_FROM_ROWS`` images, IVF from there. Measured on 2048-d clustered vectors
+(``make bench-serving``, docs/performance.md): at 1M an int8 HNSW graph (m 16) took 621 s
+to build and reached recall@10 0.77 at ef 100, 0.90 at ef 800; int8 IVF lists (1,000 of
+them) took 56 s and answered what exact search answers scanning 4 lists. At 100k both
+reach 0.96+, HNSW answering faster (960 against 406 single calls a second).
 
 An index is built over a feature snapshot; its entries are numbered in the order they were
 added, ``vision.indexes.entry_ids`` maps them to image ids and ``dead`` marks replaced or

@@ -220,9 +220,13 @@ def context(plpy, GD, function, model, source):
 
 
 def collect_garbage(plpy, GD, grace_seconds=sharedfiles.GRACE_SECONDS):
-    """Remove store files that no snapshot or index of this database names any more."""
+    """Remove store files that no snapshot or index of this database names any more, and
+    the folders of dropped databases."""
     named = {r["sha256"] for r in plpy.execute(plan(plpy, GD,
              "SELECT sha256 FROM vision._store_files()"))}
+    databases = [r["oid"] for r in plpy.execute(plan(plpy, GD,
+                 "SELECT oid FROM pg_catalog.pg_database"))]
+    sharedfiles.collect_dropped_databases(databases, grace_seconds)
     return sharedfiles.collect_garbage(named, grace_seconds)
 
 

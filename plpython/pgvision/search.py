@@ -137,7 +137,7 @@ def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
     # re-ranked exactly; a float32 index's own distances are exact
     rerank = current["index_storage"] != "float32" or current["index_pca"] is not None
     # an HNSW search holds ef candidates anyway: all are re-ranked; IVF lists hand over as
-    # many as asked (100 re-ranked: recall 1.000 at 1M in make bench-recall)
+    # many as asked (100 re-ranked: as exact search answers at 1M, make bench-serving)
     wanted = (max(effort, 2 * k + 1) if current["index_method"] != "ivf" else
               max(100, 4 * k + 1)) if rerank else k + 1
 

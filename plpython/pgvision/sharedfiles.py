@@ -8,7 +8,8 @@ written to a temporary name and renamed (readers never see half a file), and che
 against the checksum the table holds before a backend first trusts it. A checked file gets
 a ``.ok`` note of its size, inode and modification time, so later backends re-hash only a
 file that was touched since; a missing or damaged file is rebuilt by the caller from the
-tables. Files that no row names any more are removed by :func:`collect_garbage`.
+tables. Files that no row names any more are removed by :func:`collect_garbage`, the
+folders of dropped databases by :func:`collect_dropped_databases`.
 
 Snapshot files (``.vec``) hold a feature matrix: the vectors (row-major, float32, or float16
 where every value is held exactly, see :func:`write_snapshot`), the image ids (int64,
@@ -30,6 +31,7 @@ import json
 import mmap
 import os
 import re
+import shutil
 import time
 import zlib
 
@@ -343,4 +345,30 @@ def collect_garbage(named, grace_seconds=GRACE_SECONDS):
             removed += 1
         except FileNotFoundError:
             pass
+    return removed
+
+
+def collect_dropped_databases(live_oids, grace_seconds=GRACE_SECONDS):
+    """Remove the store folders of databases that no longer exist (``DROP DATABASE`` runs no
+    code of pgvision's, so their files would stay on disk for good), unless touched within
+    ``grace_seconds`` (a database being created); the number removed."""
+    root = runtime_dir("store")
+    if not os.path.isdir(root):
+        return 0
+    live = {str(oid) for oid in live_oids}
+    if not live:  # a server always has databases: an empty list is a mistake, not a fact
+        return 0
+    removed = 0
+    now = time.time()
+    for entry in os.scandir(root):
+        if not entry.is_dir(follow_symlinks=False) or not entry.name.isdigit() \
+                or entry.name in live:
+            continue
+        try:
+            if now - entry.stat().st_mtime < grace_seconds:
+                continue
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
     return removed
