@@ -119,6 +119,18 @@ def half_text(half):
     return array_text(from_half(half))
 
 
+def held_in_half(plpy, GD, model, source, dims):
+    """Whether every stored row of (model, source) is in half precision, so a snapshot of
+    them may be: none of single precision (written before 0.17.0, or beyond its range),
+    and a model half precision stores at all."""
+    if dims < HALF_FROM_DIMS:
+        return False
+    return plpy.execute(spi.plan(plpy, GD, """
+        SELECT NOT EXISTS (SELECT FROM vision.stored_features WHERE model = $1
+                           AND source = $2 AND feature IS NOT NULL) AS held""",
+        ["text", "oid"]), [model, source])[0]["held"]
+
+
 # single-precision rows of models of at least $2 dimensions (HALF_FROM_DIMS: those half
 # precision may hold; rows of shorter models are never read)
 _SINGLE = """

@@ -79,8 +79,8 @@ def _merged(plpy, GD, fn, model_row, source, half=None):
         view.verify()  # an index is never built from a damaged row
         return view
     view = snapshots.verified(plpy, GD, fn, checked)
-    rewrite = half and view.snapshot.vectors.dtype != np.float16 \
-        and model_row["dims"] >= halfprecision.HALF_FROM_DIMS and len(view.snapshot.ids)
+    rewrite = half and view.snapshot.vectors.dtype != np.float16 and len(view.snapshot.ids) \
+        and halfprecision.held_in_half(plpy, GD, model_row["name"], source, model_row["dims"])
     if len(view.changed) or rewrite:
         current = snapshots.build_snapshot(plpy, GD, fn, model_row["name"], source,
                                               model_row["dims"], view.state, view, half=half)

@@ -136,10 +136,14 @@ def _unfiltered(plpy, GD, fn, model_row, source, current, k, metric, candidates,
     # compressed and PCA-reduced indexes only approximate distances: their candidates are
     # re-ranked exactly; a float32 index's own distances are exact
     rerank = current["index_storage"] != "float32" or current["index_pca"] is not None
-    # an HNSW search holds ef candidates anyway: all are re-ranked; IVF lists hand over as
-    # many as asked (100 re-ranked: as exact search answers at 1M, make bench-serving)
-    wanted = (max(effort, 2 * k + 1) if current["index_method"] != "ivf" else
-              max(100, 4 * k + 1)) if rerank else k + 1
+    if not rerank:
+        wanted = k + 1
+    elif current["index_method"] == "ivf":
+        # IVF lists hand over as many as asked: 100 re-ranked answered as exact search does
+        # at 1M (make bench-serving)
+        wanted = max(100, 4 * k + 1)
+    else:
+        wanted = max(effort, 2 * k + 1)  # an HNSW search holds ef candidates anyway
 
     def many(queries, excludes):
         out = []

@@ -281,7 +281,9 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None, 
         return latest  # built by another backend while this one waited
     if half is None:
         half = latest is not None and latest["index_generation"] is not None
-    half = half and dims >= halfprecision.HALF_FROM_DIMS
+    # asked before writing: a table with rows of single precision would otherwise be
+    # written twice, half then float32, at every snapshot while compact_features runs
+    half = half and halfprecision.held_in_half(plpy, GD, model, source, dims)
     snap = current_snapshot(plpy, GD)
     if view is not None:
         try:
@@ -300,8 +302,8 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None, 
     try:
         sha, size, n = sharedfiles.write_snapshot(dims, blocks(), half=half)
     except sharedfiles.NotHalf:
-        # a row written before 0.17.0 (vision.compact_features converts it) or beyond
-        # half precision's range: the snapshot keeps every value exactly, in float32
+        # a single-precision row written since held_in_half was asked: the snapshot keeps
+        # every value exactly, in float32
         sha, size, n = sharedfiles.write_snapshot(dims, blocks())
     spi.write(plpy, GD, plan(plpy, GD, """
         INSERT INTO vision.feature_snapshots AS s (model, source, snap, n, dims, sha256, size_bytes)
