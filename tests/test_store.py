@@ -6,6 +6,7 @@ Features are generated in the server (random clustered vectors) so thousands of 
 seconds; the right answers are computed here with numpy from the same rows.
 """
 
+import hashlib
 import os
 import subprocess
 import time
@@ -566,6 +567,33 @@ def test_ivf_lists_follow_changes_and_a_session_may_scan_more(db, table, connect
     query(db, "ROLLBACK")
     assert query(db, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
         [("0.18.0",)]
+
+
+def test_an_indexs_entry_ids_are_one_mapped_file_rewritten_when_damaged(db, table, connect):
+    """Every backend maps an index's entry ids from one store file beside the index (8 MB a
+    million images no session holds of its own); a damaged copy is written again from
+    vision.indexes, and the answers stay the same."""
+    fill(db, table, 1, 600)
+    query(db, f"SELECT vision.create_index('{table}', '{MODEL}')")
+    expected = similar(connect(), table, 7, approximate=True)
+    index_sha, stored = query(db, "SELECT sha256, entry_ids FROM vision.indexes "
+                                  "WHERE source = %s::regclass", (table,))[0]
+    ids_sha = hashlib.sha256(bytes(stored)).hexdigest()
+    path = os.path.join(os.path.dirname(store_file(db, index_sha, "faiss")),
+                        f"{index_sha}.{ids_sha}.ids")
+    with open(path, "rb") as fh:
+        assert fh.read() == bytes(stored)
+    searching = [connect() for _ in range(2)]
+    for conn in searching:
+        assert similar(conn, table, 7, approximate=True) == expected
+        pid = query(conn, "SELECT pg_backend_pid()")[0][0]
+        with open(f"/proc/{pid}/maps") as fh:
+            assert path in fh.read()  # mapped, not read into the backend
+    with open(path, "r+b") as fh:  # entry 0 now names an image the index does not hold
+        fh.write(np.array([10 ** 9], "<i8").tobytes())
+    assert similar(connect(), table, 7, approximate=True) == expected
+    with open(path, "rb") as fh:
+        assert fh.read() == bytes(stored)
 
 
 def test_a_table_gets_its_index_method_by_size(db, table):

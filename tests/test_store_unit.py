@@ -2,6 +2,7 @@
 a temporary working directory (a backend's is the data directory)."""
 
 import doctest
+import hashlib
 import os
 import struct
 import time
@@ -297,13 +298,49 @@ def test_an_index_skips_dead_and_changed_entries(storage):
     vectors = rng.normal(size=(300, 16)).astype(np.float32)
     index = ann.build_index(vectors, "cosine", storage=storage)
     entries = np.arange(300) + 1
-    idx = ann.MappedIndex(None, index, entries, np.zeros(300, bool))
-    idx.dead[4] = True  # entry of image 5
+    dead = np.zeros(300, bool)
+    dead[4] = True  # entry of image 5
+    idx = ann.MappedIndex(None, index, entries, np.packbits(dead, bitorder="little"))
     alive = idx.alive(np.array([6], np.int64))
     found = entries[ann.ann(index, vectors[4], "cosine", 10, 64, alive)[0]]
     assert 5 not in found and 6 not in found and len(found) == 10
     found = entries[ann.ann(index, vectors[4], "cosine", 1, 64)[0]]
     assert found.tolist() == [5]
+
+
+@pytest.mark.parametrize("count", [8, 13, 300])
+def test_an_index_with_no_dead_or_changed_entry_needs_no_filter(count):
+    """The packed dead bits' padding (bits past the last entry) never counts as an entry."""
+    entries = np.arange(count) + 1
+    idx = ann.MappedIndex(None, None, entries, np.packbits(np.zeros(count, bool),
+                                                           bitorder="little"))
+    assert idx.alive(np.array([], np.int64)) is None
+    assert idx.alive(np.array([count + 5], np.int64)) is None  # an image the index never had
+    alive = idx.alive(np.array([count], np.int64))
+    assert np.unpackbits(alive, count=count, bitorder="little").tolist() == [1] * (count - 1) + [0]
+
+
+def test_a_companion_file_lives_and_is_checked_by_its_own_content(datadir):
+    """An index's entry ids are stored as ``<index sha>.<ids sha>.ids``: kept while the
+    index is named, checked against their own checksum."""
+    owner = hashlib.sha256(b"index").hexdigest()
+    ids = np.arange(1000, dtype="<i8")
+    sha, size = sharedfiles.write_parts("ids", [ids.tobytes()], owner=owner)
+    assert sha == hashlib.sha256(ids.tobytes()).hexdigest() and size == 8000
+    path = sharedfiles.check(sha, "ids", owner=owner)
+    assert os.path.basename(path) == f"{owner}.{sha}.ids"
+    assert np.array_equal(np.memmap(path, dtype="<i8", mode="r"), ids)
+    assert sharedfiles.check(sha, "ids") is None  # not a store file of its own
+    # a garbage collection that names the owner keeps it; one that does not removes it
+    assert sharedfiles.collect_garbage({owner}, grace_seconds=0) == 0
+    assert sharedfiles.check(sha, "ids", owner=owner) == path
+    with open(path, "r+b") as fh:
+        fh.write(b"\1")
+    assert sharedfiles.check(sha, "ids", owner=owner, whole=True) is None
+    assert not os.path.exists(path)
+    sharedfiles.write_parts("ids", [ids.tobytes()], owner=owner)
+    assert sharedfiles.collect_garbage(set(), grace_seconds=0) == 2  # the file and its note
+    assert sharedfiles.check(sha, "ids", owner=owner) is None
 
 
 @pytest.mark.parametrize("name", ["../../global/pg_control", "/etc/passwd", "A" * 64, "", None])

@@ -21,6 +21,7 @@ filtered search, and ``IO_FLAG_MMAP_IFC``, which maps an index file without a pr
 (and searched 2-5x faster than usearch's mapped view here).
 """
 
+import ctypes
 import os
 
 import numpy as np
@@ -159,13 +160,14 @@ def index_distance(scores, metric):
 
 
 class MappedIndex:
-    """A mapped index, its entries' image ids, and which entries are dead."""
+    """A mapped index, its entries' image ids (mapped too) and which entries are dead."""
 
-    def __init__(self, handle, faiss_index, entry_ids, dead):
+    def __init__(self, handle, faiss_index, entry_ids, dead_bits):
         self.handle = handle          # keeps the object faiss.read_index returned alive
         self.faiss = faiss_index
         self.entry_ids = entry_ids
-        self.dead = dead              # bool per entry: replaced or deleted since it was added
+        # packed, little bit order: an entry replaced or deleted since it was added
+        self.dead_bits = dead_bits
         self._alive = {}
 
     def alive(self, changed):
@@ -173,11 +175,21 @@ class MappedIndex:
         None when all may (a search without a filter is faster)."""
         key = changed.tobytes()
         if key not in self._alive:
-            ok = ~self.dead
+            ok = ~self.dead_bits
             if len(changed):
-                ok &= ~np.isin(self.entry_ids, changed)
-            self._alive = {key: None if ok.all() else np.packbits(ok, bitorder="little")}
+                ok &= ~np.packbits(np.isin(self.entry_ids, changed), bitorder="little")
+            ok = _clear_padding(ok, len(self.entry_ids))
+            everyone = int(np.bitwise_count(ok).sum()) == len(self.entry_ids)
+            self._alive = {key: None if everyone else ok}
         return self._alive[key]
+
+
+def _clear_padding(bits, count):
+    """``bits`` with the bits past the ``count``-th of its last byte cleared."""
+    if count % 8:
+        bits = bits.copy()
+        bits[-1] &= (1 << count % 8) - 1
+    return bits
 
 
 def entries(row):
@@ -186,6 +198,16 @@ def entries(row):
     dead = np.unpackbits(np.frombuffer(bytes(row["dead"]), dtype=np.uint8),
                          count=len(entry_ids), bitorder="little").astype(bool)
     return entry_ids, dead
+
+
+def _release_freed_memory():
+    """Hand the heap freed after mapping an index back to the system: reading a faiss index
+    and its row leaves ~8 MB of freed heap a backend would otherwise keep for good (glibc
+    trims only the top of its heap), 8 MB more for every session a pool holds."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc: nothing to hand back this way
+        pass
 
 
 def write_index(index):
@@ -199,35 +221,72 @@ def write_index(index):
             os.unlink(tmp)
 
 
-def map_index(sha, entry_ids, dead):
+def map_index(sha, entry_ids, dead_bits):
     faiss = faiss_module()
     path = sharedfiles.check(sha, "faiss")
     if path is None:
         return None
     handle = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
-    return MappedIndex(handle, faiss.downcast_index(handle), entry_ids, dead)
+    return MappedIndex(handle, faiss.downcast_index(handle), entry_ids, dead_bits)
+
+
+_ROW = "FROM vision.indexes WHERE model = $1 AND source = $2 AND generation = $3"
 
 
 def mapped(plpy, GD, fn, model, source, current):
     """The mapped index of (model, source), cached by generation; None (with a WARNING) when
-    its stored bytes are damaged."""
+    its stored bytes are damaged, or (silently) when it was replaced since ``current``."""
     cache = GD.setdefault(INDEX_CACHE, {})
     hit = cache.get((model, source))
     if hit is not None and hit[0] == current["index_generation"]:
         return hit[1]
-    entry_ids, dead = entries(plpy.execute(spi.plan(
-        plpy, GD, "SELECT entry_ids, dead FROM vision.indexes WHERE model = $1 AND source = $2",
-        ["text", "oid"]), [model, source])[0])
+    # the row is read by generation: one rebuilt since ``current`` is the next call's
+    key = [model, source, current["index_generation"]]
+    found = plpy.execute(spi.plan(
+        plpy, GD, "SELECT pg_catalog.encode(pg_catalog.sha256(entry_ids), 'hex') AS ids_sha256,"
+        " entries, dead " + _ROW, ["text", "oid", "int8"]), key)
     sha = current["index_sha"]
-    index = map_index(sha, entry_ids, dead)
+    entry_ids = _entry_ids(plpy, GD, key, sha, found[0]["ids_sha256"],
+                           found[0]["entries"]) if found else None
+    if entry_ids is None:
+        return None
+    dead_bits = np.frombuffer(bytes(found[0]["dead"]), dtype=np.uint8)
+    index = map_index(sha, entry_ids, dead_bits)
+    if index is None and restore(plpy, GD, model, source, sha):
+        index = map_index(sha, entry_ids, dead_bits)
     if index is None:
-        index = restore(plpy, GD, fn, model, source, sha, entry_ids, dead)
+        plpy.warning(f"{fn}: the stored index of model {model!r} is corrupted (checksum "
+                     "mismatch); using exact search. Rebuild it with vision.create_index.")
     cache[(model, source)] = (current["index_generation"], index)
+    _release_freed_memory()
     return index
 
 
-def restore(plpy, GD, fn, model, source, sha, entry_ids, dead):
-    """Write the index file again from its chunks in vision.index_chunks."""
+def _entry_ids(plpy, GD, key, index_sha, ids_sha, count):
+    """An index's entry ids, mapped from their store file: a companion of the index's,
+    written from ``vision.indexes.entry_ids`` by the first backend that needs it. None when
+    the row (``key``: model, source, generation) was replaced since ``ids_sha`` was read."""
+    if not count:
+        return np.zeros(0, dtype="<i8")
+    path = sharedfiles.check(ids_sha, "ids", owner=index_sha)
+    if path is None:
+        stored = plpy.execute(spi.plan(plpy, GD, "SELECT entry_ids " + _ROW,
+                                       ["text", "oid", "int8"]), key)
+        if not stored:
+            return None
+        written, _ = sharedfiles.write_parts("ids", [stored[0]["entry_ids"]], owner=index_sha)
+        del stored
+        if written != ids_sha:
+            sharedfiles.remove(written, "ids", owner=index_sha)
+            return None
+        path = sharedfiles.path_of(ids_sha, "ids", owner=index_sha)
+    entry_ids = np.memmap(path, dtype="<i8", mode="r")
+    return entry_ids if len(entry_ids) == count else None
+
+
+def restore(plpy, GD, model, source, sha):
+    """Write the index file again from its chunks in vision.index_chunks; whether they
+    matched the index's checksum."""
     cursor = plpy.cursor(spi.plan(plpy, GD, "SELECT data FROM vision.index_chunks "
                                   "WHERE model = $1 AND source = $2 ORDER BY part",
                                   ["text", "oid"]), [model, source])
@@ -241,10 +300,8 @@ def restore(plpy, GD, fn, model, source, sha, entry_ids, dead):
     written, _ = sharedfiles.write_parts("faiss", parts())
     if written != sha:
         sharedfiles.remove(written, "faiss")
-        plpy.warning(f"{fn}: the stored index of model {model!r} is corrupted (checksum "
-                     "mismatch); using exact search. Rebuild it with vision.create_index.")
-        return None
-    return map_index(sha, entry_ids, dead)
+        return False
+    return True
 
 
 def store_index(plpy, GD, model_row, source, snap, index, entry_ids, dead, seconds, params):

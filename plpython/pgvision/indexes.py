@@ -136,7 +136,7 @@ def refresh_index(plpy, GD, source, model=None):
     now_dead = dead | np.isin(entry_ids, changed)
     path = None if row["foreign_snap"] else sharedfiles.check(row["sha256"], "faiss")
     if path is None and not row["foreign_snap"] and ann.restore(
-            plpy, GD, fn, model, source, row["sha256"], entry_ids, dead) is not None:
+            plpy, GD, model, source, row["sha256"]):
         path = sharedfiles.check(row["sha256"], "faiss")
     started = time.monotonic()
     if path is not None and (now_dead.sum() + len(fresh.ids)

@@ -18,6 +18,11 @@ each section aligned to 64 bytes, then a 64-byte trailer with the row count, dim
 bytes per value. The trailer comes last so a snapshot is written in one pass, hashed as it goes,
 without knowing its length in advance.
 
+A companion file is derived from a store file and lives exactly as long as it:
+``<owner sha256>.<own sha256>.<kind>``. An index's entry ids (``.ids``, int64, copied from
+``vision.indexes.entry_ids``) are one, so every backend maps them rather than holding 8 MB
+of its own per million images.
+
 Damage is caught at three depths: a backend mapping a file re-hashes it whole unless its
 ``.ok`` note matches (size, inode, modification and change time: a write in place changes
 the change time even when the modification time is set back); the rows a search answers
@@ -73,10 +78,15 @@ def is_sha256(sha):
     return isinstance(sha, str) and _SHA256.fullmatch(sha) is not None
 
 
-def path_of(sha, kind):
-    if not is_sha256(sha):
-        raise ValueError(f"not a SHA-256: {sha!r}")
-    return os.path.join(directory(), f"{sha}.{kind}")
+def path_of(sha, kind, owner=None):
+    """``<sha256>.<kind>``, or for a file derived from the store file ``owner``,
+    ``<owner>.<sha256>.<kind>``: a companion is named by its own content and kept exactly as
+    long as its owner (:func:`collect_garbage` goes by a name's first part)."""
+    for name in (sha,) if owner is None else (owner, sha):
+        if not is_sha256(name):
+            raise ValueError(f"not a SHA-256: {name!r}")
+    return os.path.join(directory(), f"{sha}.{kind}" if owner is None
+                        else f"{owner}.{sha}.{kind}")
 
 
 def _aligned(offset):
@@ -107,9 +117,9 @@ def incoming():
     return os.path.join(directory(), f"incoming-{os.getpid()}-{time.monotonic_ns()}.tmp")
 
 
-def _install(path, sha, kind):
+def _install(path, sha, kind, owner=None):
     """Rename a finished, synced file to ``<sha256>.<kind>`` and note it as checked."""
-    final = path_of(sha, kind)
+    final = path_of(sha, kind, owner)
     os.replace(path, final)
     _note_checked(final, sha)
 
@@ -129,8 +139,9 @@ class _HashingWriter:
     """Writes ``incoming-*.tmp`` and hashes what it writes; :meth:`commit` fsyncs, renames
     it to ``<sha256>.<kind>`` and returns the SHA-256."""
 
-    def __init__(self, kind):
+    def __init__(self, kind, owner=None):
         self.kind = kind
+        self.owner = owner
         self.tmp = incoming()
         self.fh = open(self.tmp, "wb")
         self.digest = hashlib.sha256()
@@ -151,7 +162,7 @@ class _HashingWriter:
         os.fsync(self.fh.fileno())
         self.fh.close()
         sha = self.digest.hexdigest()
-        _install(self.tmp, sha, self.kind)
+        _install(self.tmp, sha, self.kind, self.owner)
         return sha
 
     def abort(self):
@@ -160,9 +171,10 @@ class _HashingWriter:
             os.unlink(self.tmp)
 
 
-def write_parts(kind, parts):
-    """Write the byte strings/arrays ``parts`` one after another as one file: (sha256, size)."""
-    writer = _HashingWriter(kind)
+def write_parts(kind, parts, owner=None):
+    """Write the byte strings/arrays ``parts`` one after another as one file (a companion of
+    store file ``owner`` when given, see :func:`path_of`): (sha256, size)."""
+    writer = _HashingWriter(kind, owner)
     try:
         for part in parts:
             writer.write(part)
@@ -288,13 +300,13 @@ def _note_checked(path, sha):
     os.replace(tmp, path + ".ok")
 
 
-def check(sha, kind, whole=False):
-    """The path of the file with content ``sha`` if it is there and intact, else None (a
-    damaged file is removed). Hashes the file only when its ``.ok`` note does not match,
-    or always with ``whole``."""
-    if not is_sha256(sha):
+def check(sha, kind, whole=False, owner=None):
+    """The path of the file with content ``sha`` (a companion of ``owner`` when given) if it
+    is there and intact, else None (a damaged file is removed). Hashes the file only when
+    its ``.ok`` note does not match, or always with ``whole``."""
+    if not is_sha256(sha) or not (owner is None or is_sha256(owner)):
         return None
-    path = path_of(sha, kind)
+    path = path_of(sha, kind, owner)
     if not os.path.exists(path):
         return None
     try:
@@ -307,7 +319,7 @@ def check(sha, kind, whole=False):
     if sha256_file(path) == sha:
         _note_checked(path, sha)
         return path
-    remove(sha, kind)
+    remove(sha, kind, owner)
     return None
 
 
@@ -318,10 +330,10 @@ def check_whole(sha, kind):
     return "sound" if check(sha, kind, whole=True) else "damaged"
 
 
-def remove(sha, kind):
-    if not is_sha256(sha):
+def remove(sha, kind, owner=None):
+    if not is_sha256(sha) or not (owner is None or is_sha256(owner)):
         return
-    for path in (path_of(sha, kind), path_of(sha, kind) + ".ok"):
+    for path in (path_of(sha, kind, owner), path_of(sha, kind, owner) + ".ok"):
         try:
             os.unlink(path)
         except FileNotFoundError:
