@@ -14,7 +14,9 @@ among training images; linear-probe accuracy of pgvision's logistic learner (C b
 training images); near-duplicate recall@2 on the photo copies.
 Candidates: every Inception-v3 block mixed4..mixed10 and MobileNet-v2 blocks, pooled by
 avg / max / GeM / grid (1×1 + 2×2); horizontally flipped views averaged; two layers
-concatenated; L2 → PCA-whitening learned on each data set's own features (unsupervised).
+concatenated; L2 → PCA-whitening learned on each data set's own features (unsupervised);
+the default's cut (Inception-v3 ``mixed6``) fed smaller inputs than the network's 299 px
+(``@224``, ``@256``: the same weights, fewer positions to compute), with its img/s.
 Baselines: raw pixels with scikit-learn (standardised LogisticRegressionCV; NearestNeighbors,
 Euclidean and cosine, the better one), and the 0.13.0 default (inception_v3 = mixed10, avg).
 The default model (pgvision.DEFAULT_MODEL) is also run as pgvision runs it: the installed
@@ -50,6 +52,8 @@ NETWORKS = {
                                               "block_16_expand_relu", "out_relu"]},
 }
 POOLINGS = ("avg", "max", "gem", "grid")
+# input sizes other than the network's own, measured for one cut: (network, layer, sizes)
+RESIZED = ("inception_v3", "mixed6", (224, 256))
 BASELINE = ("inception_v3", "mixed10", "avg")  # the 0.13.0 default
 WHITEN_DIMS = 128
 
@@ -115,6 +119,35 @@ def network(name, model_dir):
     return keras.Model(model.inputs[0], [model.get_layer(layer).output for layer in layers])
 
 
+def network_at(name, layer, size, model_dir):
+    """``name`` cut at ``layer`` and fed ``size`` × ``size`` inputs: the layers up to a
+    convolutional cut do not depend on the input's size, so the weights carry over."""
+    from pgvision.extractors import load_keras_file
+    import keras
+
+    model = load_keras_file("bench", os.path.join(model_dir, f"{name}.keras"), (2, 1))
+    cut = keras.Model(model.inputs[0], model.get_layer(layer).output)
+    resized = keras.models.clone_model(cut, input_tensors=keras.Input((size, size, 3)))
+    resized.set_weights(cut.get_weights())
+    return resized
+
+
+def resized_features(images, model_dir):
+    """{label: features} and {size: img/s} of RESIZED's cut at each of its input sizes and
+    at the network's own (timed alike), pooled by avg and grid."""
+    name, layer, sizes = RESIZED
+    out, speed = {}, {}
+    for size in (NETWORKS[name]["size"], *sizes):
+        model = network_at(name, layer, size, model_dir)
+        started = time.monotonic()
+        features = pooled_features(model, [layer], images, size)
+        speed[size] = len(images) / (time.monotonic() - started)
+        if size != NETWORKS[name]["size"]:
+            for how in ("avg", "grid"):
+                out[f"{name}:{layer}:{how}@{size}"] = features[(layer, how)]
+    return out, speed
+
+
 def pooled_features(model, layers, images, size, flip=False, batch=16):
     """{(layer, pooling): (n, d)} of ``images`` (mirrored first when ``flip``)."""
     out = {}
@@ -125,6 +158,8 @@ def pooled_features(model, layers, images, size, flip=False, batch=16):
         x = np.stack([np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.float32)
                       for im in chunk])
         maps = model.predict_on_batch(preprocess(x, "inception"))
+        if len(layers) == 1:  # a model of one output gives its array, not a list of one
+            maps = [maps]
         for layer, m in zip(layers, maps):
             for how in POOLINGS:
                 out.setdefault((layer, how), []).append(pooling.pool(m, how))
@@ -283,8 +318,11 @@ def main():
                 for label, X in candidates(features, flipped).items()}
         for label, X in installed_default(args.model_dir, images).items():
             rows[label] = measure(X, labels, groups)
+        resized, speed = resized_features(images, args.model_dir)
+        for label, X in resized.items():
+            rows[label] = measure(X, labels, groups)
         score_key = "near_duplicate_recall_at_2" if groups is not None else "precision_at_10"
-        best = sorted((k for k in rows if k.count(":") == 2 and "+" not in k and " " not in k),
+        best = sorted((k for k in rows if k.count(":") == 2 and not set(k) & set("+ @")),
                       key=lambda k: -rows[k][score_key])[:3]
         for label, X in derived(features, flipped, best).items():
             rows[label] = measure(X, labels, groups)
@@ -292,8 +330,11 @@ def main():
                     {"near_duplicate_recall_at_2":
                      evaluation.near_duplicate_recall(raw, groups, 2)})
         results["sets"][name] = {"raw_pixels": raw_rows, "candidates": rows,
-                                 "extract_seconds": extract_s}
+                                 "extract_seconds": extract_s,
+                                 "input_size_images_per_second": speed}
         print_table(name, rows, raw_rows)
+        print(f"{RESIZED[0]} cut at {RESIZED[1]}, TensorFlow img/s by input size: " +
+              ", ".join(f"{size} px {rate:.1f}" for size, rate in speed.items()))
         results["sets"][name]["goals"] = goals(name, rows, raw_rows)
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as fh:
