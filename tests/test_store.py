@@ -594,6 +594,17 @@ def test_an_indexs_entry_ids_are_one_mapped_file_rewritten_when_damaged(db, tabl
     assert similar(connect(), table, 7, approximate=True) == expected
     with open(path, "rb") as fh:
         assert fh.read() == bytes(stored)
+    # vision.maintain finds damage before any search maps the file again
+    overwrite_row(path, 0, [10 ** 9], dtype="<i8")
+    report = query(db, f"CALL vision.maintain('{table}')")[0][0]
+    assert report["files"]["damaged"] == [f"index's entry ids of model {MODEL} "
+                                          f"({ids_sha[:12]}…)"]
+    assert not os.path.exists(path)
+    assert similar(connect(), table, 7, approximate=True) == expected
+    with open(path, "rb") as fh:
+        assert fh.read() == bytes(stored)
+    assert query(db, f"CALL vision.maintain('{table}')")[0][0]["files"] == \
+        {"sound": 3, "damaged": []}
 
 
 def test_a_table_gets_its_index_method_by_size(db, table):

@@ -323,11 +323,12 @@ def check(sha, kind, whole=False, owner=None):
     return None
 
 
-def check_whole(sha, kind):
+def check_whole(sha, kind, owner=None):
     """'missing', 'sound' or 'damaged' (then removed): the file hashed whole, notes aside."""
-    if not is_sha256(sha) or not os.path.exists(path_of(sha, kind)):
+    if not is_sha256(sha) or not (owner is None or is_sha256(owner)) or \
+            not os.path.exists(path_of(sha, kind, owner)):
         return "missing"
-    return "sound" if check(sha, kind, whole=True) else "damaged"
+    return "sound" if check(sha, kind, whole=True, owner=owner) else "damaged"
 
 
 def remove(sha, kind, owner=None):

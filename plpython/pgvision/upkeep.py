@@ -91,25 +91,33 @@ def _with_model(plpy, GD, fn, relid, jobs, model):
     return jobs + [{**latest, "model": model}]
 
 
+_FILES = {"vec": ("snapshot", "rebuilt from vision.features"),
+          "faiss": ("index", "restored from vision.index_chunks by the next search"),
+          "ids": ("index's entry ids", "written again from vision.indexes by the next search")}
+
+
 def _check_files(plpy, GD, relid, report):
     """Hash the table's snapshot and index files whole: damage the per-row checks of a
-    search would not reach (a row no search answers, an index entry) is found here."""
+    search would not reach (a row no search answers, an index entry) is found here. An
+    index's entry-ids file is checked where a search wrote it (a missing one is no damage)."""
     for row in plpy.execute(spi.plan(plpy, GD, """
-            SELECT 'vec' AS kind, model, sha256, dims FROM vision.feature_snapshots
-            WHERE source = $1
+            SELECT 'vec' AS kind, model, sha256, dims, NULL AS owner
+            FROM vision.feature_snapshots WHERE source = $1
             UNION ALL
-            SELECT 'faiss', model, sha256, dims FROM vision.indexes WHERE source = $1
+            SELECT 'faiss', model, sha256, dims, NULL FROM vision.indexes WHERE source = $1
+            UNION ALL
+            SELECT 'ids', model, pg_catalog.encode(pg_catalog.sha256(entry_ids), 'hex'), dims,
+                   sha256 FROM vision.indexes WHERE source = $1
             ORDER BY 1, 2""", ["oid"]), [relid]):
-        state = sharedfiles.check_whole(row["sha256"], row["kind"])
+        state = sharedfiles.check_whole(row["sha256"], row["kind"], row["owner"])
         if state == "sound":
             report["sound"] += 1
         elif state == "damaged":
-            what = "snapshot" if row["kind"] == "vec" else "index"
+            what, remedy = _FILES[row["kind"]]
             report["damaged"].append(f"{what} of model {row['model']} ({row['sha256'][:12]}…)")
             plpy.warning(f"{FN_MAINTAIN}: the {what} file of model {row['model']!r} was "
-                         "damaged; it is " + ("rebuilt from vision.features" if what ==
-                         "snapshot" else "restored from vision.index_chunks by the next search"))
-            if what == "snapshot":
+                         f"damaged; it is {remedy}")
+            if row["kind"] == "vec":
                 snapshots.forget_mapping(GD, row["sha256"])
                 snapshots.build_snapshot(plpy, GD, FN_MAINTAIN, row["model"], relid,
                                             row["dims"], featurestore.state(
