@@ -78,13 +78,17 @@ def is_sha256(sha):
     return isinstance(sha, str) and _SHA256.fullmatch(sha) is not None
 
 
+def _well_named(sha, owner=None):
+    """Whether ``sha``, and ``owner`` when given, are SHA-256s (the parts of a store path)."""
+    return is_sha256(sha) and (owner is None or is_sha256(owner))
+
+
 def path_of(sha, kind, owner=None):
     """``<sha256>.<kind>``, or for a file derived from the store file ``owner``,
     ``<owner>.<sha256>.<kind>``: a companion is named by its own content and kept exactly as
     long as its owner (:func:`collect_garbage` goes by a name's first part)."""
-    for name in (sha,) if owner is None else (owner, sha):
-        if not is_sha256(name):
-            raise ValueError(f"not a SHA-256: {name!r}")
+    if not _well_named(sha, owner):
+        raise ValueError(f"not a SHA-256: {sha if not is_sha256(sha) else owner!r}")
     return os.path.join(directory(), f"{sha}.{kind}" if owner is None
                         else f"{owner}.{sha}.{kind}")
 
@@ -304,7 +308,7 @@ def check(sha, kind, whole=False, owner=None):
     """The path of the file with content ``sha`` (a companion of ``owner`` when given) if it
     is there and intact, else None (a damaged file is removed). Hashes the file only when
     its ``.ok`` note does not match, or always with ``whole``."""
-    if not is_sha256(sha) or not (owner is None or is_sha256(owner)):
+    if not _well_named(sha, owner):
         return None
     path = path_of(sha, kind, owner)
     if not os.path.exists(path):
@@ -325,14 +329,13 @@ def check(sha, kind, whole=False, owner=None):
 
 def check_whole(sha, kind, owner=None):
     """'missing', 'sound' or 'damaged' (then removed): the file hashed whole, notes aside."""
-    if not is_sha256(sha) or not (owner is None or is_sha256(owner)) or \
-            not os.path.exists(path_of(sha, kind, owner)):
+    if not _well_named(sha, owner) or not os.path.exists(path_of(sha, kind, owner)):
         return "missing"
     return "sound" if check(sha, kind, whole=True, owner=owner) else "damaged"
 
 
 def remove(sha, kind, owner=None):
-    if not is_sha256(sha) or not (owner is None or is_sha256(owner)):
+    if not _well_named(sha, owner):
         return
     for path in (path_of(sha, kind, owner), path_of(sha, kind, owner) + ".ok"):
         try:
