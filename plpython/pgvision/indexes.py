@@ -44,7 +44,7 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
         require_int_range(fn, "pca_dims", pca_dims, 2, model_row["dims"])
     source = featurestore.resolve_source(plpy, GD, fn, model_row["name"], source)
     _require_index_owner(plpy, GD, fn, model_row["name"], source)
-    view = _merged(plpy, GD, fn, model_row, source, half=True)
+    view = _merged(plpy, GD, fn, model_row, source)
     n = len(view.snapshot.ids)
     require(fn, "source", source, n > (pca_dims or 0), "a table with more stored features "
             f"than pca_dims ({pca_dims})" if pca_dims else "a table with stored features")
@@ -69,21 +69,24 @@ def create_index(plpy, GD, source, model=None, metric="cosine", m=16, ef_constru
     return n
 
 
-def _merged(plpy, GD, fn, model_row, source, half=None):
+def _merged(plpy, GD, fn, model_row, source):
     """The Live view after folding every change into a new shared snapshot (so an index
-    built on it starts with nothing to search exactly); with ``half``, a float32 snapshot
-    is written again in half precision where its rows allow (an indexed table's snapshot
-    only re-ranks and answers exact searches)."""
+    built on it starts with nothing to search exactly), in half precision where the rows
+    allow: a float32 snapshot is written again so (an indexed table's snapshot only
+    re-ranks and answers exact searches)."""
     def checked():
         view = snapshots.live(plpy, GD, fn, model_row["name"], source, model_row["dims"])
         view.verify()  # an index is never built from a damaged row
         return view
     view = snapshots.verified(plpy, GD, fn, checked)
-    rewrite = half and view.snapshot.vectors.dtype != np.float16 and len(view.snapshot.ids) \
-        and halfprecision.held_in_half(plpy, GD, model_row["name"], source, model_row["dims"])
-    if len(view.changed) or rewrite:
+    single = view.snapshot.vectors.dtype != np.float16 and len(view.snapshot.ids)
+    if not (len(view.changed) or single):
+        return view
+    # asked once, here: build_snapshot takes the answer rather than asking again
+    held = halfprecision.held_in_half(plpy, GD, model_row["name"], source, model_row["dims"])
+    if len(view.changed) or held:
         current = snapshots.build_snapshot(plpy, GD, fn, model_row["name"], source,
-                                              model_row["dims"], view.state, view, half=half)
+                                              model_row["dims"], view.state, view, half=held)
         view = snapshots.live(plpy, GD, fn, model_row["name"], source, model_row["dims"],
                                  current)
     return view
@@ -155,7 +158,7 @@ def refresh_index(plpy, GD, source, model=None):
               f"{int(now_dead.sum())} of {len(entry_ids)} entries replaced or deleted and "
               f"{len(fresh.ids)} to add")
     plpy.notice(f"{fn}: rebuilding the index of model {model!r}: {reason}")
-    view = _merged(plpy, GD, fn, model_row, source, half=True)
+    view = _merged(plpy, GD, fn, model_row, source)
     index = ann.build_index(view.snapshot.vectors, params["metric"], params["m"],
                         params["ef_construction"], params["pca_dims"], params["storage"],
                         params["method"], params["lists"])

@@ -270,9 +270,11 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None, 
     snapshot and the changes since) when given, else read from vision.features. Another
     backend building the same one meanwhile is waited for and its result used.
 
-    The snapshot holds half precision (half the disk and page cache) when ``half``, or by
-    default when the table has an index, which answers its searches (exact search over
-    half precision takes ~2.3x as long); float32 whenever a row is not held exactly."""
+    The snapshot holds half precision (half the disk and page cache) when the table has an
+    index, which answers its searches (exact search over half precision takes ~2.3x as
+    long), and every stored row is held in half precision; float32 whenever a row is not
+    held exactly. A caller that has asked :func:`halfprecision.held_in_half` passes its
+    answer as ``half``."""
     _lock(plpy, GD, model, source)
     latest = state(plpy, GD, model, source, with_index=half is None)
     if latest is not None and latest["generation"] != current["generation"] \
@@ -280,10 +282,10 @@ def build_snapshot(plpy, GD, function, model, source, dims, current, view=None, 
             and _map(latest["sha256"], dims) is not None:
         return latest  # built by another backend while this one waited
     if half is None:
-        half = latest is not None and latest["index_generation"] is not None
-    # asked before writing: a table with rows of single precision would otherwise be
-    # written twice, half then float32, at every snapshot while compact_features runs
-    half = half and halfprecision.held_in_half(plpy, GD, model, source, dims)
+        # asked before writing: a table with rows of single precision would otherwise be
+        # written twice, half then float32, at every snapshot while compact_features runs
+        half = latest is not None and latest["index_generation"] is not None and \
+            halfprecision.held_in_half(plpy, GD, model, source, dims)
     snap = current_snapshot(plpy, GD)
     if view is not None:
         try:
