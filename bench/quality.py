@@ -170,10 +170,9 @@ def installed_default(model_dir, images):
     """{label: features} of the default model run as pgvision runs it: its installed ONNX
     file, and its int8 copy where this CPU runs int8."""
     entry = next(e for e in read_manifest(model_dir) if e["name"] == DEFAULT_MODEL)
-    cut = (entry["sha256"], entry["feature_layer"], entry["pooling"])
-    files = {"fp32": runtimes.onnx_file_name(*cut)}
+    files = {"fp32": runtimes.onnx_file_name(entry)}
     if entry.get("int8") and runtimes.runs_int8("auto"):
-        files["int8"] = runtimes.int8_file_name(*cut)
+        files["int8"] = runtimes.int8_file_name(entry)
     size = (entry["input_height"], entry["input_width"])
     out = {}
     for precision, name in files.items():

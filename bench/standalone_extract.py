@@ -111,8 +111,9 @@ def make_extractor(args, size):
         extractor = Extractor(load_keras_file("standalone", args.model), size, "inception",
                               args.feature_layer, args.pooling)
     elif args.runtime == "onnx":
-        cut = (sha256_file(args.model), args.feature_layer, args.pooling)
-        name = runtimes.int8_file_name(*cut) if args.int8 else runtimes.onnx_file_name(*cut)
+        cut = {"sha256": sha256_file(args.model), "feature_layer": args.feature_layer,
+               "pooling": args.pooling, "input_height": size[0], "input_width": size[1]}
+        name = runtimes.int8_file_name(cut) if args.int8 else runtimes.onnx_file_name(cut)
         extractor = extractors.OnnxExtractor(os.path.join(os.path.dirname(args.model), name),
                                              size, "inception")
     else:

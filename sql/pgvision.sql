@@ -179,7 +179,7 @@ $$;
 COMMENT ON FUNCTION vision.model_backends IS
   'Backends (and parallel workers) of this cluster holding a model: resident memory, and each model with its runtime.';
 
-CREATE FUNCTION vision.model_handle(model text DEFAULT 'inception_v3_mixed6_grid') RETURNS text
+CREATE FUNCTION vision.model_handle(model text DEFAULT 'inception_v3_mixed6_grid_224') RETURNS text
 LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $$
 from pgvision import handles, spi
@@ -364,7 +364,7 @@ COMMENT ON VIEW vision.extract_progress IS 'Progress of vision.extract_table cal
 -- PARALLEL UNSAFE, like every function here that queries: PL/Python runs each query in a
 -- subtransaction, which Postgres forbids during a parallel operation, so a parallel plan
 -- would fail with "cannot start subtransactions during a parallel operation".
-CREATE FUNCTION vision.extract_features(image bytea, model text DEFAULT 'inception_v3_mixed6_grid')
+CREATE FUNCTION vision.extract_features(image bytea, model text DEFAULT 'inception_v3_mixed6_grid_224')
 RETURNS real[]
 LANGUAGE plpython3u STABLE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -378,7 +378,7 @@ CREATE PROCEDURE vision.extract_table(
   source        regclass,
   id_column     name    DEFAULT 'id',
   image_column  name    DEFAULT 'image',
-  model         text    DEFAULT 'inception_v3_mixed6_grid',
+  model         text    DEFAULT 'inception_v3_mixed6_grid_224',
   batch_size    integer DEFAULT 32,
   retry_failed  boolean DEFAULT false,
   parts         integer DEFAULT 1,
@@ -399,7 +399,7 @@ CREATE FUNCTION vision.extract_rows(
   source       regclass,
   id_column    name    DEFAULT 'id',
   image_column name    DEFAULT 'image',
-  model        text    DEFAULT 'inception_v3_mixed6_grid',
+  model        text    DEFAULT 'inception_v3_mixed6_grid_224',
   batch_size   integer DEFAULT 32,
   max_rows     integer DEFAULT 1000
 ) RETURNS TABLE (job_id bigint, processed bigint, failed bigint, remaining bigint)
@@ -776,7 +776,7 @@ SELECT pg_catalog.pg_extension_config_dump('vision.neighbours', '');
 CREATE FUNCTION vision.similar(
   image_id    bigint,
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3_mixed6_grid',
+  model       text     DEFAULT 'inception_v3_mixed6_grid_224',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   candidates  bigint[] DEFAULT NULL,
@@ -794,7 +794,7 @@ COMMENT ON FUNCTION vision.similar IS
 CREATE FUNCTION vision.similar_many(
   image_ids   bigint[],
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3_mixed6_grid',
+  model       text     DEFAULT 'inception_v3_mixed6_grid_224',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   approximate boolean  DEFAULT NULL
@@ -811,7 +811,7 @@ COMMENT ON FUNCTION vision.similar_many IS
 CREATE FUNCTION vision.similar_to_image(
   image       bytea,
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3_mixed6_grid',
+  model       text     DEFAULT 'inception_v3_mixed6_grid_224',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   candidates  bigint[] DEFAULT NULL,
@@ -829,7 +829,7 @@ COMMENT ON FUNCTION vision.similar_to_image IS
 CREATE FUNCTION vision.similar_to_vector(
   feature     real[],
   k           integer  DEFAULT 10,
-  model       text     DEFAULT 'inception_v3_mixed6_grid',
+  model       text     DEFAULT 'inception_v3_mixed6_grid_224',
   metric      text     DEFAULT 'cosine',
   source      regclass DEFAULT NULL,
   candidates  bigint[] DEFAULT NULL,
@@ -846,7 +846,7 @@ COMMENT ON FUNCTION vision.similar_to_vector IS
 
 CREATE FUNCTION vision.create_index(
   source          regclass,
-  model           text    DEFAULT 'inception_v3_mixed6_grid',
+  model           text    DEFAULT 'inception_v3_mixed6_grid_224',
   metric          text    DEFAULT 'cosine',
   m               integer DEFAULT 16,
   ef_construction integer DEFAULT 64,
@@ -866,7 +866,7 @@ $$;
 COMMENT ON FUNCTION vision.create_index IS
   'Build (or rebuild) the index over a table''s features: HNSW, or IVF lists (method; by default HNSW below 500,000 images, IVF from there); returns the number of vectors.';
 
-CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'inception_v3_mixed6_grid')
+CREATE FUNCTION vision.refresh_index(source regclass, model text DEFAULT 'inception_v3_mixed6_grid_224')
 RETURNS text
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -876,7 +876,7 @@ $$;
 COMMENT ON FUNCTION vision.refresh_index IS
   'Fold the changes since an index was built into it (or rebuild it when a fifth is out of date).';
 
-CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3_mixed6_grid')
+CREATE FUNCTION vision.drop_index(source regclass, model text DEFAULT 'inception_v3_mixed6_grid_224')
 RETURNS boolean
 LANGUAGE plpython3u VOLATILE
 SET search_path = pg_catalog, pg_temp AS $$
@@ -887,7 +887,7 @@ COMMENT ON FUNCTION vision.drop_index IS 'Drop a table''s index; true if there w
 
 CREATE FUNCTION vision.refresh_neighbours(
   source regclass,
-  model  text    DEFAULT 'inception_v3_mixed6_grid',
+  model  text    DEFAULT 'inception_v3_mixed6_grid_224',
   k      integer DEFAULT 10,
   metric text    DEFAULT 'cosine'
 ) RETURNS bigint
@@ -903,7 +903,7 @@ COMMENT ON FUNCTION vision.refresh_neighbours IS
 
 CREATE FUNCTION vision.duplicates(
   source            regclass,
-  model             text    DEFAULT 'inception_v3_mixed6_grid',
+  model             text    DEFAULT 'inception_v3_mixed6_grid_224',
   max_hash_distance integer DEFAULT 7,
   min_similarity    real    DEFAULT 0.82,
   neighbours        integer DEFAULT 10
@@ -921,7 +921,7 @@ COMMENT ON FUNCTION vision.duplicates IS
 CREATE FUNCTION vision.duplicates_of(
   image             bytea,
   source            regclass,
-  model             text    DEFAULT 'inception_v3_mixed6_grid',
+  model             text    DEFAULT 'inception_v3_mixed6_grid_224',
   max_hash_distance integer DEFAULT 7,
   min_similarity    real    DEFAULT 0.82
 ) RETURNS TABLE (image_id bigint, hash_distance integer, cosine real, similarity real)
@@ -1055,7 +1055,7 @@ CREATE FUNCTION vision.train_classifier(
   name    text,
   labels  regclass,
   source  regclass DEFAULT NULL,
-  model   text     DEFAULT 'inception_v3_mixed6_grid',
+  model   text     DEFAULT 'inception_v3_mixed6_grid_224',
   method  text     DEFAULT 'softmax',
   options jsonb    DEFAULT '{}',
   folds   integer  DEFAULT 5,
@@ -1108,7 +1108,7 @@ COMMENT ON FUNCTION vision.classify_table IS
 CREATE FUNCTION vision.compare_classifiers(
   labels  regclass,
   source  regclass DEFAULT NULL,
-  model   text     DEFAULT 'inception_v3_mixed6_grid',
+  model   text     DEFAULT 'inception_v3_mixed6_grid_224',
   methods text[]   DEFAULT NULL,
   rank_by text     DEFAULT 'roc_auc',
   folds   integer  DEFAULT 5,
@@ -1128,7 +1128,7 @@ CREATE FUNCTION vision.fine_tune(
   name       text,
   labels     regclass,
   source     regclass,
-  base_model text     DEFAULT 'inception_v3_mixed6_grid',
+  base_model text     DEFAULT 'inception_v3_mixed6_grid_224',
   blocks     integer  DEFAULT 1,
   folds      integer  DEFAULT 3,
   options    jsonb    DEFAULT '{}',
@@ -1201,7 +1201,7 @@ CREATE FUNCTION vision.record_vote(
   user_id  text,
   image_id bigint,
   liked    boolean,
-  model    text     DEFAULT 'inception_v3_mixed6_grid',
+  model    text     DEFAULT 'inception_v3_mixed6_grid_224',
   source   regclass DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpython3u VOLATILE
@@ -1216,7 +1216,7 @@ CREATE FUNCTION vision.recommend(
   user_id      text,
   k            integer  DEFAULT 10,
   exclude_seen boolean  DEFAULT true,
-  model        text     DEFAULT 'inception_v3_mixed6_grid',
+  model        text     DEFAULT 'inception_v3_mixed6_grid_224',
   source       regclass DEFAULT NULL
 ) RETURNS TABLE (image_id bigint, score real, strategy text)
 LANGUAGE plpython3u STABLE ROWS 10
@@ -1229,7 +1229,7 @@ COMMENT ON FUNCTION vision.recommend IS
 
 CREATE FUNCTION vision.bandit_next(
   user_id text,
-  model   text     DEFAULT 'inception_v3_mixed6_grid',
+  model   text     DEFAULT 'inception_v3_mixed6_grid_224',
   source  regclass DEFAULT NULL
 ) RETURNS TABLE (cluster integer, image_id bigint, draw real)
 LANGUAGE plpython3u VOLATILE ROWS 1
@@ -1311,7 +1311,7 @@ COMMENT ON VIEW vision.bandit_state IS 'Beta(alpha, beta) per user and cluster, 
 SELECT pg_catalog.pg_extension_config_dump('vision.map_2d', '');
 
 CREATE FUNCTION vision.cluster(
-  model  text     DEFAULT 'inception_v3_mixed6_grid',
+  model  text     DEFAULT 'inception_v3_mixed6_grid_224',
   k      integer  DEFAULT 8,
   method text     DEFAULT 'kmeans',
   source regclass DEFAULT NULL
@@ -1325,7 +1325,7 @@ COMMENT ON FUNCTION vision.cluster IS
   'K-means over a table''s features into vision.clusters and vision.cluster_centroids.';
 
 CREATE FUNCTION vision.embed_2d(
-  model  text     DEFAULT 'inception_v3_mixed6_grid',
+  model  text     DEFAULT 'inception_v3_mixed6_grid_224',
   method text     DEFAULT 'tsne',
   source regclass DEFAULT NULL
 ) RETURNS real
@@ -1338,7 +1338,7 @@ COMMENT ON FUNCTION vision.embed_2d IS
   'Project a table''s features to 2-D (t-SNE or PCA) into vision.map_2d; returns seconds taken.';
 
 CREATE FUNCTION vision.plot_map(
-  model        text     DEFAULT 'inception_v3_mixed6_grid',
+  model        text     DEFAULT 'inception_v3_mixed6_grid_224',
   color_by     text     DEFAULT 'cluster',
   source       regclass DEFAULT NULL,
   thumbnails   boolean  DEFAULT false,
@@ -1362,7 +1362,7 @@ CREATE FUNCTION vision.contact_sheet(
   image_ids    bigint[] DEFAULT NULL,
   k            integer  DEFAULT 8,
   source       regclass DEFAULT NULL,
-  model        text     DEFAULT 'inception_v3_mixed6_grid',
+  model        text     DEFAULT 'inception_v3_mixed6_grid_224',
   label_column name     DEFAULT NULL,
   image_column name     DEFAULT 'image',
   id_column    name     DEFAULT 'id',

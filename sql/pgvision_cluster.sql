@@ -77,7 +77,7 @@ CREATE FUNCTION vision_cluster.extract(
   source       text,
   id_column    text    DEFAULT 'id',
   image_column text    DEFAULT 'image',
-  model        text    DEFAULT 'inception_v3_mixed6_grid',
+  model        text    DEFAULT 'inception_v3_mixed6_grid_224',
   batch_size   integer DEFAULT 32,
   max_rows     integer DEFAULT 1000
 ) RETURNS TABLE (node text, processed bigint, failed bigint, remaining bigint)
@@ -121,7 +121,7 @@ CREATE FUNCTION vision_cluster.similar_to_vector(
   feature real[],
   source  text,
   k       integer DEFAULT 10,
-  model   text    DEFAULT 'inception_v3_mixed6_grid',
+  model   text    DEFAULT 'inception_v3_mixed6_grid_224',
   metric  text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
 LANGUAGE plpython3u STABLE
@@ -137,7 +137,7 @@ CREATE FUNCTION vision_cluster.similar(
   image_id bigint,
   source   text,
   k        integer DEFAULT 10,
-  model    text    DEFAULT 'inception_v3_mixed6_grid',
+  model    text    DEFAULT 'inception_v3_mixed6_grid_224',
   metric   text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
 LANGUAGE plpython3u STABLE
@@ -153,7 +153,7 @@ CREATE FUNCTION vision_cluster.similar_to_image(
   image  bytea,
   source text,
   k      integer DEFAULT 10,
-  model  text    DEFAULT 'inception_v3_mixed6_grid',
+  model  text    DEFAULT 'inception_v3_mixed6_grid_224',
   metric text    DEFAULT 'cosine'
 ) RETURNS TABLE (image_id bigint, distance real, rank integer, node text)
 LANGUAGE plpython3u STABLE
@@ -206,7 +206,7 @@ $$;
 
 CREATE FUNCTION vision_cluster.create_index(
   source          text,
-  model           text    DEFAULT 'inception_v3_mixed6_grid',
+  model           text    DEFAULT 'inception_v3_mixed6_grid_224',
   metric          text    DEFAULT 'cosine',
   m               integer DEFAULT 16,
   ef_construction integer DEFAULT 64,
@@ -290,7 +290,7 @@ CREATE FUNCTION vision_cluster.train_classifier(
   name    text,
   labels  regclass,
   source  text,
-  model   text    DEFAULT 'inception_v3_mixed6_grid',
+  model   text    DEFAULT 'inception_v3_mixed6_grid_224',
   method  text    DEFAULT 'logistic',
   options jsonb   DEFAULT '{}',
   folds   integer DEFAULT 5,
@@ -335,7 +335,7 @@ CREATE FUNCTION vision_cluster.record_vote(
   image_id bigint,
   liked    boolean,
   source   text,
-  model    text DEFAULT 'inception_v3_mixed6_grid'
+  model    text DEFAULT 'inception_v3_mixed6_grid_224'
 ) RETURNS boolean
 LANGUAGE plpython3u VOLATILE AS $$
 from pgvision import shards, spi
@@ -374,7 +374,7 @@ CREATE FUNCTION vision_cluster.recommend(
   source       text,
   k            integer DEFAULT 10,
   exclude_seen boolean DEFAULT true,
-  model        text    DEFAULT 'inception_v3_mixed6_grid'
+  model        text    DEFAULT 'inception_v3_mixed6_grid_224'
 ) RETURNS TABLE (image_id bigint, score real, strategy text, node text)
 LANGUAGE plpython3u STABLE ROWS 10 AS $$
 from pgvision import shards, spi

@@ -28,10 +28,39 @@ def test_default_model_gives_its_grid_pooled_inception_features(db):
 
 
 def test_inception_v3_keeps_the_features_it_always_meant(db):
-    """A new default is a new name: inception_v3 is still mixed10, average-pooled."""
+    """A new default is a new name: inception_v3 is still mixed10, average-pooled, and
+    0.14.0's default still its mixed6 grid fed 299 px."""
     assert query(db, "SELECT feature_layer, pooling, dims FROM vision.models "
                      "WHERE name = 'inception_v3'")[0] == ("mixed10", "avg", 2048)
     assert len(features(db, image_bytes(1), "inception_v3")) == 2048
+    assert query(db, "SELECT feature_layer, pooling, input_height, input_width FROM "
+                     "vision.models WHERE name = 'inception_v3_mixed6_grid'")[0] == \
+        ("mixed6", "grid", 299, 299)
+
+
+def test_the_default_is_inception_v3_cut_at_mixed6_and_fed_224_px(db, connect):
+    """The default's float32 features are Keras's: the network built for 299 px, rebuilt for
+    224 px inputs with the same weights, cut at mixed6 and grid-pooled."""
+    import keras
+    from pgvision import images, pooling
+    from pgvision.files import default_model_dir
+
+    assert query(db, "SELECT feature_layer, pooling, input_height, input_width FROM "
+                     "vision.models WHERE name = %s", (DEFAULT_MODEL,))[0] == \
+        ("mixed6", "grid", 224, 224)
+    data = image_bytes(8, size=(400, 300))
+    fp32 = connect(options="-c pgvision.precision=fp32")  # read when a backend loads a model
+    in_db = np.array(features(fp32, data))
+    model = keras.saving.load_model(f"{default_model_dir()}/inception_v3.keras", compile=False,
+                                    safe_mode=True)
+    cut = keras.Model(model.inputs[0], model.get_layer("mixed6").output)
+    rebuilt = keras.models.clone_model(cut, input_tensors=keras.Input((224, 224, 3)))
+    rebuilt.set_weights(cut.get_weights())
+    batch = images.preprocess(images.to_array(images.decode(data, draft_size=(224, 224)),
+                                              (224, 224))[None], "inception")
+    maps = np.asarray(rebuilt(batch))
+    assert maps.shape == (1, 12, 12, 768)  # 17 x 17 positions at 299 px
+    np.testing.assert_allclose(in_db, pooling.pool(maps, "grid")[0], rtol=1e-3, atol=1e-4)
 
 
 def test_in_db_features_equal_standalone_keras_on_the_same_pipeline(db):

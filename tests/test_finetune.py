@@ -71,6 +71,21 @@ def test_fine_tune_registers_a_model_that_extracts_like_any_other(shapes, connec
         query(analyst, FINE_TUNE, ("ft_other",))
 
 
+def test_a_base_fed_another_size_than_its_network_tunes_at_that_size(shapes, connect):
+    """The default model is Inception-v3 (built for 299 px) fed 224 px: its tuned copy is a
+    network for 224 px inputs, registered at that size, extracting at it."""
+    from pgvision import DEFAULT_MODEL
+
+    curator = connect(user="curator")
+    result = query(curator, "SELECT vision.fine_tune('ft_small', 'ft_labels', 'ft_shapes', "
+                            "base_model => %s, folds => 0, options => '{\"epochs\": 1}')",
+                   (DEFAULT_MODEL,))[0][0]
+    assert result["dims"] == 3840 and result["from_layer"] == "mixed5"
+    assert query(curator, "SELECT input_height, input_width, feature_layer, pooling FROM "
+                          "vision.models WHERE name = 'ft_small'")[0] == (224, 224, "mixed6", "grid")
+    assert features(curator, 3, "ft_small").shape == (3840,)
+
+
 @pytest.mark.parametrize("call, error, message", [
     ("SELECT vision.fine_tune('ft_x', 'ft_labels', 'ft_shapes', base_model => 'nope')",
      pgerr.UndefinedObject, '"base_model" names no registered model'),

@@ -85,6 +85,54 @@ def test_lambda_layers_are_refused_by_safe_mode(db, tmp_path, cleanup_models):
     assert not query(db, "SELECT 1 FROM vision.model_store WHERE name = 'evil'")
 
 
+def test_a_network_fed_another_size_than_its_own_is_a_model_of_its_own(db, tmp_path,
+                                                                       cleanup_models):
+    """One .keras file registered at its own 32 px and fed 24 px: two models, two converted
+    files, and the 24 px one gives what Keras gives the same network rebuilt for 24 px."""
+    import keras
+    from pgvision import images
+
+    data = keras_bytes(tmp_path, name="sized", filters=5, seed=4)
+    register(db, "tiny_32", data, preprocessing="raw")
+    assert register(db, "tiny_24", data, preprocessing="raw", input_height=24,
+                    input_width=24) == 5
+    assert query(db, "SELECT input_height, input_width FROM vision.models WHERE name = "
+                     "'tiny_24'")[0] == (24, 24)
+    image = image_bytes(9, size=(80, 60))
+    own, fed_24 = (np.array(query(db, "SELECT vision.extract_features(%s, %s)",
+                                  (psycopg2.Binary(image), name))[0][0])
+                   for name in ("tiny_32", "tiny_24"))
+    model = keras.saving.load_model(tmp_path / "sized.keras", compile=False, safe_mode=True)
+    rebuilt = keras.models.clone_model(model, input_tensors=keras.Input((24, 24, 3)))
+    rebuilt.set_weights(model.get_weights())
+    batch = images.to_array(images.decode(image, draft_size=(24, 24)), (24, 24))[None]
+    np.testing.assert_allclose(fed_24, np.asarray(rebuilt(batch))[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(own, fed_24)
+    data_dir = query(db, "SHOW data_directory")[0][0]
+    converted = [f for f in os.listdir(os.path.join(data_dir, "pgvision", "models"))
+                 if f.startswith(query(db, "SELECT sha256 FROM vision.models WHERE name = "
+                                           "'tiny_24'")[0][0])]
+    assert len(converted) == 2  # one ONNX graph for each input size
+
+
+def test_a_network_that_cannot_take_another_size_is_refused_by_name(db, tmp_path,
+                                                                    cleanup_models):
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(2, 3, name="conv")(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, name="head")(x)).save(tmp_path / "flat.keras")
+    with pytest.raises(pgerr.InvalidParameterValue,
+                       match='vision.register_model: argument "input_height"/"input_width": '
+                             "the model, built for 16x16 inputs, cannot be fed 20x20"):
+        register(db, "flat_20", (tmp_path / "flat.keras").read_bytes(), preprocessing="raw",
+                 feature_layer="head", input_height=20, input_width=20)
+    assert not query(db, "SELECT 1 FROM vision.model_store WHERE name = 'flat_20'")
+    # up to a convolutional layer it can
+    assert register(db, "flat_20", (tmp_path / "flat.keras").read_bytes(), preprocessing="raw",
+                    feature_layer="conv", input_height=20, input_width=20) == 2
+
+
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"name": "Bad Name", "data": b"x"}, pgerr.InvalidParameterValue, '"name" must be a lower-case'),
     ({"name": "x", "data": b"\x00pickle"}, pgerr.InvalidParameterValue,

@@ -44,7 +44,9 @@ def tiny_model(db, tmp_path):
     register(db, "tiny_runtime", data, preprocessing="raw")
     data_dir = query(db, "SHOW data_directory")[0][0]
     path = os.path.join(data_dir, "pgvision", "models",
-                        onnx_file_name(hashlib.sha256(data).hexdigest(), None, "avg"))
+                        onnx_file_name({"sha256": hashlib.sha256(data).hexdigest(),
+                                        "feature_layer": None, "pooling": "avg",
+                                        "input_height": 32, "input_width": 32}))
     yield path
     query(db, "SELECT vision.drop_model('tiny_runtime', cascade => true)")
 
@@ -144,5 +146,15 @@ def test_int8_runs_only_on_cpus_with_int8_dot_products(flags, precision, expecte
 
 
 def test_the_quantised_copy_sits_beside_the_float32_file():
-    assert int8_file_name("ab" * 32, "mixed6", "grid") == \
-        onnx_file_name("ab" * 32, "mixed6", "grid").replace(".onnx", "-int8.onnx")
+    row = {"sha256": "ab" * 32, "feature_layer": "mixed6", "pooling": "grid",
+           "input_height": 299, "input_width": 299}
+    assert int8_file_name(row) == onnx_file_name(row).replace(".onnx", "-int8.onnx")
+
+
+def test_a_converted_file_is_named_by_everything_its_graph_depends_on():
+    row = {"sha256": "ab" * 32, "feature_layer": "mixed6", "pooling": "grid",
+           "input_height": 299, "input_width": 299}
+    names = {onnx_file_name(row)} | {onnx_file_name({**row, key: value}) for key, value in (
+        ("sha256", "cd" * 32), ("feature_layer", "mixed7"), ("pooling", "avg"),
+        ("input_height", 224), ("input_width", 224))}
+    assert len(names) == 6 and all(n.startswith(("ab" * 32, "cd" * 32)) for n in names)

@@ -17,6 +17,7 @@ import pytest
 import psycopg2
 from pytest_postgresql.janitor import DatabaseJanitor
 
+import pgvision
 from conftest import PORT, SOCKET_DIR, USER, query, store_file
 
 MODEL, DIMS = "mobilenet_v2", 1280
@@ -566,7 +567,7 @@ def test_ivf_lists_follow_changes_and_a_session_may_scan_more(db, table, connect
                         "ALTER EXTENSION pgvision UPDATE TO '0.17.0'")
     query(db, "ROLLBACK")
     assert query(db, "SELECT extversion FROM pg_extension WHERE extname = 'pgvision'") == \
-        [("0.18.0",)]
+        [(pgvision.__version__,)]
 
 
 def test_an_indexs_entry_ids_are_one_mapped_file_rewritten_when_damaged(db, table, connect):

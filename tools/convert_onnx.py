@@ -42,8 +42,7 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     wanted = set()
     for entry in read_manifest(model_dir):
-        cut = (entry["sha256"], entry["feature_layer"], entry["pooling"])
-        name = runtimes.onnx_file_name(*cut)
+        name = runtimes.onnx_file_name(entry)
         wanted.add(name)
         if not os.path.isfile(os.path.join(model_dir, name)):
             keras_file = os.path.join(model_dir, entry["file"])
@@ -51,7 +50,7 @@ def main():
             runtimes.convert(extractor, os.path.join(model_dir, name))
             print(f"==> converted {entry['name']} to ONNX ({name})", flush=True)
         if entry.get("int8"):
-            int8 = runtimes.int8_file_name(*cut)
+            int8 = runtimes.int8_file_name(entry)
             wanted.add(int8)
             if not os.path.isfile(os.path.join(model_dir, int8)):
                 runtimes.quantise(os.path.join(model_dir, name), os.path.join(model_dir, int8),

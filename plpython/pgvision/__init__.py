@@ -7,8 +7,8 @@ so every module here imports and tests without a server.
 
 # The one source of truth for the version: scripts/install.sh writes it into pgvision.control,
 # the migrations read it, and the extension refuses to run a package of another version.
-__version__ = "0.18.0"
+__version__ = "0.19.0"
 
 # The default model, chosen by measurement (make bench-quality, docs/extraction.md). A new
 # default is a new model name: "inception_v3" keeps meaning the features it always meant.
-DEFAULT_MODEL = "inception_v3_mixed6_grid"
+DEFAULT_MODEL = "inception_v3_mixed6_grid_224"

@@ -13,7 +13,7 @@ import tempfile
 
 from . import hashing, ocr, offload, runtimes, serverlog, settings, slots, spi
 from .pooling import keras_pooling
-from .errors import EXTERNAL_ERROR, UNDEFINED_OBJECT, PgvisionError
+from .errors import EXTERNAL_ERROR, INVALID_PARAMETER, UNDEFINED_OBJECT, PgvisionError
 from .files import default_model_dir, runtime_dir, sha256_file
 
 _CACHE = "pgvision.models"
@@ -62,6 +62,27 @@ def load_keras_file(function, path, threads=None, log=None):
                             EXTERNAL_ERROR) from None
 
 
+def at_input_size(cut, input_size, function):
+    """(inputs, output) of ``cut`` (a one-input Keras model) rebuilt for ``input_size`` inputs
+    with the same weights: convolutions and pools do not depend on the size they are fed, so
+    a network built for 299 px runs at 224 px with fewer positions to compute. A cut that
+    does (a Flatten or Dense before its output) cannot, and says so."""
+    import keras
+
+    height, width = (int(v) for v in input_size)
+    cut = keras.Model(cut.inputs[0], cut.outputs[0])  # one tensor each, as clone_model matches
+    try:
+        resized = keras.models.clone_model(cut, input_tensors=keras.Input((height, width, 3)))
+        resized.set_weights(cut.get_weights())
+    except Exception as err:  # Keras raises many types; the user needs the reason
+        built = tuple(cut.inputs[0].shape[1:3])
+        raise PgvisionError(function, f'argument "input_height"/"input_width": the model, built '
+                            f"for {built[0]}x{built[1]} inputs, cannot be fed {height}x{width} "
+                            f"up to its feature layer ({type(err).__name__}: {str(err)[:200]})",
+                            INVALID_PARAMETER) from None
+    return resized.inputs[0], resized.outputs[0]
+
+
 class Extractor:
     """A Keras model cut at its feature layer, pooled, behind one traced ``tf.function``."""
 
@@ -81,11 +102,14 @@ class Extractor:
                                     f"model: {feature_layer!r}", UNDEFINED_OBJECT) from None
         else:
             output = model.output
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        if len(model.inputs) == 1 and tuple(inputs.shape[1:3]) != tuple(input_size) and \
+                None not in inputs.shape[1:3]:
+            inputs, output = at_input_size(keras.Model(inputs, output), input_size, function)
         if len(output.shape) == 4 and pooling != "none":
             output = keras_pooling(output, pooling)
         if len(output.shape) != 2:
             output = keras.layers.Flatten()(output)
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
         self.model = keras.Model(inputs, output)
         self.input_size = tuple(input_size)
         self.preprocessing = preprocessing
@@ -148,11 +172,10 @@ def onnx_extractor(function, row, threads, directories, cache_dir, convert_to, b
     works."""
     size = (row["input_height"], row["input_width"])
     if int8:  # made by make install for the models whose manifest asks for it
-        path = runtimes.find_onnx(directories[:1], runtimes.int8_file_name(
-            row["sha256"], row["feature_layer"], row["pooling"]))
+        path = runtimes.find_onnx(directories[:1], runtimes.int8_file_name(row))
         if path is not None:
             return OnnxExtractor(path, size, row["preprocessing"], threads, "int8")
-    name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
+    name = runtimes.onnx_file_name(row)
     for directory in directories:
         path = os.path.join(directory, name)
         if not os.path.isfile(path):

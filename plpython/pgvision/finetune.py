@@ -205,8 +205,12 @@ def fine_tune_job(args, progress):
     labels = args["label_names"]
     progress("loading the base model (safe mode)")
     model = extractors.load_keras_file(FN, args["model_path"], tuple(args["threads"]))
+    feature_layer = base["feature_layer"] or model.layers[-1].name
+    built = tuple(model.inputs[0].shape[1:3])
+    if None not in built and built != tuple(size):  # a base fed another size than its own
+        model = keras.Model(*extractors.at_input_size(
+            keras.Model(model.inputs, model.get_layer(feature_layer).output), size, FN))
     names = [layer.name for layer in model.layers]
-    feature_layer = base["feature_layer"] or names[-1]
     cut = opts["from_layer"] or cut_layer_name(names, feature_layer, args["blocks"])
     if cut not in names or names.index(cut) >= names.index(feature_layer):
         raise PgvisionError(FN, f'argument "options.from_layer" must name a layer below '

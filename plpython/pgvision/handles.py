@@ -119,7 +119,7 @@ def handle_runtime(plpy, GD, row):
     runtime = settings.runtime_setting(plpy, GD)
     if not runtimes.runs_on_onnx(runtime):
         return "tensorflow"
-    name = runtimes.onnx_file_name(row["sha256"], row["feature_layer"], row["pooling"])
+    name = runtimes.onnx_file_name(row)
     if runtimes.find_onnx(extractors.onnx_dirs(), name):
         return "onnx"
     return extractors.get_extractor(plpy, GD, FN_HANDLE, row).runtime

@@ -134,13 +134,18 @@ def register_model(plpy, GD, name, model_bytes=None, model_path=None, preprocess
                preprocessing=preprocessing, feature_layer=feature_layer, pooling=pooling)
     target = None
     if runtimes.runs_on_onnx(runtime):  # converting now makes every backend's first use fast
-        target = os.path.join(runtime_dir("models"), runtimes.onnx_file_name(
-            digest, feature_layer, pooling))
+        # named once the input size is known (the model's own, when none is given)
+        target = os.path.join(runtime_dir("models"), f".{digest}.{os.getpid()}.converting")
     try:  # in a child process: this backend never holds TensorFlow for it
         found = extractors.prepared(plpy, fn, row, path, threads, target)
+        if target is not None and not found["onnx_error"]:
+            row.update(input_height=found["input_height"], input_width=found["input_width"])
+            os.replace(target, os.path.join(runtime_dir("models"), runtimes.onnx_file_name(row)))
     finally:
         if temporary:
             os.unlink(path)
+        if target is not None and os.path.exists(target):
+            os.unlink(target)
     if found["onnx_error"] and runtime == "onnx":
         raise runtimes.unconvertible(fn, name, found["onnx_error"])
     if found["onnx_error"]:

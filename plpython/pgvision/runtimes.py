@@ -12,8 +12,9 @@ same model, and features agree to ~1e-6.
 Where the ONNX file lives: ``make install`` converts the built-in models next to their
 ``.keras`` files; other models are converted on first use (or at registration) into
 ``<data directory>/pgvision/models``. The file name is derived from the Keras file's
-SHA-256, the feature layer, the pooling and the ONNX opset, so a re-registered model or a
-new converter never reuses a stale file.
+SHA-256, the feature layer, the pooling, the input size and the ONNX opset, so a
+re-registered model, the same network fed another size, or a new converter never reuses a
+stale file.
 
 ``pgvision.runtime`` picks the runtime: ``auto`` (ONNX Runtime when installed and the model
 converts, else TensorFlow), ``onnx`` (error if it cannot) or ``tensorflow``.
@@ -88,9 +89,9 @@ def runs_int8(precision, flags=None):
     return precision == "auto" and bool(INT8_FLAGS & (cpu_flags() if flags is None else flags))
 
 
-def int8_file_name(sha256, feature_layer, pooling):
+def int8_file_name(row):
     """The quantised copy beside :func:`onnx_file_name`'s file."""
-    return onnx_file_name(sha256, feature_layer, pooling)[:-len(".onnx")] + "-int8.onnx"
+    return onnx_file_name(row)[:-len(".onnx")] + "-int8.onnx"
 
 
 def quantise(source, target, batches):
@@ -141,10 +142,13 @@ def runs_on_onnx(runtime):
     return runtime == "onnx" or (runtime == "auto" and onnx_installed())
 
 
-def onnx_file_name(sha256, feature_layer, pooling):
-    """``<sha256>-<12 hex>.onnx``: the Keras file's hash and what the cut depends on."""
-    cut = hashlib.sha256(f"{feature_layer or ''}|{pooling}|opset{OPSET}".encode()).hexdigest()
-    return f"{sha256}-{cut[:12]}.onnx"
+def onnx_file_name(row):
+    """``<sha256>-<12 hex>.onnx``: the Keras file's hash and what the converted graph depends
+    on, from ``row`` (a registry row, model handle or manifest entry): the cut, its pooling,
+    the input size (one network fed 224 or 299 px is two graphs) and the opset."""
+    cut = (f"{row['feature_layer'] or ''}|{row['pooling']}|"
+           f"{row['input_height']}x{row['input_width']}|opset{OPSET}")
+    return f"{row['sha256']}-{hashlib.sha256(cut.encode()).hexdigest()[:12]}.onnx"
 
 
 def find_onnx(directories, name):
