@@ -180,14 +180,16 @@ def test_extract_then_similar_writes_a_page_a_browser_shows(db, db_name, photo_d
     listed = re.findall(r"│\s+(\d)\s+│\s+(\d+)\s+│\s+(\S+)\s+│\s+([\d.]+)\s+│", done.stdout)
     assert [r[0] for r in listed] == ["1", "2", "3"]
     assert listed[0][2] == "chelsea.png"  # its mirror image is the nearest
-    expected = query(db, "SELECT image_id FROM vision.similar(%s, k => 3, source => %s)",
-                     (ids["chelsea.jpg"], table))
+    expected = query(db, "SELECT image_id, distance FROM vision.similar(%s, k => 3, "
+                         "source => %s)", (ids["chelsea.jpg"], table))
     assert [int(r[1]) for r in listed] == [r[0] for r in expected]
     as_json = json.loads(pgvision("similar", "--id", str(ids["chelsea.jpg"]), "--table", table,
                                   "-k", "3", "--json", db_name=db_name).stdout)
     assert [(r["rank"], r["id"]) for r in as_json] == [(i + 1, r[0]) for i, r in
                                                        enumerate(expected)]
-    assert as_json[0]["name"] == "chelsea.png" and 0 <= as_json[0]["distance"] < 0.1
+    assert [r["distance"] for r in as_json] == pytest.approx([r[1] for r in expected])
+    assert as_json[0]["name"] == "chelsea.png"
+    assert 0 <= as_json[0]["distance"] < as_json[1]["distance"] / 2  # the mirror stands out
     html = page.read_text()
     assert "http" not in html.replace("http-equiv", "")  # self-contained: nothing to fetch
     assert html.count("<figure") == 4 and html.index('class="query"') < html.index("neighbour")
