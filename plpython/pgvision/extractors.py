@@ -66,7 +66,7 @@ def at_input_size(cut, input_size, function):
     """(inputs, output) of ``cut`` (a one-input Keras model) rebuilt for ``input_size`` inputs
     with the same weights: convolutions and pools do not depend on the size they are fed, so
     a network built for 299 px runs at 224 px with fewer positions to compute. A cut that
-    does (a Flatten or Dense before its output) cannot, and says so."""
+    does (a Flatten, a Dense or a fixed-size pool before its output) cannot, and says so."""
     import keras
 
     height, width = (int(v) for v in input_size)
