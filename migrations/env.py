@@ -7,6 +7,7 @@ application uses Alembic too keeps both histories apart. Not in schema vision: t
 revision creates that schema, and DROP EXTENSION drops it.
 """
 
+import logging
 import os
 import sys
 
@@ -90,7 +91,28 @@ def adopt_installed_extension(connection):
             f"INSERT INTO public.{VERSION_TABLE} VALUES (%(r)s)", {"r": revision})
 
 
+class ServerWarnings(logging.Handler):
+    """The server's WARNINGs (an upgrade script's word to the user: a new default, what to run
+    next) to stderr. PostgreSQL runs extension scripts with client_min_messages at WARNING or
+    above, so nothing milder reaches anyone; SQLAlchemy hands a connection's notices to its
+    dialect's logger at INFO and clears them."""
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("WARNING:"):
+            sys.stderr.write(message + "\n")
+
+
+def relay_server_warnings():
+    log = logging.getLogger("sqlalchemy.dialects.postgresql")
+    if not any(isinstance(h, ServerWarnings) for h in log.handlers):
+        log.addHandler(ServerWarnings())
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+
+
 def run_migrations_online():
+    relay_server_warnings()
     dsn = target_dsn()
     engine = create_engine("postgresql+psycopg2://", poolclass=pool.NullPool,
                            creator=lambda: psycopg2.connect(dsn))

@@ -42,10 +42,12 @@ return spi.call(plpy, GD, extract.extract_table, source, id_column, image_column
                 batch_size, retry_failed, parts, part)
 $$;
 
+-- A WARNING (a NOTICE until 0.19.0): extension scripts run with client_min_messages at
+-- WARNING or above, so a NOTICE reached no one.
 DO $$
 BEGIN
   IF EXISTS (SELECT FROM vision.features WHERE model = 'inception_v3') THEN
-    RAISE NOTICE 'pgvision 0.14.0: the default model is now inception_v3_mixed6_grid (Inception-v3 cut at mixed6, grid pooling: better search and classification, 2-3x faster); functions called without model => use it. Your features of inception_v3 stay as they are: pass model => ''inception_v3'' to keep using them, or move a table with CALL vision.maintain(''your_table'', add_model => ''inception_v3_mixed6_grid'').';
+    RAISE WARNING 'pgvision 0.14.0: the default model is now inception_v3_mixed6_grid (Inception-v3 cut at mixed6, grid pooling: better search and classification, 2-3x faster); functions called without model => use it. Your features of inception_v3 stay as they are: pass model => ''inception_v3'' to keep using them, or move a table with CALL vision.maintain(''your_table'', add_model => ''inception_v3_mixed6_grid'').';
   END IF;
 END
 $$;

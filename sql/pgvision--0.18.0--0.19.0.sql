@@ -346,10 +346,12 @@ return spi.call(plpy, GD, pictures.contact_sheet, image_id, image_ids, k, source
                 label_column, image_column, id_column, tile, columns)
 $$;
 
+-- A WARNING: PostgreSQL runs extension scripts with client_min_messages at WARNING or above,
+-- so a NOTICE would reach no one (pgvision migrate prints the server's WARNINGs).
 DO $$
 BEGIN
   IF EXISTS (SELECT FROM vision.features WHERE model IN ('inception_v3', 'inception_v3_mixed6_grid')) THEN
-    RAISE NOTICE 'pgvision 0.19.0: the default model is now inception_v3_mixed6_grid_224 (the same cut fed 224 px images: as good in make bench-quality, 1.6-2x faster); functions called without model => use it. Your features of other models stay as they are: pass model => ''inception_v3_mixed6_grid'' to keep using them, or move a table with CALL vision.maintain(''your_table'', add_model => ''inception_v3_mixed6_grid_224'').';
+    RAISE WARNING 'pgvision 0.19.0: the default model is now inception_v3_mixed6_grid_224 (the same cut fed 224 px images: as good in make bench-quality, 1.6-2x faster); functions called without model => use it. Your features of other models stay as they are: pass model => ''inception_v3_mixed6_grid'' to keep using them, or move a table with CALL vision.maintain(''your_table'', add_model => ''inception_v3_mixed6_grid_224'').';
   END IF;
 END
 $$;

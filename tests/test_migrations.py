@@ -379,3 +379,41 @@ def test_a_downgrade_below_0_15_is_refused_while_tables_hold_hashes_or_content_s
         assert extversion(conn) == pgvision.__version__
         assert stored_rows.checksums(conn) == before
         query(conn, "DELETE FROM vision.features WHERE source = 'hashed'::regclass")
+
+
+def test_the_upgrade_to_0_19_names_the_new_default_and_moves_no_feature(fresh_db):
+    """0.18.0 -> 0.19.0 points every model DEFAULT at inception_v3_mixed6_grid_224, warns
+    (pgvision migrate prints it) where a table holds the earlier default's features, and
+    changes none of them; the way back restores the defaults and keeps the new model."""
+    conn = psycopg2.connect(host=SOCKET_DIR, port=5432, user="postgres", dbname=fresh_db)
+    conn.autocommit = True
+    defaults = ("SELECT pg_catalog.pg_get_function_arguments('vision.similar(bigint, integer, "
+                "text, text, regclass, bigint[], boolean)'::regprocedure)")
+    warning = ("CALL vision.maintain('your_table', add_model => "
+               "'inception_v3_mixed6_grid_224')")
+    try:
+        query(conn, "CREATE EXTENSION pgvision VERSION '0.18.0' CASCADE; "
+                    "CREATE TABLE moved (id bigint PRIMARY KEY, image bytea)")
+        query(conn, "INSERT INTO vision.features (model, source, image_id, feature) VALUES "
+                    "('inception_v3_mixed6_grid', 'moved', 1, %s::real[])",
+              (np.linspace(0, 2, 3840).tolist(),))
+        features = "SELECT model, image_id, feature FROM vision.features ORDER BY 1, 2"
+        held = query(conn, features)
+        assert "model text DEFAULT 'inception_v3_mixed6_grid'::text" in query(conn, defaults)[0][0]
+        done = pgvision_migrate(fresh_db)
+        assert "WARNING:  pgvision 0.19.0: the default model is now " \
+            "inception_v3_mixed6_grid_224" in done.stderr and warning in done.stderr
+        assert "DEFAULT 'inception_v3_mixed6_grid_224'::text" in query(conn, defaults)[0][0]
+        assert query(conn, "SELECT input_height FROM vision.models "
+                           "WHERE name = 'inception_v3_mixed6_grid_224'") == [(224,)]
+        assert query(conn, features) == held
+        query(conn, "BEGIN; SET LOCAL pgvision.allow_downgrade = on; "
+                    "ALTER EXTENSION pgvision UPDATE TO '0.18.0'; COMMIT")
+        assert "model text DEFAULT 'inception_v3_mixed6_grid'::text" in query(conn, defaults)[0][0]
+        assert query(conn, "SELECT 1 FROM vision.models "
+                           "WHERE name = 'inception_v3_mixed6_grid_224'") == [(1,)]
+        assert query(conn, features) == held
+        query(conn, "ALTER EXTENSION pgvision UPDATE TO '0.19.0'")  # by hand: psql shows it
+        assert any(n.startswith("WARNING:") and warning in n for n in conn.notices)
+    finally:
+        conn.close()
