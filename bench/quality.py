@@ -124,14 +124,12 @@ def network(name, model_dir):
 def network_at(name, layer, size, model_dir):
     """``name`` cut at ``layer`` and fed ``size`` × ``size`` inputs: the layers up to a
     convolutional cut do not depend on the input's size, so the weights carry over."""
-    from pgvision.extractors import load_keras_file
+    from pgvision.extractors import at_input_size, load_keras_file
     import keras
 
     model = load_keras_file("bench", os.path.join(model_dir, f"{name}.keras"), (2, 1))
-    cut = keras.Model(model.inputs[0], model.get_layer(layer).output)
-    resized = keras.models.clone_model(cut, input_tensors=keras.Input((size, size, 3)))
-    resized.set_weights(cut.get_weights())
-    return resized
+    return keras.Model(*at_input_size(model.inputs[0], model.get_layer(layer).output,
+                                      (size, size), "bench"))
 
 
 def resized_features(images, model_dir):

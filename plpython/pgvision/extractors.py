@@ -62,20 +62,23 @@ def load_keras_file(function, path, threads=None, log=None):
                             EXTERNAL_ERROR) from None
 
 
-def at_input_size(cut, input_size, function):
-    """(inputs, output) of ``cut`` (a one-input Keras model) rebuilt for ``input_size`` inputs
-    with the same weights: convolutions and pools do not depend on the size they are fed, so
-    a network built for 299 px runs at 224 px with fewer positions to compute. A cut that
-    does (a Flatten, a Dense or a fixed-size pool before its output) cannot, and says so."""
+def at_input_size(inputs, output, input_size, function):
+    """(inputs, output) of a one-input graph fed ``input_size`` inputs: as they are where the
+    graph takes that size (or any), else the graph rebuilt for it with the same weights.
+    Convolutions and pools do not depend on the size they are fed, so a network built for
+    299 px runs at 224 px with fewer positions to compute; a graph that does (a Flatten, a
+    Dense or a fixed-size pool before its output) cannot, and says so."""
     import keras
 
+    built = tuple(inputs.shape[1:3])
     height, width = (int(v) for v in input_size)
-    cut = keras.Model(cut.inputs[0], cut.outputs[0])  # one tensor each, as clone_model matches
+    if None in built or built == (height, width):
+        return inputs, output
+    cut = keras.Model(inputs, output)
     try:
         resized = keras.models.clone_model(cut, input_tensors=keras.Input((height, width, 3)))
         resized.set_weights(cut.get_weights())
     except Exception as err:  # Keras raises many types; the user needs the reason
-        built = tuple(cut.inputs[0].shape[1:3])
         raise PgvisionError(function, f'argument "input_height"/"input_width": the model, built '
                             f"for {built[0]}x{built[1]} inputs, cannot be fed {height}x{width} "
                             f"up to its feature layer ({type(err).__name__}: {str(err)[:200]})",
@@ -103,9 +106,8 @@ class Extractor:
         else:
             output = model.output
         inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        if len(model.inputs) == 1 and tuple(inputs.shape[1:3]) != tuple(input_size) and \
-                None not in inputs.shape[1:3]:
-            inputs, output = at_input_size(keras.Model(inputs, output), input_size, function)
+        if len(model.inputs) == 1:
+            inputs, output = at_input_size(inputs, output, input_size, function)
         if len(output.shape) == 4 and pooling != "none":
             output = keras_pooling(output, pooling)
         if len(output.shape) != 2:

@@ -206,10 +206,10 @@ def fine_tune_job(args, progress):
     progress("loading the base model (safe mode)")
     model = extractors.load_keras_file(FN, args["model_path"], tuple(args["threads"]))
     feature_layer = base["feature_layer"] or model.layers[-1].name
-    built = tuple(model.inputs[0].shape[1:3])
-    if None not in built and built != tuple(size):  # a base fed another size than its own
-        model = keras.Model(*extractors.at_input_size(
-            keras.Model(model.inputs, model.get_layer(feature_layer).output), size, FN))
+    inputs, output = extractors.at_input_size(model.inputs[0],
+                                              model.get_layer(feature_layer).output, size, FN)
+    if inputs is not model.inputs[0]:  # a base fed another size than its network's own
+        model = keras.Model(inputs, output)
     names = [layer.name for layer in model.layers]
     cut = opts["from_layer"] or cut_layer_name(names, feature_layer, args["blocks"])
     if cut not in names or names.index(cut) >= names.index(feature_layer):
