@@ -186,15 +186,16 @@ def installed_default(model_dir, images):
     return out
 
 
-def query_hits(X, labels, metric):
-    """Per test image, the share of its 10 nearest training images that share its label
-    (precision@10 before the mean), on :func:`pgvision.evaluation.split`'s split."""
+def neighbour_hits(X, labels, metric):
+    """(test images, 10) booleans: whether each of a test image's 10 nearest training images
+    (scikit-learn, ``metric``) shares its label, on :func:`pgvision.evaluation.split`'s
+    split; the mean of a row is that image's precision@10."""
     from sklearn.neighbors import NearestNeighbors
 
     train, test = evaluation.split(labels)
     near = NearestNeighbors(n_neighbors=10, metric=metric).fit(X[train])
-    found = near.kneighbors(X[test], return_distance=False)
-    return (labels[train][found] == labels[test][:, None]).mean(axis=1)
+    return labels[train][near.kneighbors(X[test], return_distance=False)] == \
+        labels[test][:, None]
 
 
 def paired_interval(a, b, draws=2000, seed=0):
@@ -248,7 +249,6 @@ def raw_pixel_baselines(raw, labels):
     """scikit-learn on the raw pixels of the same split: LogisticRegressionCV on standardised
     pixels, NearestNeighbors (Euclidean and cosine, the better one)."""
     from sklearn.linear_model import LogisticRegressionCV
-    from sklearn.neighbors import NearestNeighbors
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -258,9 +258,7 @@ def raw_pixel_baselines(raw, labels):
     accuracy = float(clf.fit(X[train], labels[train]).score(X[test], labels[test]))
     best = (0.0, 0.0, "")
     for metric in ("euclidean", "cosine"):
-        near = NearestNeighbors(n_neighbors=10, metric=metric).fit(X[train])
-        hits = labels[train][near.kneighbors(X[test], return_distance=False)] == \
-            labels[test][:, None]
+        hits = neighbour_hits(X, labels, metric)
         ranks = np.arange(1, 11)
         relevant = np.array([(labels[train] == v).sum() for v in labels[test]])
         average = ((np.cumsum(hits, axis=1) / ranks) * hits).sum(axis=1) / \
@@ -349,8 +347,9 @@ def main():
             rows[label] = measure(X, labels, groups)
             if groups is None:  # the last one: int8 where this CPU runs it, as goals() reads
                 interval = paired_interval(
-                    query_hits(X, labels, "cosine"),
-                    query_hits(np.asarray(raw, dtype=np.float64), labels, raw_rows["knn_metric"]))
+                    neighbour_hits(X, labels, "cosine").mean(axis=1),
+                    neighbour_hits(np.asarray(raw, dtype=np.float64), labels,
+                                   raw_rows["knn_metric"]).mean(axis=1))
         resized, speed = resized_features(images, args.model_dir)
         for label, X in resized.items():
             rows[label] = measure(X, labels, groups)
